@@ -1,0 +1,112 @@
+"""`manage.py fulfill_order`: deliver paid orders now, in the foreground, or queue them.
+
+Exit codes: 0 every unit delivered (or queued with --queue); 1 some unit failed or is still
+pending; 2 bad input (unknown order, order not paid, unknown provider), nothing changed.
+"""
+
+from __future__ import annotations
+
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
+
+from fulfillment.registry import get_fulfillment_provider
+from fulfillment.services import (
+    OrderNotFound,
+    OrderNotFulfillable,
+    UnitReport,
+    fulfill_order,
+    order_fulfillment_queue,
+    order_fulfillment_reset_for_retry,
+)
+from orders.models import Order
+from orders.state import OrderStatus
+
+
+class Command(BaseCommand):
+    help = (
+        "Deliver the undelivered units of PAID orders, showing each unit as it goes. Failed units "
+        "get a new attempt; pending ones are re-checked with the same reference."
+    )
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("order_ids", nargs="*", type=int, metavar="ORDER_ID")
+        parser.add_argument("--all-paid", action="store_true", help="Every order that is PAID.")
+        parser.add_argument("--provider", help="Provider for new purchases (default: FULFILLMENT_PROVIDER).")
+        parser.add_argument("--queue", action="store_true", help="Queue for the workers instead of running here.")
+
+    def handle(self, *args, order_ids: list[int], all_paid: bool, provider: str | None, queue: bool, **options):
+        if not order_ids and not all_paid:
+            raise CommandError("Give at least one ORDER_ID, or --all-paid.", returncode=2)
+        if provider:
+            try:
+                get_fulfillment_provider(provider)
+            except ImproperlyConfigured as exc:
+                raise CommandError(str(exc), returncode=2) from exc
+            if queue:
+                raise CommandError(
+                    "--provider applies to foreground runs only; workers use FULFILLMENT_PROVIDER.", returncode=2
+                )
+        ids = list(dict.fromkeys(order_ids))
+        if all_paid:
+            ids += [
+                pk
+                for pk in Order.objects.filter(status=OrderStatus.PAID).order_by("pk").values_list("pk", flat=True)
+                if pk not in ids
+            ]
+        # Validate everything before changing anything.
+        statuses = dict(Order.objects.filter(pk__in=ids).values_list("pk", "status"))
+        problems = [str(OrderNotFound(pk)) for pk in ids if pk not in statuses]
+        problems += [
+            str(OrderNotFulfillable(pk, statuses[pk]))
+            for pk in ids
+            if pk in statuses and statuses[pk] != OrderStatus.PAID
+        ]
+        if problems:
+            raise CommandError("Nothing was done. " + " ".join(problems), returncode=2)
+        if not ids:
+            self.stdout.write("No paid orders to deliver.")
+            return
+
+        failed_orders = []
+        for position, order_id in enumerate(ids, start=1):
+            prefix = f"[{position}/{len(ids)}] order {order_id}"
+            try:
+                decision = order_fulfillment_reset_for_retry(order_id=order_id)
+            except (OrderNotFound, OrderNotFulfillable) as exc:  # changed since validation
+                self.stderr.write(f"{prefix}: skipped, {exc}")
+                failed_orders.append(order_id)
+                continue
+            if not decision.queued:
+                self.stdout.write(f"{prefix}: {decision.reason}")
+                continue
+            if queue:
+                with transaction.atomic():
+                    order_fulfillment_queue(order_id=order_id)
+                self.stdout.write(f"{prefix}: queued")
+                continue
+            self.stdout.write(f"{prefix}: delivering...")
+            report = fulfill_order(order_id, provider=provider, on_unit=self._show_unit)
+            line = (
+                f"{prefix}: {report.units_delivered}/{report.units_total} units delivered, order {report.order_status}"
+            )
+            if report.skipped:
+                line += f" ({report.skipped})"
+            if report.complete:
+                self.stdout.write(self.style.SUCCESS(line))
+            else:
+                self.stdout.write(self.style.WARNING(line))
+                failed_orders.append(order_id)
+
+        verb = "queued" if queue else "processed"
+        self.stdout.write(f"Summary: {len(ids)} order(s) {verb}, {len(failed_orders)} not fully delivered.")
+        if failed_orders:
+            raise CommandError(
+                "Not fully delivered: " + ", ".join(map(str, failed_orders)) + ". Failed units are retried "
+                "automatically when a retry can help; see each order's attempts in the admin.",
+                returncode=1,
+            )
+
+    def _show_unit(self, unit: UnitReport) -> None:
+        detail = f"serial {unit.serial}" if unit.serial else f"{unit.code} {unit.message}".strip()
+        self.stdout.write(f"    unit {unit.unit_key} [{unit.kind}] {unit.outcome}: {detail}")

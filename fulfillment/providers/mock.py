@@ -1,0 +1,141 @@
+"""The Mock provider: behaves like a real supplier without one.
+
+Each purchase waits a random delay (uniform between MOCK_FULFILLMENT_DELAY_MIN and _MAX
+seconds) and succeeds with probability MOCK_FULFILLMENT_SUCCESS_RATE; failures are
+retryable (like "out of stock"). With MOCK_FULFILLMENT_PENDING_RATE a share of purchases
+answer PENDING and resolve on a later check. MOCK_FULFILLMENT_SEED makes the sequence
+repeatable.
+
+Its ledger (MockLedgerEntry) lives in the database, keyed by reference, so the provider is
+idempotent across processes and restarts, and tests and benchmarks can count how many
+times each unit was really delivered.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from fulfillment.models import MockLedgerEntry
+from fulfillment.providers.base import (
+    FailureScope,
+    FulfillmentParams,
+    FulfillmentProvider,
+    FulfillmentResult,
+    Outcome,
+)
+
+
+class MockProvider(FulfillmentProvider):
+    name = "mock"
+
+    def __init__(
+        self,
+        *,
+        delay_min: float = 0.0,
+        delay_max: float = 0.0,
+        success_rate: float = 1.0,
+        pending_rate: float = 0.0,
+        seed: int | None = None,
+    ) -> None:
+        if not 0 <= delay_min <= delay_max:
+            raise ValueError(f"Mock delay range must satisfy 0 <= min <= max, got {delay_min}..{delay_max}.")
+        for label, rate in (("success rate", success_rate), ("pending rate", pending_rate)):
+            if not 0 <= rate <= 1:
+                raise ValueError(f"Mock {label} must be between 0 and 1, got {rate}.")
+        self.delay_min = delay_min
+        self.delay_max = delay_max
+        self.success_rate = success_rate
+        self.pending_rate = pending_rate
+        self._random = random.Random(seed)
+        self._random_lock = threading.Lock()
+
+    @classmethod
+    def configuration_errors(cls) -> list[str]:
+        errors = []
+        low, high = settings.MOCK_FULFILLMENT_DELAY_MIN, settings.MOCK_FULFILLMENT_DELAY_MAX
+        if not 0 <= low <= high:
+            errors.append(
+                f"MOCK_FULFILLMENT_DELAY_MIN ({low}) must be >= 0 and <= MOCK_FULFILLMENT_DELAY_MAX ({high})."
+            )
+        for name in ("MOCK_FULFILLMENT_SUCCESS_RATE", "MOCK_FULFILLMENT_PENDING_RATE"):
+            if not 0 <= getattr(settings, name) <= 1:
+                errors.append(f"{name} must be between 0 and 1.")
+        return errors
+
+    @classmethod
+    def from_settings(cls) -> MockProvider:
+        return cls(
+            delay_min=settings.MOCK_FULFILLMENT_DELAY_MIN,
+            delay_max=settings.MOCK_FULFILLMENT_DELAY_MAX,
+            success_rate=settings.MOCK_FULFILLMENT_SUCCESS_RATE,
+            pending_rate=settings.MOCK_FULFILLMENT_PENDING_RATE,
+            seed=settings.MOCK_FULFILLMENT_SEED,
+        )
+
+    def _draw(self) -> tuple[float, float]:
+        with self._random_lock:
+            return self._random.uniform(self.delay_min, self.delay_max), self._random.random()
+
+    def fulfill(self, params: FulfillmentParams) -> FulfillmentResult:
+        existing = self._repeat(params.reference)
+        if existing is not None:
+            return existing
+        delay, draw = self._draw()
+        time.sleep(delay)
+        if draw < self.pending_rate:
+            outcome = Outcome.PENDING
+        elif draw < self.pending_rate + (1 - self.pending_rate) * self.success_rate:
+            outcome = Outcome.DELIVERED
+        else:
+            outcome = Outcome.FAILED
+        try:
+            with transaction.atomic():
+                entry = MockLedgerEntry.objects.create(
+                    reference=params.reference,
+                    unit_key=params.unit_key,
+                    sku=params.sku,
+                    recipient=params.recipient,
+                    outcome=outcome,
+                    serial=f"MOCK-{params.reference}" if outcome == Outcome.DELIVERED else "",
+                    resolve_at=timezone.now() + timedelta(seconds=delay) if outcome == Outcome.PENDING else None,
+                )
+        except IntegrityError:
+            # A concurrent call with the same reference won the race: its purchase is the purchase.
+            return self._repeat(params.reference) or FulfillmentResult.pending(message="Mock: concurrent purchase")
+        return self._result(entry)
+
+    def _repeat(self, reference: str) -> FulfillmentResult | None:
+        entry = MockLedgerEntry.objects.filter(reference=reference).first()
+        if entry is None:
+            return None
+        MockLedgerEntry.objects.filter(pk=entry.pk).update(calls=F("calls") + 1)
+        if entry.outcome == Outcome.PENDING and entry.resolve_at and entry.resolve_at <= timezone.now():
+            serial = f"MOCK-{reference}"
+            # Conditional: two concurrent checks resolve the purchase once.
+            MockLedgerEntry.objects.filter(pk=entry.pk, outcome=Outcome.PENDING).update(
+                outcome=Outcome.DELIVERED, serial=serial
+            )
+            entry.refresh_from_db()
+        return self._result(entry)
+
+    @staticmethod
+    def _result(entry: MockLedgerEntry) -> FulfillmentResult:
+        raw = {"reference": entry.reference, "outcome": entry.outcome, "serial": entry.serial}
+        if entry.outcome == Outcome.DELIVERED:
+            return FulfillmentResult.delivered(serial=entry.serial, code="00", message="Mock: delivered", raw=raw)
+        if entry.outcome == Outcome.PENDING:
+            return FulfillmentResult.pending(code="03", message="Mock: pending at supplier", raw=raw)
+        return FulfillmentResult.failed(
+            scope=FailureScope.RETRYABLE,
+            code="MOCK_UNAVAILABLE",
+            message="Mock: supplier temporarily out of stock",
+            raw=raw,
+        )

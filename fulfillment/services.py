@@ -1,0 +1,595 @@
+"""Delivery services: the only code that moves a Delivery between statuses.
+
+Money-safety rules, and where each is enforced:
+
+* Only a PAID order's units are claimed (claim query joins the order's status).
+* One worker at a time per unit: a claim is a row lock (SKIP LOCKED where the database has
+  it) plus a claim token with an expiry; a claim left by a dead worker expires and the unit
+  is re-checked with the same reference.
+* A unit is marked SENDING by a conditional UPDATE from WAITING just before the provider
+  call; a refund cancels WAITING units by the same kind of UPDATE. The row lock orders the
+  two, so a refunded order never sends another unit.
+* After an unknown outcome (PENDING, timeout, exception, crash) the unit is re-checked with
+  the same reference; a new reference is issued only after a FAILED answer.
+* Every provider call leaves a DeliveryAttempt, whatever happens next.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from fulfillment.models import (
+    OPEN_STATUSES,
+    AttemptKind,
+    Delivery,
+    DeliveryAttempt,
+    DeliveryStatus,
+    ProviderHalt,
+)
+from fulfillment.providers.base import (
+    FailureScope,
+    FulfillmentParams,
+    FulfillmentProvider,
+    FulfillmentResult,
+    Outcome,
+)
+from fulfillment.registry import get_fulfillment_provider
+from orders.models import Order, OrderItem
+from orders.services import order_mark_fulfilled
+from orders.state import OrderStatus
+
+logger = logging.getLogger(__name__)
+
+_HOST = socket.gethostname()
+
+
+class OrderNotFound(Exception):
+    def __init__(self, order_id: int) -> None:
+        self.order_id = order_id
+        super().__init__(f"Order {order_id} does not exist. Check the id in the admin (Orders).")
+
+
+class OrderNotFulfillable(Exception):
+    """The order is not PAID, so nothing may be delivered."""
+
+    def __init__(self, order_id: int, status: str) -> None:
+        self.order_id = order_id
+        self.status = status
+        super().__init__(
+            f"Order {order_id} is {status}, not paid: only paid orders are delivered."
+            + (" It is already fulfilled." if status == OrderStatus.FULFILLED else "")
+        )
+
+
+def new_reference() -> str:
+    # Random rather than derived from ids: two environments sharing a provider account (or a
+    # database restored from backup) must never collide on a reference.
+    return uuid.uuid4().hex[:24]
+
+
+def _worker_id() -> str:
+    return f"{_HOST}:{os.getpid()}:{threading.get_ident()}"[:120]
+
+
+def _backoff(attempt: int, *, base: float | None = None, cap: float | None = None) -> timedelta:
+    """Exponential backoff with full jitter: attempt 1 waits up to base, then 2x, 4x... up to cap."""
+    base = settings.FULFILLMENT_RETRY_BASE_SECONDS if base is None else base
+    cap = settings.FULFILLMENT_RETRY_MAX_SECONDS if cap is None else cap
+    ceiling = min(cap, base * (2 ** max(0, attempt - 1)))
+    return timedelta(seconds=random.uniform(ceiling / 2, ceiling))
+
+
+# Pending purchases are re-checked sooner than failed ones are re-bought.
+_PENDING_BACKOFF_BASE = 15.0
+
+
+def _max_attempts() -> int:
+    return settings.FULFILLMENT_MAX_PURCHASE_ATTEMPTS
+
+
+def _release_connection_during_call() -> None:
+    # With a connection pool, hand the connection back for the seconds a provider takes, so
+    # hundreds of in-flight calls share a few connections. Never inside a transaction.
+    if connection.in_atomic_block:
+        return
+    if connection.settings_dict.get("OPTIONS", {}).get("pool"):
+        connection.close()
+
+
+# --- creating and queueing -----------------------------------------------------------------
+
+
+def deliveries_create(*, order_id: int) -> int:
+    """Create the Delivery rows (one per unit) of an order being paid. Idempotent."""
+    now = timezone.now()
+    items = OrderItem.objects.filter(order_id=order_id).values_list("id", "quantity")
+    rows = [
+        Delivery(
+            order_id=order_id,
+            item_id=item_id,
+            unit_index=index,
+            unit_key=f"{order_id}-{item_id}-{index}",
+            reference=new_reference(),
+            next_attempt_at=now,
+            queued_at=now,
+        )
+        for item_id, quantity in items
+        for index in range(quantity)
+    ]
+    Delivery.objects.bulk_create(rows, ignore_conflicts=True)
+    return len(rows)
+
+
+def order_fulfillment_queue(*, order_id: int) -> None:
+    """Queue a background delivery run for the order once the current transaction commits."""
+    from fulfillment.tasks import deliver_order
+
+    Delivery.objects.filter(order_id=order_id, status__in=OPEN_STATUSES).update(queued_at=timezone.now())
+    transaction.on_commit(lambda: deliver_order.delay(order_id))
+
+
+def deliveries_cancel_unsent(*, order_id: int) -> int:
+    """Refund: units not yet sent are never sent. Units already sent resolve as they will."""
+    return Delivery.objects.filter(order_id=order_id, status=DeliveryStatus.WAITING).update(
+        status=DeliveryStatus.CANCELLED,
+        last_message="Order refunded before this unit was sent.",
+        claim_token="",
+        claim_expires_at=None,
+    )
+
+
+@dataclass(frozen=True)
+class RetryDecision:
+    order_id: int
+    queued: bool
+    reason: str = ""
+
+
+def order_fulfillment_reset_for_retry(*, order_id: int) -> RetryDecision:
+    """Make every undelivered unit of a PAID order due now; FAILED units get a new reference.
+
+    Does not run or queue anything: callers choose (admin queues, the command runs inline).
+    """
+    with transaction.atomic():
+        order = Order.objects.select_for_update().filter(pk=order_id).first()
+        if order is None:
+            raise OrderNotFound(order_id)
+        if order.status != OrderStatus.PAID:
+            raise OrderNotFulfillable(order_id, order.status)
+        deliveries_create(order_id=order_id)
+        now = timezone.now()
+        # Safe: a FAILED unit's reference got a final failure answer, so nothing was bought.
+        for delivery in Delivery.objects.filter(order_id=order_id, status=DeliveryStatus.FAILED):
+            Delivery.objects.filter(pk=delivery.pk, status=DeliveryStatus.FAILED).update(
+                status=DeliveryStatus.WAITING,
+                reference=new_reference(),
+                purchase_no=F("purchase_no") + 1,
+                purchase_attempts=0,
+                reference_sent_at=None,
+                failure_scope="",
+                next_attempt_at=now,
+            )
+        Delivery.objects.filter(order_id=order_id, status=DeliveryStatus.WAITING).update(next_attempt_at=now)
+        open_units = Delivery.objects.filter(order_id=order_id, status__in=OPEN_STATUSES).count()
+    if not open_units:
+        _complete_if_delivered(order_id)
+        return RetryDecision(order_id, queued=False, reason="every unit is already delivered")
+    return RetryDecision(order_id, queued=True)
+
+
+def order_fulfillment_retry(*, order_id: int) -> RetryDecision:
+    """Staff retry: reset failed units and queue a background run. Raises for a non-PAID order."""
+    decision = order_fulfillment_reset_for_retry(order_id=order_id)
+    if decision.queued:
+        with transaction.atomic():
+            order_fulfillment_queue(order_id=order_id)
+    return decision
+
+
+# --- the delivery run ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UnitReport:
+    delivery_id: int
+    unit_key: str
+    reference: str
+    kind: str
+    outcome: str
+    code: str = ""
+    message: str = ""
+    serial: str = ""
+    failure_scope: str = ""
+
+
+@dataclass
+class FulfillmentReport:
+    order_id: int
+    units_total: int = 0
+    units_delivered: int = 0
+    units: list[UnitReport] = field(default_factory=list)
+    skipped: str = ""
+    order_status: str = ""
+
+    @property
+    def failed(self) -> list[UnitReport]:
+        return [unit for unit in self.units if unit.outcome == Outcome.FAILED]
+
+    @property
+    def complete(self) -> bool:
+        return self.units_total > 0 and self.units_delivered == self.units_total
+
+
+ProgressCallback = Callable[[UnitReport], None]
+
+
+def fulfill_order(
+    order_id: int,
+    items: Iterable[int | OrderItem] | None = None,
+    provider: str | FulfillmentProvider | None = None,
+    *,
+    on_unit: ProgressCallback | None = None,
+) -> FulfillmentReport:
+    """Deliver every unit of a PAID order that is due and not delivered; return what happened.
+
+    `items` limits the run to those order items; `provider` (a name or an instance) is used
+    for new purchases, while a pending purchase is always checked with the provider that
+    holds its reference. Moves the order to FULFILLED when every unit is delivered.
+    Raises OrderNotFound / OrderNotFulfillable; never raises for a provider's failure.
+    """
+    status = Order.objects.filter(pk=order_id).values_list("status", flat=True).first()
+    if status is None:
+        raise OrderNotFound(order_id)
+    if status != OrderStatus.PAID:
+        raise OrderNotFulfillable(order_id, status)
+    report = FulfillmentReport(order_id=order_id)
+    item_ids = None if items is None else [item.pk if isinstance(item, OrderItem) else int(item) for item in items]
+
+    if isinstance(provider, FulfillmentProvider):
+        default_provider, default_name = provider, provider.name
+    else:
+        default_name = provider or settings.FULFILLMENT_PROVIDER
+        default_provider = get_fulfillment_provider(default_name)
+
+    claim_token = uuid.uuid4().hex
+    units = _claim_due_units(order_id=order_id, item_ids=item_ids, claim_token=claim_token)
+    halted = set(ProviderHalt.objects.values_list("provider", flat=True)) if units else set()
+    for unit in units:
+        name = unit.provider or default_name
+        if name in halted:
+            _release_claim(unit, claim_token)
+            report.skipped = f"provider {name} is halted (see Fulfillment > Provider halts)"
+            continue
+        unit_provider = default_provider if name == default_name else get_fulfillment_provider(name)
+        unit_report = _process_unit(unit, provider=unit_provider, provider_name=name, claim_token=claim_token)
+        if unit_report is None:
+            continue
+        report.units.append(unit_report)
+        if on_unit:
+            on_unit(unit_report)
+        if unit_report.failure_scope == FailureScope.CONFIGURATION:
+            halted.add(name)
+
+    counts = _unit_counts(order_id)
+    report.units_total = counts["total"]
+    report.units_delivered = counts["delivered"]
+    report.order_status = _complete_if_delivered(order_id, counts=counts)
+    return report
+
+
+def _claim_due_units(*, order_id: int, item_ids: list[int] | None, claim_token: str) -> list[Delivery]:
+    now = timezone.now()
+    not_claimed = Q(claim_expires_at__isnull=True) | Q(claim_expires_at__lt=now)
+    due = Q(status__in=(DeliveryStatus.WAITING, DeliveryStatus.PENDING), next_attempt_at__lte=now) | Q(
+        status=DeliveryStatus.SENDING  # its claim expired: the worker died mid-call
+    )
+    with transaction.atomic():
+        deliveries_create(order_id=order_id)
+        qs = Delivery.objects.filter(not_claimed, due, order_id=order_id, order__status=OrderStatus.PAID)
+        if item_ids is not None:
+            qs = qs.filter(item_id__in=item_ids)
+        if connection.features.has_select_for_update_skip_locked:
+            qs = qs.select_for_update(skip_locked=True, of=("self",))
+        units = list(qs.select_related("item__product").order_by("item_id", "unit_index"))
+        if units:
+            Delivery.objects.filter(pk__in=[unit.pk for unit in units]).update(
+                claim_token=claim_token,
+                claim_expires_at=now + timedelta(seconds=settings.FULFILLMENT_CLAIM_SECONDS),
+                queued_at=None,
+            )
+    return units
+
+
+def _release_claim(unit: Delivery, claim_token: str) -> None:
+    Delivery.objects.filter(pk=unit.pk, claim_token=claim_token).update(claim_token="", claim_expires_at=None)
+
+
+def _params(unit: Delivery) -> FulfillmentParams:
+    product = unit.item.product
+    return FulfillmentParams(
+        reference=unit.reference,
+        unit_key=unit.unit_key,
+        sku=product.sku,
+        recipient=unit.item.recipient,
+        order_id=unit.order_id,
+        max_price=product.max_provider_price,
+        first_sent_at=unit.reference_sent_at,
+    )
+
+
+def _process_unit(
+    unit: Delivery, *, provider: FulfillmentProvider, provider_name: str, claim_token: str
+) -> UnitReport | None:
+    if unit.status == DeliveryStatus.WAITING:
+        kind = AttemptKind.PURCHASE
+        now = timezone.now()
+        # The last gate before money moves: WAITING -> SENDING on the row itself, which a
+        # refund's cancellation of WAITING units cannot interleave with.
+        sent = Delivery.objects.filter(pk=unit.pk, claim_token=claim_token, status=DeliveryStatus.WAITING).update(
+            status=DeliveryStatus.SENDING,
+            provider=provider_name,
+            reference_sent_at=now,
+            purchase_attempts=F("purchase_attempts") + 1,
+        )
+        if not sent:
+            return None
+        unit.provider, unit.reference_sent_at = provider_name, now
+        unit.purchase_attempts += 1
+    else:
+        kind = AttemptKind.CHECK
+        age_limit = provider.max_check_age
+        if age_limit and unit.reference_sent_at and timezone.now() - unit.reference_sent_at > age_limit:
+            return _give_up_checking(unit, claim_token=claim_token, provider_name=provider_name)
+
+    params = _params(unit)
+    _release_connection_during_call()
+    started = timezone.now()
+    clock = time.monotonic()
+    try:
+        result = provider.fulfill(params) if kind == AttemptKind.PURCHASE else provider.check_status(params)
+    except Exception as exc:  # noqa: BLE001 - an exception is an unknown outcome by contract
+        logger.exception("Provider %s raised for reference %s", provider_name, unit.reference)
+        result = FulfillmentResult.pending(
+            code="exception", message=f"{type(exc).__name__} from provider; outcome unknown, will re-check."
+        )
+    duration_ms = int((time.monotonic() - clock) * 1000)
+    return delivery_record_result(
+        unit=unit,
+        result=result,
+        kind=kind,
+        provider_name=provider_name,
+        claim_token=claim_token,
+        started_at=started,
+        duration_ms=duration_ms,
+        check_interval=provider.min_check_interval,
+    )
+
+
+def _give_up_checking(unit: Delivery, *, claim_token: str, provider_name: str) -> UnitReport:
+    result = FulfillmentResult.failed(
+        scope=FailureScope.PERMANENT,
+        code="check_window_expired",
+        message=(
+            "Outcome still unknown and the reference is too old to check again. Ask the provider "
+            "whether it was delivered before retrying, or the unit could be bought twice."
+        ),
+    )
+    return delivery_record_result(
+        unit=unit,
+        result=result,
+        kind=AttemptKind.CHECK,
+        provider_name=provider_name,
+        claim_token=claim_token,
+        started_at=timezone.now(),
+        duration_ms=0,
+    )
+
+
+def delivery_record_result(
+    *,
+    unit: Delivery,
+    result: FulfillmentResult,
+    kind: str,
+    provider_name: str,
+    claim_token: str | None,
+    started_at: datetime,
+    duration_ms: int,
+    check_interval: timedelta = timedelta(0),
+) -> UnitReport:
+    """Store a provider's answer as a DeliveryAttempt and move the unit accordingly.
+
+    `claim_token=None` is a callback: it may settle a SENDING or PENDING unit whoever holds it.
+    A DELIVERED unit never changes again.
+    """
+    now = timezone.now()
+    open_now = Q(status__in=(DeliveryStatus.SENDING, DeliveryStatus.PENDING))
+    mine = open_now & (Q(claim_token=claim_token) if claim_token is not None else Q())
+    release = {"claim_token": "", "claim_expires_at": None}
+    common = {"last_code": result.code[:50], "last_message": result.message[:500]}
+
+    if result.outcome == Outcome.DELIVERED:
+        # A delivery is a fact: record it even if our claim has lapsed.
+        condition = Q(pk=unit.pk) & open_now
+        values = {
+            "status": DeliveryStatus.DELIVERED,
+            "serial": result.serial[:255],
+            "delivered_at": now,
+            "failure_scope": "",
+        }
+    elif result.outcome == Outcome.PENDING:
+        checked = 1 if kind == AttemptKind.CHECK else 0
+        wait = max(check_interval, _backoff(unit.status_checks + checked + 1, base=_PENDING_BACKOFF_BASE))
+        condition = Q(pk=unit.pk) & mine
+        values = {
+            "status": DeliveryStatus.PENDING,
+            "next_attempt_at": now + wait,
+            "status_checks": F("status_checks") + checked,
+        }
+    elif result.failure_scope == FailureScope.CONFIGURATION:
+        provider_halt(provider=provider_name, code=result.code, reason=result.message)
+        condition = Q(pk=unit.pk) & mine
+        values = _fresh_purchase(now=now, delay=timedelta(0), failure_scope=result.failure_scope)
+    elif result.failure_scope == FailureScope.RETRYABLE and unit.purchase_attempts < _max_attempts():
+        condition = Q(pk=unit.pk) & mine
+        values = _fresh_purchase(now=now, delay=_backoff(unit.purchase_attempts), failure_scope=result.failure_scope)
+    else:
+        condition = Q(pk=unit.pk) & mine
+        values = {"status": DeliveryStatus.FAILED, "failure_scope": result.failure_scope or FailureScope.PERMANENT}
+
+    with transaction.atomic():
+        DeliveryAttempt.objects.create(
+            delivery_id=unit.pk,
+            order_id=unit.order_id,
+            provider=provider_name,
+            reference=unit.reference,
+            kind=kind,
+            outcome=result.outcome,
+            failure_scope=result.failure_scope or "",
+            code=result.code[:50],
+            message=result.message[:500],
+            serial=result.serial[:255],
+            raw=result.raw,
+            worker=_worker_id(),
+            started_at=started_at,
+            finished_at=now,
+            duration_ms=duration_ms,
+        )
+        applied = Delivery.objects.filter(condition).update(**values, **common, **release)
+    if not applied:
+        logger.info("Result for %s not applied: the unit moved on meanwhile", unit.reference)
+    return UnitReport(
+        delivery_id=unit.pk,
+        unit_key=unit.unit_key,
+        reference=unit.reference,
+        kind=kind,
+        outcome=result.outcome,
+        code=result.code,
+        message=result.message,
+        serial=result.serial,
+        failure_scope=result.failure_scope or "",
+    )
+
+
+def _fresh_purchase(*, now: datetime, delay: timedelta, failure_scope: str) -> dict:
+    # The old reference got a final failure answer, so a new one cannot double-buy.
+    return {
+        "status": DeliveryStatus.WAITING,
+        "reference": new_reference(),
+        "purchase_no": F("purchase_no") + 1,
+        "reference_sent_at": None,
+        "status_checks": 0,
+        "failure_scope": failure_scope,
+        "next_attempt_at": now + delay,
+    }
+
+
+def _unit_counts(order_id: int) -> dict[str, int]:
+    from django.db.models import Count
+
+    return Delivery.objects.filter(order_id=order_id).aggregate(
+        total=Count("id"), delivered=Count("id", filter=Q(status=DeliveryStatus.DELIVERED))
+    )
+
+
+def _complete_if_delivered(order_id: int, *, counts: dict[str, int] | None = None) -> str:
+    """PAID -> FULFILLED when every unit is delivered; returns the order's status."""
+    counts = counts or _unit_counts(order_id)
+    if counts["total"] and counts["total"] == counts["delivered"]:
+        from orders.state import IllegalTransition
+
+        try:
+            return order_mark_fulfilled(order_id=order_id).current
+        except IllegalTransition as exc:
+            return exc.current  # refunded meanwhile: the order keeps that status
+    return Order.objects.filter(pk=order_id).values_list("status", flat=True).get()
+
+
+# --- callbacks, halts, reconciliation ---------------------------------------------------------
+
+
+def delivery_resolve_by_reference(*, reference: str, result: FulfillmentResult, provider_name: str) -> bool:
+    """Apply a provider's callback for `reference`. False when the reference is unknown or the
+    unit is already settled (duplicates change nothing)."""
+    if result.outcome == Outcome.PENDING:
+        return False
+    unit = (
+        Delivery.objects.filter(reference=reference, status__in=(DeliveryStatus.SENDING, DeliveryStatus.PENDING))
+        .select_related("item__product")
+        .first()
+    )
+    if unit is None:
+        return False
+    delivery_record_result(
+        unit=unit,
+        result=result,
+        kind=AttemptKind.CALLBACK,
+        provider_name=provider_name,
+        claim_token=None,
+        started_at=timezone.now(),
+        duration_ms=0,
+    )
+    settled = Delivery.objects.filter(pk=unit.pk).exclude(status__in=(DeliveryStatus.SENDING, DeliveryStatus.PENDING))
+    if settled.exists():
+        _complete_if_delivered(unit.order_id)
+        return True
+    return False
+
+
+def provider_halt(*, provider: str, code: str, reason: str) -> None:
+    """Stop every delivery through `provider` until staff delete the halt."""
+    ProviderHalt.objects.get_or_create(provider=provider, defaults={"code": code, "reason": reason})
+    logger.error("Deliveries through %s halted: %s (code %s)", provider, reason, code)
+
+
+def provider_resume(*, provider: str) -> int:
+    """Lift a halt; due units are picked up by the next reconciliation."""
+    deleted, _ = ProviderHalt.objects.filter(provider=provider).delete()
+    return deleted
+
+
+def paid_orders_reconcile(*, limit: int = 1000) -> list[int]:
+    """Queue every PAID order with a unit that is due and not already queued recently.
+
+    Covers lost messages, crashed workers (expired claims), retries whose backoff has passed
+    and pending outcomes whose callback never came.
+    """
+    now = timezone.now()
+    stale = now - timedelta(seconds=settings.FULFILLMENT_STALE_AFTER_SECONDS)
+    due = Q(status__in=(DeliveryStatus.WAITING, DeliveryStatus.PENDING), next_attempt_at__lte=now) | Q(
+        status=DeliveryStatus.SENDING, claim_expires_at__lt=now
+    )
+    not_claimed = Q(claim_expires_at__isnull=True) | Q(claim_expires_at__lt=now)
+    not_queued = Q(queued_at__isnull=True) | Q(queued_at__lt=stale)
+    halted = list(ProviderHalt.objects.values_list("provider", flat=True))
+    candidates = Delivery.objects.filter(due, not_claimed, not_queued, order__status=OrderStatus.PAID)
+    if halted:
+        candidates = candidates.exclude(provider__in=halted)
+    order_ids = list(candidates.order_by("order_id").values_list("order_id", flat=True).distinct()[:limit])
+    # Orders paid but without units (payment committed, creation lost) are repaired too.
+    missing = list(
+        Order.objects.filter(status=OrderStatus.PAID, paid_at__lt=stale, deliveries__isnull=True).values_list(
+            "id", flat=True
+        )[:limit]
+    )
+    order_ids = sorted(set(order_ids) | set(missing))
+    for order_id in order_ids:
+        with transaction.atomic():
+            deliveries_create(order_id=order_id)
+            order_fulfillment_queue(order_id=order_id)
+    if order_ids:
+        logger.info("Reconciliation queued %d paid order(s): %s", len(order_ids), order_ids[:20])
+    return order_ids

@@ -1,0 +1,47 @@
+"""Celery tasks: thin wrappers over fulfillment.services.
+
+Backoff between delivery attempts is kept per unit in the database (next_attempt_at), not in
+Celery's retry counter, so it survives lost messages and dead workers; the periodic
+reconciliation task queues whatever is due. Celery's own retry is used only for
+infrastructure errors (database unreachable), with exponential backoff, jitter and a bound.
+"""
+
+import logging
+
+from celery import shared_task
+from django.db import DatabaseError
+
+from fulfillment import services
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(
+    name="fulfillment.deliver_order",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    autoretry_for=(DatabaseError,),
+    retry_backoff=2,
+    retry_backoff_max=300,
+    retry_jitter=True,
+    max_retries=8,
+)
+def deliver_order(order_id: int) -> dict:
+    """Deliver what is due for one order. Safe to run twice at once: units are claimed."""
+    try:
+        report = services.fulfill_order(order_id)
+    except (services.OrderNotFound, services.OrderNotFulfillable) as exc:
+        logger.info("Nothing to deliver: %s", exc)
+        return {"order_id": order_id, "skipped": str(exc)}
+    return {
+        "order_id": order_id,
+        "delivered": report.units_delivered,
+        "total": report.units_total,
+        "status": report.order_status,
+    }
+
+
+@shared_task(name="fulfillment.reconcile_paid_orders", acks_late=True, ignore_result=True)
+def reconcile_paid_orders() -> list[int]:
+    """Periodic: queue PAID orders whose due units nobody is working on."""
+    return services.paid_orders_reconcile()

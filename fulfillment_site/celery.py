@@ -1,0 +1,32 @@
+"""The Celery application: configured from Django settings (CELERY_* names)."""
+
+import os
+
+from celery import Celery
+from celery.signals import worker_init
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "fulfillment_site.settings")
+
+app = Celery("fulfillment_site")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()
+
+
+@app.on_after_finalize.connect
+def _schedule_periodic_tasks(sender: Celery, **kwargs) -> None:
+    from django.conf import settings
+
+    sender.add_periodic_task(
+        float(settings.FULFILLMENT_RECONCILE_INTERVAL_SECONDS),
+        sender.signature("fulfillment.reconcile_paid_orders"),
+        name="reconcile paid orders",
+    )
+
+
+@worker_init.connect
+def _refuse_to_start_misconfigured(**kwargs) -> None:
+    # A worker with an unknown provider or missing credentials would fail every delivery;
+    # stopping at startup with the reason is kinder than a queue of failed attempts.
+    from fulfillment.registry import validate_provider_settings
+
+    validate_provider_settings()

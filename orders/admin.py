@@ -1,0 +1,140 @@
+"""Admin for products, orders and payment notifications.
+
+Statuses are read-only here: they change through payments, deliveries and the
+"Retry fulfillment" action, never by editing a field.
+"""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.db.models import Count, IntegerField, OuterRef, Q, Subquery, Sum
+from django.db.models.functions import Coalesce
+
+from fulfillment.admin import DeliveryAttemptInline, DeliveryInline, ReadOnlyAdminMixin, retry_fulfillment
+from fulfillment.models import Delivery, DeliveryStatus
+from orders.models import Order, OrderItem, PaymentNotification, Product
+
+
+@admin.register(Product)
+class ProductAdmin(admin.ModelAdmin):
+    list_display = (
+        "name",
+        "sku",
+        "price_kopecks",
+        "is_active",
+        "provider_price",
+        "provider_status",
+        "provider_synced_at",
+    )
+    list_filter = ("is_active", "provider_available")
+    search_fields = ("name", "sku")
+    readonly_fields = ("provider_price", "provider_available", "provider_synced_at", "created_at", "updated_at")
+
+    @admin.display(description="At provider", ordering="provider_available")
+    def provider_status(self, obj: Product) -> str:
+        if obj.provider_available is None:
+            return "unknown"
+        return "available" if obj.provider_available else "DISABLED by provider"
+
+
+class OrderItemInline(ReadOnlyAdminMixin, admin.TabularInline):
+    model = OrderItem
+    fields = ("product", "quantity", "unit_price_kopecks", "recipient")
+    readonly_fields = fields
+    extra = 0
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("product")
+
+
+class PaymentNotificationInline(ReadOnlyAdminMixin, admin.TabularInline):
+    model = PaymentNotification
+    fields = ("received_at", "bank_status", "payment_id", "amount_kopecks", "verdict", "http_status", "detail")
+    readonly_fields = fields
+    extra = 0
+
+
+def _units_annotations() -> dict:
+    units_total = (
+        OrderItem.objects.filter(order=OuterRef("pk")).values("order").annotate(total=Sum("quantity")).values("total")
+    )
+    units_delivered = (
+        Delivery.objects.filter(order=OuterRef("pk"))
+        .values("order")
+        .annotate(n=Count("id", filter=Q(status=DeliveryStatus.DELIVERED)))
+        .values("n")
+    )
+    return {
+        "units_total": Coalesce(Subquery(units_total, output_field=IntegerField()), 0),
+        "units_delivered": Coalesce(Subquery(units_delivered, output_field=IntegerField()), 0),
+    }
+
+
+@admin.register(Order)
+class OrderAdmin(admin.ModelAdmin):
+    list_display = (
+        "id",
+        "status",
+        "amount_kopecks",
+        "customer_email",
+        "units",
+        "payment_id",
+        "created_at",
+        "paid_at",
+        "fulfilled_at",
+    )
+    list_filter = ("status", "created_at", "paid_at", "fulfilled_at")
+    search_fields = ("=id", "customer_email", "=payment_id", "=deliveries__reference", "items__recipient")
+    date_hierarchy = "created_at"
+    actions = [retry_fulfillment]
+    inlines = [OrderItemInline, DeliveryInline, DeliveryAttemptInline, PaymentNotificationInline]
+    readonly_fields = (
+        "status",
+        "amount_kopecks",
+        "payment_id",
+        "created_at",
+        "status_changed_at",
+        "paid_at",
+        "fulfilled_at",
+        "cancelled_at",
+        "refunded_at",
+        "units",
+    )
+    fields = (
+        "status",
+        "amount_kopecks",
+        "customer_email",
+        "payment_id",
+        "units",
+        "created_at",
+        "status_changed_at",
+        "paid_at",
+        "fulfilled_at",
+        "cancelled_at",
+        "refunded_at",
+    )
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(**_units_annotations())
+
+    def has_add_permission(self, request) -> bool:
+        # Orders come from the shop front with their items and a computed amount.
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_retry_fulfillment_permission(self, request) -> bool:
+        return request.user.has_perm("orders.retry_fulfillment")
+
+    @admin.display(description="Units delivered / total")
+    def units(self, obj: Order) -> str:
+        return f"{obj.units_delivered} / {obj.units_total}"
+
+
+@admin.register(PaymentNotification)
+class PaymentNotificationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("received_at", "order_ref", "bank_status", "payment_id", "amount_kopecks", "verdict", "http_status")
+    list_filter = ("verdict", "bank_status", "http_status")
+    search_fields = ("=order_ref", "=payment_id")
+    readonly_fields = [f.name for f in PaymentNotification._meta.fields]

@@ -1,0 +1,11 @@
+"""App configuration for orders."""
+
+from django.apps import AppConfig
+
+
+class OrdersConfig(AppConfig):
+    name = "orders"
+    verbose_name = "Orders"
+
+    def ready(self) -> None:
+        from orders import checks  # noqa: F401  (registers the checks)

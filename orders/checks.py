@@ -1,0 +1,18 @@
+"""System checks for the payment side: warn when notifications cannot be verified."""
+
+from django.conf import settings
+from django.core import checks
+
+
+@checks.register()
+def tbank_credentials_check(app_configs, **kwargs) -> list[checks.CheckMessage]:
+    missing = [name for name in ("TBANK_TERMINAL_KEY", "TBANK_PASSWORD") if not getattr(settings, name)]
+    if not missing:
+        return []
+    return [
+        checks.Warning(
+            f"{' and '.join(missing)} not set: the payment webhook answers 503 to every notification.",
+            id="orders.W001",
+            hint="Set them to the terminal key and password from the T-Bank merchant portal.",
+        )
+    ]

@@ -1,0 +1,63 @@
+"""`manage.py simulate_payment ORDER_ID`: send the webhook a notification signed as T-Bank signs it.
+
+For development and demos: it POSTs to a running server (default http://127.0.0.1:8000) with
+the TBANK_TERMINAL_KEY / TBANK_PASSWORD of this configuration, and prints the answer and
+how long the webhook took.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+
+import requests
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from orders.models import Order
+from orders.tbank import sign_notification
+
+
+class Command(BaseCommand):
+    help = "Send a signed T-Bank notification for an order to the webhook of a running server."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("order_id", type=int)
+        parser.add_argument("--status", default="CONFIRMED", help="Bank status to send (default CONFIRMED).")
+        parser.add_argument("--amount", type=int, help="Amount in kopecks (default: the order's amount).")
+        parser.add_argument("--payment-id", type=int, help="PaymentId (default: a random one).")
+        parser.add_argument("--url", default="http://127.0.0.1:8000/api/payments/tbank/notification")
+
+    def handle(
+        self, *args, order_id: int, status: str, amount: int | None, payment_id: int | None, url: str, **options
+    ) -> None:
+        if not settings.TBANK_TERMINAL_KEY or not settings.TBANK_PASSWORD:
+            raise CommandError("Set TBANK_TERMINAL_KEY and TBANK_PASSWORD (see .env.example) to sign notifications.")
+        order = Order.objects.filter(pk=order_id).first()
+        if order is None:
+            raise CommandError(f"Order {order_id} does not exist.")
+        payload = {
+            "TerminalKey": settings.TBANK_TERMINAL_KEY,
+            "OrderId": order.tbank_order_id,
+            "Success": status not in {"REJECTED", "CANCELED", "DEADLINE_EXPIRED"},
+            "Status": status,
+            "PaymentId": payment_id or int(order.payment_id or random.randint(10**6, 10**9)),
+            "ErrorCode": "0",
+            "Amount": order.amount_kopecks if amount is None else amount,
+            "CardId": 322264,
+            "Pan": "430000******0777",
+            "ExpDate": "1130",
+        }
+        body = json.dumps(sign_notification(payload, settings.TBANK_PASSWORD))
+        started = time.perf_counter()
+        try:
+            response = requests.post(url, data=body, headers={"Content-Type": "application/json"}, timeout=15)
+        except requests.RequestException as exc:
+            raise CommandError(f"Could not reach {url}: {exc}. Is the server running (make run)?") from exc
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        self.stdout.write(
+            f"{status} for order {order_id} -> HTTP {response.status_code} {response.text!r} in {elapsed_ms:.1f} ms"
+        )
+        if response.status_code != 200:
+            raise CommandError("The webhook did not accept the notification.")

@@ -1,0 +1,273 @@
+"""Write operations on orders: creation, payment, cancellation, refund, fulfillment, and the
+processing of T-Bank payment notifications.
+
+Status changes go through orders.state; side effects of a change (queueing delivery,
+stopping it on refund) are announced with the signals in orders.signals, inside the same
+transaction, so a listener can act atomically with the change or defer to on_commit.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+
+from orders import signals, tbank
+from orders.models import NotificationVerdict, Order, OrderItem, PaymentNotification, Product
+from orders.state import OrderStatus, TransitionResult, order_transition
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ItemSpec:
+    product: Product
+    recipient: str
+    quantity: int = 1
+
+
+def order_create(*, items: list[ItemSpec], customer_email: str = "") -> Order:
+    """Create a NEW order whose amount is the sum of its items at current product prices."""
+    if not items:
+        raise ValueError("An order needs at least one item.")
+    for spec in items:
+        if spec.quantity < 1:
+            raise ValueError(f"Quantity of {spec.product} must be at least 1, not {spec.quantity}.")
+        if not spec.product.is_active:
+            raise ValueError(f"{spec.product} is not active and cannot be ordered.")
+        if not spec.recipient.strip():
+            raise ValueError(f"Item {spec.product} needs a recipient (phone number or account id).")
+    amount = sum(spec.product.price_kopecks * spec.quantity for spec in items)
+    with transaction.atomic():
+        order = Order.objects.create(amount_kopecks=amount, customer_email=customer_email)
+        OrderItem.objects.bulk_create(
+            OrderItem(
+                order=order,
+                product=spec.product,
+                quantity=spec.quantity,
+                unit_price_kopecks=spec.product.price_kopecks,
+                recipient=spec.recipient.strip(),
+            )
+            for spec in items
+        )
+    return order
+
+
+def order_mark_paid(*, order_id: int, payment_id: str = "", current: str | None = None) -> TransitionResult:
+    """NEW/CANCELLED -> PAID; queues delivery once the transaction commits."""
+    fields = {"payment_id": payment_id} if payment_id else {}
+    with transaction.atomic():
+        result = order_transition(order_id=order_id, target=OrderStatus.PAID, current=current, **fields)
+        if result.changed:
+            signals.order_paid.send(sender=Order, order_id=order_id)
+    return result
+
+
+def order_cancel(*, order_id: int, current: str | None = None) -> TransitionResult:
+    """NEW -> CANCELLED: the payment failed or expired."""
+    return order_transition(order_id=order_id, target=OrderStatus.CANCELLED, current=current)
+
+
+def order_refund(*, order_id: int, current: str | None = None) -> TransitionResult:
+    """PAID/FULFILLED -> REFUNDED; units not yet sent to a provider are never sent."""
+    with transaction.atomic():
+        result = order_transition(order_id=order_id, target=OrderStatus.REFUNDED, current=current)
+        if result.changed:
+            signals.order_refunded.send(sender=Order, order_id=order_id)
+    return result
+
+
+def order_mark_fulfilled(*, order_id: int) -> TransitionResult:
+    """PAID -> FULFILLED; the caller has checked that every unit is delivered."""
+    return order_transition(order_id=order_id, target=OrderStatus.FULFILLED)
+
+
+# --- T-Bank notifications ------------------------------------------------------------------
+
+
+@dataclass
+class NotificationOutcome:
+    """What the webhook answers, and what the audit record says."""
+
+    http_status: int
+    verdict: str
+    detail: str
+    order: Order | None = None
+    payload: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def response_body(self) -> str:
+        # The bank treats exactly "OK" as delivered; everything else is retried later.
+        return "OK" if self.http_status == 200 else self.detail
+
+
+class PaymentConfigurationError(Exception):
+    """The shop cannot verify notifications: terminal credentials are not configured."""
+
+
+def _remote_addr_allowed(remote_addr: str | None) -> bool:
+    networks = settings.TBANK_ALLOWED_NETWORKS
+    if not networks:
+        return True
+    if not remote_addr:
+        return False
+    try:
+        address = ipaddress.ip_address(remote_addr)
+    except ValueError:
+        return False
+    return any(address in ipaddress.ip_network(net, strict=False) for net in networks)
+
+
+def payment_notification_process(*, body: bytes, remote_addr: str | None = None) -> NotificationOutcome:
+    """Verify, apply and record one T-Bank notification.
+
+    Every notification leaves a PaymentNotification row, whatever its verdict, written in
+    the same transaction as the order change it causes: either both happen or neither, and
+    the bank, seeing a non-OK answer, sends it again.
+    """
+    if not settings.TBANK_TERMINAL_KEY or not settings.TBANK_PASSWORD:
+        raise PaymentConfigurationError(
+            "TBANK_TERMINAL_KEY and TBANK_PASSWORD must be set to verify payment notifications."
+        )
+    limit = settings.PAYMENT_NOTIFICATION_MAX_STORED_BYTES
+    try:
+        payload = tbank.parse_notification(body)
+    except tbank.MalformedNotification as exc:
+        outcome = NotificationOutcome(400, NotificationVerdict.MALFORMED, str(exc))
+        _record(outcome, body=body, limit=limit, remote_addr=remote_addr)
+        return outcome
+
+    outcome = _authenticate(payload, remote_addr)
+    if outcome is None:
+        outcome = _validate_fields(payload)
+    if outcome is not None:
+        _record(outcome, body=body, limit=limit, remote_addr=remote_addr)
+        return outcome
+
+    order_ref = str(payload["OrderId"])
+    with transaction.atomic():
+        order = None
+        if order_ref.isascii() and order_ref.isdigit() and len(order_ref) < 19:
+            order = Order.objects.select_for_update().filter(pk=int(order_ref)).first()
+        if order is None:
+            outcome = NotificationOutcome(
+                404, NotificationVerdict.UNKNOWN_ORDER, f"No order with OrderId {order_ref!r}.", payload=payload
+            )
+        else:
+            outcome = _apply(order, payload)
+        _record(outcome, body=body, limit=limit, remote_addr=remote_addr)
+    return outcome
+
+
+def _authenticate(payload: dict[str, Any], remote_addr: str | None) -> NotificationOutcome | None:
+    if not _remote_addr_allowed(remote_addr):
+        return NotificationOutcome(
+            403, NotificationVerdict.FORBIDDEN, "Source address is not in TBANK_ALLOWED_NETWORKS.", payload=payload
+        )
+    if not tbank.terminal_key_is_valid(payload, settings.TBANK_TERMINAL_KEY):
+        return NotificationOutcome(403, NotificationVerdict.FORBIDDEN, "Unknown TerminalKey.", payload=payload)
+    if not tbank.token_is_valid(payload, settings.TBANK_PASSWORD):
+        return NotificationOutcome(403, NotificationVerdict.FORBIDDEN, "Token does not match.", payload=payload)
+    return None
+
+
+def _validate_fields(payload: dict[str, Any]) -> NotificationOutcome | None:
+    amount = payload.get("Amount")
+    if amount is not None and (not isinstance(amount, int) or isinstance(amount, bool) or amount < 0):
+        return NotificationOutcome(
+            400,
+            NotificationVerdict.MALFORMED,
+            "Field Amount must be a non-negative integer (kopecks).",
+            payload=payload,
+        )
+    if payload["Status"] == tbank.CONFIRMED and amount is None:
+        return NotificationOutcome(
+            400, NotificationVerdict.MALFORMED, "A CONFIRMED notification must carry Amount.", payload=payload
+        )
+    payment_id = payload.get("PaymentId")
+    if payment_id is not None and not tbank._is_id(payment_id):
+        return NotificationOutcome(
+            400, NotificationVerdict.MALFORMED, "Field PaymentId must be a string or an integer.", payload=payload
+        )
+    return None
+
+
+def _apply(order: Order, payload: dict[str, Any]) -> NotificationOutcome:
+    status = payload["Status"]
+    payment_id = str(payload.get("PaymentId") or "")
+    current = order.status
+
+    def outcome(http_status: int, verdict: str, detail: str) -> NotificationOutcome:
+        return NotificationOutcome(http_status, verdict, detail, order=order, payload=payload)
+
+    if status == tbank.CONFIRMED:
+        if payload.get("Success") is False:
+            return outcome(200, NotificationVerdict.RECORDED, "CONFIRMED with Success=false: nothing to do.")
+        if payload["Amount"] != order.amount_kopecks:
+            return outcome(
+                409,
+                NotificationVerdict.AMOUNT_MISMATCH,
+                f"Amount {payload['Amount']} does not match order {order.pk} amount {order.amount_kopecks}; "
+                "the order was not marked paid.",
+            )
+        if current in (OrderStatus.PAID, OrderStatus.FULFILLED):
+            return outcome(200, NotificationVerdict.DUPLICATE, f"Order is already {current}.")
+        if current == OrderStatus.REFUNDED:
+            return outcome(200, NotificationVerdict.IGNORED, "Order is already refunded; not paid again.")
+        order_mark_paid(order_id=order.pk, payment_id=payment_id, current=current)
+        return outcome(200, NotificationVerdict.APPLIED, f"Order {current} -> paid; delivery queued.")
+
+    if status in tbank.FAILED_PAYMENT_STATUSES or (status == "REVERSED" and current == OrderStatus.NEW):
+        if current == OrderStatus.NEW:
+            order_cancel(order_id=order.pk, current=current)
+            return outcome(200, NotificationVerdict.APPLIED, f"Payment {status}: order new -> cancelled.")
+        if current == OrderStatus.CANCELLED:
+            return outcome(200, NotificationVerdict.DUPLICATE, "Order is already cancelled.")
+        return outcome(200, NotificationVerdict.IGNORED, f"{status} cannot downgrade an order that is {current}.")
+
+    if status in tbank.MONEY_RETURNED_STATUSES:
+        if order.payment_id and payment_id and payment_id != order.payment_id:
+            return outcome(
+                200,
+                NotificationVerdict.IGNORED,
+                f"{status} is for PaymentId {payment_id}, but the order was paid by {order.payment_id}.",
+            )
+        if current in (OrderStatus.PAID, OrderStatus.FULFILLED):
+            order_refund(order_id=order.pk, current=current)
+            return outcome(
+                200, NotificationVerdict.APPLIED, f"Order {current} -> refunded; undelivered units will not be sent."
+            )
+        if current == OrderStatus.REFUNDED:
+            return outcome(200, NotificationVerdict.DUPLICATE, "Order is already refunded.")
+        return outcome(200, NotificationVerdict.IGNORED, f"{status} on an order that is {current}: nothing to refund.")
+
+    if status in tbank.PARTIAL_STATUSES:
+        return outcome(200, NotificationVerdict.RECORDED, f"{status} recorded; partial refunds need staff review.")
+    if status == tbank.AUTHORIZED:
+        return outcome(200, NotificationVerdict.RECORDED, "Payment authorized (hold); waiting for CONFIRMED.")
+    return outcome(200, NotificationVerdict.RECORDED, f"Status {status} recorded; no action.")
+
+
+def _is_storable_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2**63
+
+
+def _record(outcome: NotificationOutcome, *, body: bytes, limit: int, remote_addr: str | None) -> None:
+    payload = outcome.payload
+    amount = payload.get("Amount")
+    PaymentNotification.objects.create(
+        order=outcome.order,
+        order_ref=str(payload.get("OrderId", ""))[:100],
+        bank_status=str(payload.get("Status", ""))[:40],
+        payment_id=str(payload.get("PaymentId") or "")[:64],
+        amount_kopecks=amount if _is_storable_int(amount) else None,
+        verdict=outcome.verdict,
+        http_status=outcome.http_status,
+        detail=outcome.detail[:2000],
+        raw_body=tbank.redact_body(body, limit),
+        remote_addr=remote_addr,
+    )

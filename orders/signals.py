@@ -1,0 +1,8 @@
+"""Signals the order services send inside the transaction that changes an order."""
+
+from django.dispatch import Signal
+
+# kwargs: order_id. Sent when an order becomes PAID.
+order_paid = Signal()
+# kwargs: order_id. Sent when an order becomes REFUNDED.
+order_refunded = Signal()

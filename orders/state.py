@@ -1,0 +1,109 @@
+"""The order status machine: the one place that defines order statuses and moves between them.
+
+Every status change is a conditional UPDATE (`... WHERE id = %s AND status IN (<legal
+sources>)`), so two processes racing on the same order cannot both win: the database
+decides, whichever backend it is. A transition to the status the order already has is a
+no-op that reports `changed=False`, which is what makes duplicate notifications and retries
+harmless. Anything else that is not in TRANSITIONS raises IllegalTransition.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.db import models
+from django.utils import timezone
+
+
+class OrderStatus(models.TextChoices):
+    NEW = "new", "New"
+    PAID = "paid", "Paid"
+    FULFILLED = "fulfilled", "Fulfilled"
+    CANCELLED = "cancelled", "Cancelled"
+    REFUNDED = "refunded", "Refunded"
+
+
+# target -> statuses it may be entered from.
+# CANCELLED -> PAID: the bank is the source of truth for money. A payment captured after the
+# order was cancelled (a late CONFIRMED after DEADLINE_EXPIRED, say) must not be lost: the
+# order becomes PAID and is delivered, or staff refund it.
+# FULFILLED -> REFUNDED: a refund after delivery is still a refund; the books must show it.
+TRANSITIONS: dict[str, frozenset[str]] = {
+    OrderStatus.PAID: frozenset({OrderStatus.NEW, OrderStatus.CANCELLED}),
+    OrderStatus.FULFILLED: frozenset({OrderStatus.PAID}),
+    OrderStatus.CANCELLED: frozenset({OrderStatus.NEW}),
+    OrderStatus.REFUNDED: frozenset({OrderStatus.PAID, OrderStatus.FULFILLED}),
+}
+
+# The timestamp each target status stamps.
+_STAMPS = {
+    OrderStatus.PAID: "paid_at",
+    OrderStatus.FULFILLED: "fulfilled_at",
+    OrderStatus.CANCELLED: "cancelled_at",
+    OrderStatus.REFUNDED: "refunded_at",
+}
+
+
+class IllegalTransition(Exception):
+    """An order cannot move from its current status to the requested one."""
+
+    def __init__(self, *, order_id: int, current: str, target: str) -> None:
+        self.order_id = order_id
+        self.current = current
+        self.target = target
+        allowed = ", ".join(sorted(TRANSITIONS.get(target, ()))) or "nothing"
+        super().__init__(
+            f"Order {order_id} is {current}; it cannot become {target} (only an order that is {allowed} can)."
+        )
+
+
+def can_transition(current: str, target: str) -> bool:
+    return current in TRANSITIONS.get(target, frozenset())
+
+
+@dataclass(frozen=True)
+class TransitionResult:
+    changed: bool
+    previous: str
+    current: str
+
+
+def order_transition(*, order_id: int, target: str, current: str | None = None, **fields) -> TransitionResult:
+    """Move order `order_id` to `target`, atomically with `fields`.
+
+    `current` is the status the caller believes the order has (it saves a read when the
+    caller holds the row lock); a stale guess costs one more round, never a wrong write.
+
+    Returns changed=False when the order already is `target` (idempotent repeat). Raises
+    IllegalTransition when the current status cannot lead to `target`, and
+    Order.DoesNotExist when there is no such order.
+    """
+    from orders.models import Order
+
+    sources = TRANSITIONS.get(target)
+    if sources is None:
+        raise ValueError(f"{target!r} is not a status an order can be moved to.")
+    now = timezone.now()
+    values = {"status": target, "status_changed_at": now, **fields}
+    stamp = _STAMPS.get(target)
+    if stamp:
+        values[stamp] = now
+    # The status column is only ever written here; the QuerySet.update bypasses Order.save()'s
+    # guard on purpose.
+    for _ in range(2):
+        if current is None:
+            current = Order.objects.filter(pk=order_id).values_list("status", flat=True).first()
+        if current is None:
+            raise Order.DoesNotExist(f"Order {order_id} does not exist.")
+        if current == target:
+            return TransitionResult(changed=False, previous=current, current=current)
+        if current not in sources:
+            raise IllegalTransition(order_id=order_id, current=current, target=target)
+        if Order.objects.filter(pk=order_id, status=current).update(**values):
+            return TransitionResult(changed=True, previous=current, current=target)
+        # Someone else moved the order between our read and our write: look again.
+        current = None
+    current = Order.objects.filter(pk=order_id).values_list("status", flat=True).get()
+    if current == target:
+        return TransitionResult(changed=False, previous=current, current=current)
+    raise IllegalTransition(order_id=order_id, current=current, target=target)

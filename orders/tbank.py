@@ -1,0 +1,120 @@
+"""T-Bank internet acquiring protocol: notification parsing and the Token signature.
+
+Protocol facts: every root-level scalar except Token takes part in the token (nested objects
+and arrays do not), plus Password; pairs are sorted by key, values concatenated, booleans
+lowercase, numbers exactly as sent; SHA-256, lowercase hex. Fields are never taken from a
+fixed list, because the bank adds root fields without notice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Mapping
+from typing import Any
+
+# Statuses, as the bank names them.
+CONFIRMED = "CONFIRMED"
+AUTHORIZED = "AUTHORIZED"
+FAILED_PAYMENT_STATUSES = frozenset({"REJECTED", "CANCELED", "DEADLINE_EXPIRED", "ATTEMPTS_EXPIRED", "AUTH_FAIL"})
+MONEY_RETURNED_STATUSES = frozenset({"REFUNDED", "REVERSED"})
+PARTIAL_STATUSES = frozenset({"PARTIAL_REFUNDED", "PARTIAL_REVERSED"})
+
+
+class JsonNumberLiteral(str):
+    """A JSON number with a fraction or exponent, kept exactly as sent.
+
+    json.loads would turn 1111.0 into a float and render it differently from the bank,
+    breaking the token; keeping the literal keeps the signature honest.
+    """
+
+
+class MalformedNotification(ValueError):
+    """The body is not a notification we can read; the message says what is wrong."""
+
+
+def parse_notification(body: bytes) -> dict[str, Any]:
+    """Decode a notification body into a dict, keeping number literals intact."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MalformedNotification("The body is not valid UTF-8.") from exc
+    try:
+        payload = json.loads(text, parse_float=JsonNumberLiteral, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        raise MalformedNotification(f"The body is not valid JSON: {exc}") from exc
+    if not isinstance(payload, dict):
+        raise MalformedNotification("The body must be a JSON object.")
+    for field in ("TerminalKey", "OrderId", "Status", "Token"):
+        if field not in payload:
+            raise MalformedNotification(f"Required field {field} is missing.")
+    for field in ("TerminalKey", "Status", "Token"):
+        if not isinstance(payload[field], str):
+            raise MalformedNotification(f"Field {field} must be a string.")
+    if not _is_id(payload["OrderId"]):
+        raise MalformedNotification("Field OrderId must be a string or an integer.")
+    return payload
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _is_id(value: Any) -> bool:
+    return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
+
+
+def _render(value: Any) -> str:
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if value is None:
+        return ""
+    return str(value)
+
+
+def compute_token(payload: Mapping[str, Any], password: str) -> str:
+    """The Token T-Bank puts on `payload`, for the terminal password `password`."""
+    pairs = {key: value for key, value in payload.items() if key != "Token" and not isinstance(value, (dict, list))}
+    pairs["Password"] = password
+    joined = "".join(_render(pairs[key]) for key in sorted(pairs, key=lambda k: k.encode("utf-8")))
+    return hashlib.sha256(joined.encode("utf-8")).hexdigest()
+
+
+def token_is_valid(payload: Mapping[str, Any], password: str) -> bool:
+    received = payload.get("Token")
+    if not isinstance(received, str):
+        return False
+    expected = compute_token(payload, password)
+    return hmac.compare_digest(expected.encode("ascii"), received.lower().encode("utf-8", "replace"))
+
+
+def terminal_key_is_valid(payload: Mapping[str, Any], terminal_key: str) -> bool:
+    received = payload.get("TerminalKey")
+    if not isinstance(received, str):
+        return False
+    return hmac.compare_digest(received.encode("utf-8"), terminal_key.encode("utf-8"))
+
+
+def sign_notification(payload: dict[str, Any], password: str) -> dict[str, Any]:
+    """Return `payload` with the Token the bank would put on it (for simulate_payment and tests)."""
+    signed = {key: value for key, value in payload.items() if key != "Token"}
+    signed["Token"] = compute_token(signed, password)
+    return signed
+
+
+def redact_body(body: bytes, limit: int) -> str:
+    """The body for the audit log: Token masked, size bounded, always text."""
+    text = body.decode("utf-8", "replace")
+    try:
+        payload = json.loads(text, parse_float=JsonNumberLiteral)
+    except (ValueError, RecursionError):
+        payload = None
+    if isinstance(payload, dict) and "Token" in payload:
+        payload["Token"] = "***"
+        text = json.dumps(payload, ensure_ascii=False, default=str)
+    if len(text) > limit:
+        text = text[:limit] + f"... [truncated, {len(body)} bytes received]"
+    return text

@@ -1,0 +1,36 @@
+"""Settings for the test suite: the real settings with deterministic, fast, secret-free values.
+
+DATABASE_URL and CELERY_BROKER_URL still come from the environment, so the same suite runs
+on SQLite and on PostgreSQL + Redis (see .ci/run).
+"""
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("VAR_DIR", str(Path(__file__).resolve().parent.parent / "var" / "test"))
+os.environ.setdefault("DJANGO_SECRET_KEY", "test-only-secret-key")
+
+from fulfillment_site.settings import *  # noqa: E402,F403
+
+DEBUG = False
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+TBANK_TERMINAL_KEY = "TestTerminalDEMO"
+TBANK_PASSWORD = "test-terminal-password"
+TBANK_ALLOWED_NETWORKS = []
+FULFILLMENT_PROVIDER = "mock"
+FULFILLMENT_PROVIDERS = {
+    "mock": "fulfillment.providers.mock.MockProvider",
+    "digiflazz": "fulfillment.providers.digiflazz.DigiflazzProvider",
+}
+MOCK_FULFILLMENT_DELAY_MIN = 0.0
+MOCK_FULFILLMENT_DELAY_MAX = 0.0
+MOCK_FULFILLMENT_SUCCESS_RATE = 1.0
+MOCK_FULFILLMENT_PENDING_RATE = 0.0
+MOCK_FULFILLMENT_SEED = 1234
+DIGIFLAZZ_USERNAME = ""
+DIGIFLAZZ_API_KEY = ""
+DIGIFLAZZ_WEBHOOK_SECRET = ""
+DIGIFLAZZ_TESTING = False
+CELERY_TASK_ALWAYS_EAGER = True
+CELERY_TASK_EAGER_PROPAGATES = True
+LOGGING["root"]["level"] = "WARNING"  # noqa: F405
