@@ -271,7 +271,7 @@ def fulfill_order(
     for unit in units:
         name = unit.provider or default_name
         if name in halted:
-            _release_claim(unit, claim_token)
+            _postpone(unit, claim_token)
             report.skipped = f"provider {name} is halted (see Fulfillment > Provider halts)"
             continue
         unit_provider = default_provider if name == default_name else get_fulfillment_provider(name)
@@ -297,8 +297,8 @@ def _claim_due_units(*, order_id: int, item_ids: list[int] | None, claim_token: 
     due = Q(status__in=(DeliveryStatus.WAITING, DeliveryStatus.PENDING), next_attempt_at__lte=now) | Q(
         status=DeliveryStatus.SENDING  # its claim expired: the worker died mid-call
     )
+    # Units exist for every PAID order: they are created in the transaction that marks it paid.
     with transaction.atomic():
-        deliveries_create(order_id=order_id)
         qs = Delivery.objects.filter(not_claimed, due, order_id=order_id, order__status=OrderStatus.PAID)
         if item_ids is not None:
             qs = qs.filter(item_id__in=item_ids)
@@ -314,8 +314,13 @@ def _claim_due_units(*, order_id: int, item_ids: list[int] | None, claim_token: 
     return units
 
 
-def _release_claim(unit: Delivery, claim_token: str) -> None:
-    Delivery.objects.filter(pk=unit.pk, claim_token=claim_token).update(claim_token="", claim_expires_at=None)
+def _postpone(unit: Delivery, claim_token: str) -> None:
+    # Its provider is halted: look again later rather than on every reconciliation.
+    Delivery.objects.filter(pk=unit.pk, claim_token=claim_token).update(
+        claim_token="",
+        claim_expires_at=None,
+        next_attempt_at=timezone.now() + timedelta(seconds=settings.FULFILLMENT_STALE_AFTER_SECONDS),
+    )
 
 
 def _params(unit: Delivery) -> FulfillmentParams:
@@ -558,6 +563,10 @@ def provider_halt(*, provider: str, code: str, reason: str) -> None:
 def provider_resume(*, provider: str) -> int:
     """Lift a halt; due units are picked up by the next reconciliation."""
     deleted, _ = ProviderHalt.objects.filter(provider=provider).delete()
+    if deleted:
+        Delivery.objects.filter(
+            Q(provider=provider) | Q(provider=""), status__in=(DeliveryStatus.WAITING, DeliveryStatus.PENDING)
+        ).update(next_attempt_at=timezone.now())
     return deleted
 
 
