@@ -7,7 +7,7 @@ from django.contrib import admin, messages
 from django.utils.html import format_html
 
 from fulfillment.models import Delivery, DeliveryAttempt, MockLedgerEntry, ProviderHalt
-from fulfillment.services import OrderNotFound, OrderNotFulfillable, order_fulfillment_retry
+from fulfillment.services import OrderNotFound, OrderNotFulfillable, order_fulfillment_retry, provider_resume
 
 
 class ReadOnlyAdminMixin:
@@ -130,6 +130,13 @@ class ProviderHaltAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request, obj=None) -> bool:
         return False
+
+    def delete_model(self, request, obj: ProviderHalt) -> None:
+        provider_resume(provider=obj.provider)
+
+    def delete_queryset(self, request, queryset) -> None:
+        for provider in queryset.values_list("provider", flat=True):
+            provider_resume(provider=provider)
 
     @admin.display(description="What to fix")
     def reason_text(self, obj: ProviderHalt) -> str:
