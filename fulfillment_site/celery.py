@@ -27,6 +27,12 @@ def _schedule_periodic_tasks(sender: Celery, **kwargs) -> None:
 def _refuse_to_start_misconfigured(**kwargs) -> None:
     # A worker with an unknown provider or missing credentials would fail every delivery;
     # stopping at startup with the reason is kinder than a queue of failed attempts.
+    # Celery logs and swallows exceptions from signal handlers; SystemExit is not swallowed.
+    from django.core.exceptions import ImproperlyConfigured
+
     from fulfillment.registry import validate_provider_settings
 
-    validate_provider_settings()
+    try:
+        validate_provider_settings()
+    except ImproperlyConfigured as exc:
+        raise SystemExit(f"Worker not started: {exc}") from exc

@@ -165,7 +165,7 @@ DIGIFLAZZ_CALLBACK_URL = env("DIGIFLAZZ_CALLBACK_URL", default="")
 
 # --- Celery -----------------------------------------------------------------------------------
 # The default broker is Celery's filesystem transport: no server, works on any laptop.
-CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="filesystem://")
+CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="filesystem://localhost//")
 _broker_dir = VAR_DIR / "celery" / "broker"
 if CELERY_BROKER_URL.startswith("filesystem://"):
     for _folder in ("broker", "processed"):
