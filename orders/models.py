@@ -65,17 +65,30 @@ class Order(models.Model):
     def save(self, *args, **kwargs) -> None:
         # The status machine (orders.state) is the only writer of `status`; a save() that
         # changed it would bypass the legality check and the race protection.
-        loaded = getattr(self, "_loaded_status", None)
         update_fields = kwargs.get("update_fields")
-        if update_fields is not None and "status" not in update_fields:
-            pass
-        elif self._state.adding:
+        if self._state.adding:
             if self.status != OrderStatus.NEW:
                 raise StatusAssignmentError("A new order starts as NEW; use orders.state to move it.")
-        elif loaded is not None and self.status != loaded:
-            raise StatusAssignmentError(f"Order {self.pk}: status changes go through orders.state.order_transition().")
+            super().save(*args, **kwargs)
+            self._loaded_status = self.status
+            return
+        assigned = "status" in self.__dict__  # False when the field was deferred and never set
+        if (update_fields is None or "status" in update_fields) and assigned:
+            if self.status != getattr(self, "_loaded_status", None):
+                raise StatusAssignmentError(
+                    f"Order {self.pk}: status changes go through orders.state.order_transition()."
+                )
+        # An existing row's status column is never written here: this instance may have been
+        # loaded before a transition, and writing its status back would silently undo it.
+        if update_fields is None:
+            deferred = self.get_deferred_fields()
+            update_fields = [
+                f.attname
+                for f in self._meta.concrete_fields
+                if not f.primary_key and f.name != "status" and f.attname not in deferred
+            ]
+        kwargs["update_fields"] = [name for name in update_fields if name != "status"]
         super().save(*args, **kwargs)
-        self._loaded_status = self.status
 
     @classmethod
     def from_db(cls, db, field_names, values):

@@ -51,10 +51,9 @@ class IllegalTransition(Exception):
         self.order_id = order_id
         self.current = current
         self.target = target
-        allowed = ", ".join(sorted(TRANSITIONS.get(target, ()))) or "nothing"
-        super().__init__(
-            f"Order {order_id} is {current}; it cannot become {target} (only an order that is {allowed} can)."
-        )
+        allowed = ", ".join(sorted(TRANSITIONS.get(target, ())))
+        who = f"only an order that is {allowed} can" if allowed else "no order can"
+        super().__init__(f"Order {order_id} is {current}; it cannot become {target} ({who}).")
 
 
 def can_transition(current: str, target: str) -> bool:
@@ -80,9 +79,10 @@ def order_transition(*, order_id: int, target: str, current: str | None = None, 
     """
     from orders.models import Order
 
-    sources = TRANSITIONS.get(target)
-    if sources is None:
-        raise ValueError(f"{target!r} is not a status an order can be moved to.")
+    if target not in OrderStatus.values:
+        raise ValueError(f"{target!r} is not an order status; use one of {', '.join(OrderStatus.values)}.")
+    # A status no transition leads to (NEW) has no sources: moving there is illegal, not unknown.
+    sources = TRANSITIONS.get(target, frozenset())
     now = timezone.now()
     values = {"status": target, "status_changed_at": now, **fields}
     stamp = _STAMPS.get(target)

@@ -1,0 +1,255 @@
+"""The order status machine (orders.state) and Order.save()'s refusal to change a status."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from django.db.models.query import QuerySet
+
+from orders.models import Order, StatusAssignmentError
+from orders.state import TRANSITIONS, IllegalTransition, OrderStatus, can_transition, order_transition
+
+STATUSES = list(OrderStatus)
+LEGAL = {
+    (OrderStatus.NEW, OrderStatus.PAID),
+    (OrderStatus.CANCELLED, OrderStatus.PAID),
+    (OrderStatus.PAID, OrderStatus.FULFILLED),
+    (OrderStatus.NEW, OrderStatus.CANCELLED),
+    (OrderStatus.PAID, OrderStatus.REFUNDED),
+    (OrderStatus.FULFILLED, OrderStatus.REFUNDED),
+}
+PAIRS = [(a, b) for a, b in itertools.product(STATUSES, STATUSES) if a != b]
+STAMPS = {
+    OrderStatus.PAID: "paid_at",
+    OrderStatus.FULFILLED: "fulfilled_at",
+    OrderStatus.CANCELLED: "cancelled_at",
+    OrderStatus.REFUNDED: "refunded_at",
+}
+
+
+def put_in_status(order: Order, status: str) -> Order:
+    """Set the status directly in the database (test setup only; bypasses the machine)."""
+    Order.objects.filter(pk=order.pk).update(status=status)
+    order.refresh_from_db()
+    return order
+
+
+def test_transition_table_is_the_documented_one():
+    # Pinning the table: a new edge must be a deliberate change of this test too.
+    assert {(src, dst) for dst, sources in TRANSITIONS.items() for src in sources} == LEGAL
+
+
+@pytest.mark.parametrize(("current", "target"), sorted(LEGAL))
+def test_legal_transition_changes_status_and_stamps_time(order_factory, current, target):
+    order = put_in_status(order_factory(), current)
+
+    result = order_transition(order_id=order.pk, target=target)
+
+    assert (result.changed, result.previous, result.current) == (True, current, target)
+    order.refresh_from_db()
+    assert order.status == target
+    assert getattr(order, STAMPS[target]) is not None
+    assert order.status_changed_at == getattr(order, STAMPS[target])
+
+
+@pytest.mark.parametrize(("current", "target"), [pair for pair in PAIRS if pair not in LEGAL])
+def test_illegal_transition_raises_and_changes_nothing(order_factory, current, target):
+    order = put_in_status(order_factory(), current)
+    before = Order.objects.filter(pk=order.pk).values().get()
+
+    with pytest.raises(IllegalTransition) as excinfo:
+        order_transition(order_id=order.pk, target=target, customer_email="changed@example.com")
+
+    message = str(excinfo.value)
+    assert f"Order {order.pk} is {current}" in message
+    assert f"cannot become {target}" in message
+    assert (excinfo.value.order_id, excinfo.value.current, excinfo.value.target) == (order.pk, current, target)
+    assert Order.objects.filter(pk=order.pk).values().get() == before
+
+
+def test_illegal_transition_message_names_the_allowed_sources(order_factory):
+    order = put_in_status(order_factory(), OrderStatus.FULFILLED)
+    with pytest.raises(IllegalTransition, match=r"only an order that is cancelled, new can"):
+        order_transition(order_id=order.pk, target=OrderStatus.PAID)
+
+
+def test_no_order_can_become_new_again(order_factory):
+    order = put_in_status(order_factory(), OrderStatus.CANCELLED)
+    with pytest.raises(IllegalTransition, match=r"cannot become new \(no order can\)"):
+        order_transition(order_id=order.pk, target=OrderStatus.NEW)
+
+
+def test_unknown_target_status_is_a_programming_error(order_factory):
+    order = order_factory()
+    with pytest.raises(ValueError, match="'shipped' is not an order status; use one of new, paid"):
+        order_transition(order_id=order.pk, target="shipped")
+    assert Order.objects.get(pk=order.pk).status == OrderStatus.NEW
+
+
+@pytest.mark.parametrize("status", STATUSES)
+def test_repeat_to_the_same_status_is_a_no_op(order_factory, status):
+    order = put_in_status(order_factory(), status)
+    before = Order.objects.filter(pk=order.pk).values().get()
+
+    result = order_transition(order_id=order.pk, target=status, customer_email="changed@example.com")
+
+    assert (result.changed, result.previous, result.current) == (False, status, status)
+    assert Order.objects.filter(pk=order.pk).values().get() == before
+
+
+@pytest.mark.parametrize(("current", "target"), PAIRS + [(s, s) for s in STATUSES])
+def test_can_transition_agrees_with_the_table(current, target):
+    assert can_transition(current, target) is ((current, target) in LEGAL)
+
+
+def test_fields_are_written_with_the_status(order_factory):
+    order = order_factory()
+    order_transition(order_id=order.pk, target=OrderStatus.PAID, payment_id="555")
+    order.refresh_from_db()
+    assert (order.status, order.payment_id) == (OrderStatus.PAID, "555")
+
+
+def test_unknown_order_raises_does_not_exist(db):
+    with pytest.raises(Order.DoesNotExist, match="Order 987654 does not exist"):
+        order_transition(order_id=987654, target=OrderStatus.PAID)
+
+
+# --- races: another process changes the order between our read and our write -----------------
+
+
+@pytest.fixture
+def concurrent_writer(monkeypatch):
+    """concurrent_writer(order, status): the next conditional status UPDATE of `order` first sees
+    another process move it to `status` (as if that process committed between our read and write)."""
+    original_update = QuerySet.update
+
+    def arm(order: Order, status: str) -> None:
+        fired = []
+
+        def update(self, **kwargs):
+            if self.model is Order and "status" in kwargs and not fired:
+                fired.append(True)
+                original_update(Order.objects.filter(pk=order.pk), status=status)
+            return original_update(self, **kwargs)
+
+        monkeypatch.setattr(QuerySet, "update", update)
+
+    return arm
+
+
+def test_race_lost_to_the_same_target_reports_no_change(order_factory, concurrent_writer):
+    order = order_factory()
+    concurrent_writer(order, OrderStatus.PAID)
+
+    result = order_transition(order_id=order.pk, target=OrderStatus.PAID, payment_id="1")
+
+    assert (result.changed, result.previous, result.current) == (False, OrderStatus.PAID, OrderStatus.PAID)
+    order.refresh_from_db()
+    assert (order.status, order.payment_id, order.paid_at) == (OrderStatus.PAID, "", None)
+
+
+def test_race_lost_to_an_incompatible_status_raises(order_factory, concurrent_writer):
+    order = order_factory()
+    concurrent_writer(order, OrderStatus.PAID)
+
+    with pytest.raises(IllegalTransition) as excinfo:
+        order_transition(order_id=order.pk, target=OrderStatus.CANCELLED)
+
+    assert excinfo.value.current == OrderStatus.PAID
+    order.refresh_from_db()
+    assert (order.status, order.cancelled_at) == (OrderStatus.PAID, None)
+
+
+def test_race_to_another_legal_source_is_retried(order_factory, concurrent_writer):
+    # NEW -> (someone cancels) -> our PAID still applies, from CANCELLED.
+    order = order_factory()
+    concurrent_writer(order, OrderStatus.CANCELLED)
+
+    result = order_transition(order_id=order.pk, target=OrderStatus.PAID)
+
+    assert (result.changed, result.previous, result.current) == (True, OrderStatus.CANCELLED, OrderStatus.PAID)
+    assert Order.objects.get(pk=order.pk).status == OrderStatus.PAID
+
+
+def test_stale_guess_of_the_current_status_costs_a_read_not_a_wrong_write(order_factory):
+    order = put_in_status(order_factory(), OrderStatus.FULFILLED)
+
+    with pytest.raises(IllegalTransition) as excinfo:
+        order_transition(order_id=order.pk, target=OrderStatus.CANCELLED, current=OrderStatus.NEW)
+
+    assert excinfo.value.current == OrderStatus.FULFILLED
+    assert Order.objects.get(pk=order.pk).status == OrderStatus.FULFILLED
+
+
+# --- Order.save() ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("update_fields", [None, ["status"], ["status", "customer_email"]])
+def test_save_refuses_a_status_change(order_factory, update_fields):
+    order = order_factory()
+    order.status = OrderStatus.PAID
+    with pytest.raises(StatusAssignmentError, match=f"Order {order.pk}: status changes go through"):
+        order.save(update_fields=update_fields)
+    assert Order.objects.get(pk=order.pk).status == OrderStatus.NEW
+
+
+def test_save_refuses_a_status_change_on_a_fetched_order(order_factory):
+    order = Order.objects.get(pk=order_factory().pk)
+    order.status = OrderStatus.FULFILLED
+    with pytest.raises(StatusAssignmentError):
+        order.save()
+    assert Order.objects.get(pk=order.pk).status == OrderStatus.NEW
+
+
+def test_save_refuses_a_new_order_that_is_not_new(db):
+    with pytest.raises(StatusAssignmentError, match="A new order starts as NEW"):
+        Order(amount_kopecks=100, status=OrderStatus.PAID).save()
+    assert not Order.objects.exists()
+
+
+def test_save_of_other_fields_is_allowed(order_factory):
+    order = Order.objects.get(pk=order_factory().pk)
+    order.customer_email = "new@example.com"
+    order.save()
+    assert Order.objects.get(pk=order.pk).customer_email == "new@example.com"
+
+
+def test_save_with_update_fields_without_status_writes_only_those(order_factory):
+    order = order_factory()
+    order.status = OrderStatus.PAID  # in memory only
+    order.customer_email = "new@example.com"
+    order.save(update_fields=["customer_email"])
+    stored = Order.objects.get(pk=order.pk)
+    assert (stored.status, stored.customer_email) == (OrderStatus.NEW, "new@example.com")
+
+
+def test_save_after_refresh_follows_the_machine(order_factory):
+    order = order_factory()
+    order_transition(order_id=order.pk, target=OrderStatus.PAID)
+    order.refresh_from_db()
+    order.customer_email = "new@example.com"
+    order.save()
+    stored = Order.objects.get(pk=order.pk)
+    assert (stored.status, stored.customer_email) == (OrderStatus.PAID, "new@example.com")
+
+
+def test_save_of_a_stale_instance_does_not_revert_the_status(order_factory):
+    # The instance was loaded while NEW; the webhook made it PAID meanwhile. Saving an unrelated
+    # field (the admin's change form does this) must not write the stale status back.
+    stale = Order.objects.get(pk=order_factory().pk)
+    order_transition(order_id=stale.pk, target=OrderStatus.PAID)
+
+    stale.customer_email = "new@example.com"
+    stale.save()
+
+    stored = Order.objects.get(pk=stale.pk)
+    assert (stored.status, stored.customer_email) == (OrderStatus.PAID, "new@example.com")
+
+
+def test_save_with_deferred_status_cannot_smuggle_a_status_change(order_factory):
+    order = Order.objects.only("id", "customer_email").get(pk=order_factory().pk)
+    order.status = OrderStatus.PAID
+    with pytest.raises(StatusAssignmentError):
+        order.save()
+    assert Order.objects.get(pk=order.pk).status == OrderStatus.NEW
