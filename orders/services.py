@@ -256,18 +256,23 @@ def _is_storable_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2**63
 
 
+def _text(value: Any, max_length: int | None = None) -> str:
+    # PostgreSQL text cannot hold NUL; a body carrying one must still leave its audit record.
+    return str(value).replace("\x00", "\ufffd")[:max_length]
+
+
 def _record(outcome: NotificationOutcome, *, body: bytes, limit: int, remote_addr: str | None) -> None:
     payload = outcome.payload
     amount = payload.get("Amount")
     PaymentNotification.objects.create(
         order=outcome.order,
-        order_ref=str(payload.get("OrderId", ""))[:100],
-        bank_status=str(payload.get("Status", ""))[:40],
-        payment_id=str(payload.get("PaymentId") or "")[:64],
+        order_ref=_text(payload.get("OrderId", ""), 100),
+        bank_status=_text(payload.get("Status", ""), 40),
+        payment_id=_text(payload.get("PaymentId") or "", 64),
         amount_kopecks=amount if _is_storable_int(amount) else None,
         verdict=outcome.verdict,
         http_status=outcome.http_status,
-        detail=outcome.detail[:2000],
-        raw_body=tbank.redact_body(body, limit),
+        detail=_text(outcome.detail, 2000),
+        raw_body=_text(tbank.redact_body(body, limit)),
         remote_addr=remote_addr,
     )

@@ -62,6 +62,9 @@ def _reject_constant(name: str) -> Any:
 
 
 def _is_id(value: Any) -> bool:
+    # A fractional number literal is kept as a str subclass; it is still not an id.
+    if isinstance(value, JsonNumberLiteral):
+        return False
     return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
 
 
