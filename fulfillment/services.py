@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
@@ -47,7 +48,7 @@ from fulfillment.providers.base import (
     FulfillmentResult,
     Outcome,
 )
-from fulfillment.registry import get_fulfillment_provider
+from fulfillment.registry import get_fulfillment_provider, get_provider_class
 from orders.models import Order, OrderItem
 from orders.services import order_mark_fulfilled
 from orders.state import OrderStatus
@@ -184,6 +185,15 @@ def order_fulfillment_reset_for_retry(*, order_id: int) -> RetryDecision:
                 next_attempt_at=now,
             )
         Delivery.objects.filter(order_id=order_id, status=DeliveryStatus.WAITING).update(next_attempt_at=now)
+        # A pending purchase is re-checked (same reference) as soon as its provider allows; the
+        # last check was before now, so now + min_check_interval never asks too early.
+        pending = Delivery.objects.filter(order_id=order_id, status=DeliveryStatus.PENDING)
+        for name in set(pending.values_list("provider", flat=True)):
+            try:
+                soonest = now + get_provider_class(name).min_check_interval
+            except ImproperlyConfigured:
+                continue  # an unregistered provider: the delivery run reports it
+            pending.filter(provider=name, next_attempt_at__gt=soonest).update(next_attempt_at=soonest)
         open_units = Delivery.objects.filter(order_id=order_id, status__in=OPEN_STATUSES).count()
     if not open_units:
         _complete_if_delivered(order_id)
