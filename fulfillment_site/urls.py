@@ -3,9 +3,11 @@
 from django.contrib import admin
 from django.urls import path
 
+from fulfillment.views import DigiflazzCallbackView
 from orders.views import TBankNotificationView
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/payments/tbank/notification", TBankNotificationView.as_view(), name="tbank-notification"),
+    path("api/fulfillment/digiflazz/callback", DigiflazzCallbackView.as_view(), name="digiflazz-callback"),
 ]

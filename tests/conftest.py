@@ -185,3 +185,200 @@ def staff_client_factory(db, django_user_model) -> Callable[..., Client]:
         return client
 
     return make
+
+
+# --- a fake Digiflazz buyer API ---------------------------------------------------------------
+
+DIGIFLAZZ_BASE_URL = "https://digiflazz.test/v1"
+DIGIFLAZZ_USERNAME = "shopbuyer"
+DIGIFLAZZ_API_KEY = "dev-key-7f3a9c-NEVER-SHOWN"
+DIGIFLAZZ_WEBHOOK_SECRET = "hook-secret-51b2e0"
+DIGIFLAZZ_CALLBACK_URL = "/api/fulfillment/digiflazz/callback"
+
+
+class FakeDigiflazz:
+    """The Digiflazz buyer API faked on top of `responses`, keeping its documented behaviour:
+
+    * /transaction keeps transactions by ref_id: the same ref_id answers the stored transaction
+      (that is the status check), a new one makes a purchase whose outcome comes from
+      `outcomes[ref_id]` or `outcomes[customer_no]` (the documented development cases by
+      default, else success);
+    * a wrong signature or username answers rc 41 / 42 with HTTP 400, like Digiflazz's errors;
+    * `interrupt_next("timeout" | "connection" | "502", reached=...)` breaks the next call, after
+      creating the transaction when `reached` (the request got there, the answer was lost);
+    * /cek-saldo answers `deposit`, /price-list answers `price_list` (or `price_list_error`).
+
+    `calls` holds (path, parsed body) of every request, in order.
+    """
+
+    DOCUMENTED = {
+        "087800001230": {"status": "Sukses", "rc": "00", "sn": "1234567890", "message": "Transaksi Sukses"},
+        "087800001232": {"status": "Gagal", "rc": "02", "sn": "", "message": "Transaksi Gagal"},
+        "087800001233": {"status": "Pending", "rc": "03", "sn": "", "message": "Transaksi Pending"},
+        "087800001234": {"status": "Pending", "rc": "03", "sn": "", "message": "Transaksi Pending"},
+    }
+
+    def __init__(self, rsps, *, username: str = DIGIFLAZZ_USERNAME, api_key: str = DIGIFLAZZ_API_KEY) -> None:
+        import responses
+
+        self.username, self.api_key = username, api_key
+        self.transactions: dict[str, dict] = {}
+        self.outcomes: dict[str, dict] = {number: dict(answer) for number, answer in self.DOCUMENTED.items()}
+        self.deposit = 990000
+        self.price_list: list[dict] = []
+        self.price_list_error: dict | None = None
+        self.calls: list[tuple[str, dict]] = []
+        self._interruptions: list[tuple[str, bool]] = []
+        for path, handler in (
+            ("/transaction", self._transaction),
+            ("/cek-saldo", self._balance),
+            ("/price-list", self._price_list),
+        ):
+            rsps.add_callback(responses.POST, f"{DIGIFLAZZ_BASE_URL}{path}", callback=handler)
+
+    # --- scripting -------------------------------------------------------------------------
+
+    def answer(self, customer_no: str, *, status: str, rc: str, sn: str = "", message: str = "") -> None:
+        """New purchases for `customer_no` (or with that ref_id) get this outcome."""
+        self.outcomes[customer_no] = {"status": status, "rc": rc, "sn": sn, "message": message or f"{status} {rc}"}
+
+    def interrupt_next(self, kind: str, *, reached: bool = False) -> None:
+        self._interruptions.append((kind, reached))
+
+    def settle(self, ref_id: str, *, status: str, rc: str, sn: str = "", message: str = "") -> dict:
+        """What happens at Digiflazz later (what a callback reports); returns the transaction."""
+        self.transactions[ref_id].update(status=status, rc=rc, sn=sn, message=message or f"{status} {rc}")
+        return dict(self.transactions[ref_id])
+
+    @property
+    def transaction_calls(self) -> list[dict]:
+        return [body for path, body in self.calls if path == "/transaction"]
+
+    # --- the API ---------------------------------------------------------------------------
+
+    def _sign(self, suffix: str) -> str:
+        import hashlib
+
+        return hashlib.md5(f"{self.username}{self.api_key}{suffix}".encode()).hexdigest()
+
+    @staticmethod
+    def _reply(data, status: int = 200):
+        return status, {"Content-Type": "application/json"}, json.dumps({"data": data})
+
+    def _auth_error(self, body: dict, suffix: str):
+        if body.get("username") != self.username:
+            return self._reply({"rc": "42", "status": "Gagal", "message": "Buyer tidak ditemukan"}, 400)
+        if body.get("sign") != self._sign(suffix):
+            return self._reply({"rc": "41", "status": "Gagal", "message": "Signature Anda salah"}, 400)
+        return None
+
+    def _transaction(self, request):
+        import requests
+
+        body = json.loads(request.body)
+        self.calls.append(("/transaction", body))
+        interruption = self._interruptions.pop(0) if self._interruptions else None
+        error = self._auth_error(body, str(body.get("ref_id")))
+        if error:
+            return error
+        ref_id = body["ref_id"]
+        if ref_id not in self.transactions and (interruption is None or interruption[1]):
+            default = {"status": "Sukses", "rc": "00", "sn": f"SN-{ref_id}"}
+            outcome = self.outcomes.get(ref_id) or self.outcomes.get(body["customer_no"], default)
+            self.transactions[ref_id] = {
+                "ref_id": ref_id,
+                "customer_no": body["customer_no"],
+                "buyer_sku_code": body["buyer_sku_code"],
+                "message": outcome.get("message", ""),
+                "status": outcome["status"],
+                "rc": outcome["rc"],
+                "sn": outcome.get("sn", ""),
+                "buyer_last_saldo": self.deposit - 10000,
+                "price": 10000,
+                "tele": "@digiflazz",
+                "wa": "081234512345",
+            }
+        if interruption is not None:
+            kind = interruption[0]
+            if kind == "timeout":
+                return requests.exceptions.ReadTimeout("Read timed out. (read timeout=5)")
+            if kind == "connection":
+                return requests.exceptions.ConnectionError("Connection reset by peer")
+            return int(kind), {"Content-Type": "text/html"}, "<html><body>Bad Gateway</body></html>"
+        return self._reply(dict(self.transactions[ref_id]))
+
+    def _balance(self, request):
+        body = json.loads(request.body)
+        self.calls.append(("/cek-saldo", body))
+        return self._auth_error(body, "depo") or self._reply({"deposit": self.deposit})
+
+    def _price_list(self, request):
+        body = json.loads(request.body)
+        self.calls.append(("/price-list", body))
+        error = self._auth_error(body, "pricelist")
+        if error:
+            return error
+        if self.price_list_error:
+            return self._reply(self.price_list_error, 400)
+        return self._reply(self.price_list)
+
+
+@pytest.fixture
+def digiflazz_settings(settings):
+    """FULFILLMENT_PROVIDER=digiflazz with test credentials, pointing at FakeDigiflazz's URL."""
+    settings.FULFILLMENT_PROVIDER = "digiflazz"
+    settings.DIGIFLAZZ_USERNAME = DIGIFLAZZ_USERNAME
+    settings.DIGIFLAZZ_API_KEY = DIGIFLAZZ_API_KEY
+    settings.DIGIFLAZZ_BASE_URL = DIGIFLAZZ_BASE_URL
+    settings.DIGIFLAZZ_TESTING = True
+    settings.DIGIFLAZZ_WEBHOOK_SECRET = DIGIFLAZZ_WEBHOOK_SECRET
+    settings.DIGIFLAZZ_TIMEOUT_SECONDS = 5.0
+    settings.DIGIFLAZZ_CALLBACK_URL = ""
+    return settings
+
+
+@pytest.fixture
+def fake_digiflazz(digiflazz_settings, db) -> FakeDigiflazz:
+    """A FakeDigiflazz answering every HTTP call (an unexpected URL fails the test)."""
+    import responses
+
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        yield FakeDigiflazz(rsps)
+
+
+@pytest.fixture
+def digiflazz_order(product_factory) -> Callable[..., Order]:
+    """digiflazz_order(recipient=..., quantity=1, sku="xld10", max_price=None) -> a PAID order
+    whose units are WAITING (the delivery task's on_commit does not run in these tests)."""
+
+    from orders.services import order_mark_paid
+
+    def make(*, recipient: str = "087800001230", quantity: int = 1, sku: str = "xld10", max_price=None) -> Order:
+        product = Product.objects.filter(sku=sku).first() or product_factory(
+            sku=sku, name=f"Product {sku}", max_provider_price=max_price
+        )
+        order = order_create(items=[ItemSpec(product=product, recipient=recipient, quantity=quantity)])
+        order_mark_paid(order_id=order.pk, payment_id="8742591")
+        order.refresh_from_db()
+        return order
+
+    return make
+
+
+@pytest.fixture
+def post_digiflazz_callback(client: Client):
+    """post_digiflazz_callback(data_or_body, secret=DIGIFLAZZ_WEBHOOK_SECRET, signature=None, headers...)
+    posts a callback signed like Digiflazz does (signature=... overrides; "" sends none)."""
+    import hashlib
+    import hmac
+
+    def post(payload: dict | bytes, *, secret: str = DIGIFLAZZ_WEBHOOK_SECRET, signature: str | None = None):
+        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        if signature is None:
+            signature = "sha1=" + hmac.new(secret.encode(), body, hashlib.sha1).hexdigest()
+        headers = {"HTTP_X_DIGIFLAZZ_EVENT": "update", "HTTP_USER_AGENT": "Digiflazz-Hookshot"}
+        if signature:
+            headers["HTTP_X_HUB_SIGNATURE"] = signature
+        return client.post(DIGIFLAZZ_CALLBACK_URL, data=body, content_type="application/json", **headers)
+
+    return post

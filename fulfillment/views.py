@@ -1,0 +1,62 @@
+"""Provider callbacks: thin views over the provider's protocol code and fulfillment.services."""
+
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+from django.db import DatabaseError
+from django.http import JsonResponse
+from rest_framework.views import APIView
+
+from fulfillment.providers.digiflazz import CallbackRejected, DigiflazzProvider, callback_parse
+from fulfillment.services import delivery_resolve_by_reference
+
+logger = logging.getLogger(__name__)
+
+
+class DigiflazzCallbackView(APIView):
+    """POST /api/fulfillment/digiflazz/callback: Digiflazz reports a transaction's state.
+
+    Answers: 200 for every callback taken in, whether it changed a unit, was a duplicate, named
+    an unknown ref_id, was still pending or was the webhook's ping (Digiflazz has nothing to
+    resend then); 403 for a missing or wrong X-Hub-Signature when DIGIFLAZZ_WEBHOOK_SECRET is
+    set; 400 for a body that is not a Digiflazz callback; 503 when the database is unavailable
+    (nothing was changed). The raw body is read, not DRF's parsed data: the signature covers
+    the bytes exactly as sent.
+    """
+
+    authentication_classes: list = []
+    permission_classes: list = []
+    throttle_classes: list = []
+    http_method_names = ["post", "options"]
+
+    def post(self, request, *args, **kwargs) -> JsonResponse:
+        try:
+            event = callback_parse(
+                body=request._request.body,
+                signature=request.headers.get("X-Hub-Signature"),
+                secret=settings.DIGIFLAZZ_WEBHOOK_SECRET,
+            )
+        except CallbackRejected as exc:
+            logger.warning("Digiflazz callback rejected (%s): %s", exc.http_status, exc)
+            return JsonResponse({"detail": str(exc)}, status=exc.http_status)
+        if event.ping:
+            return JsonResponse({"detail": "pong"})
+        if event.result is None:
+            logger.warning("Digiflazz callback for %s does not say how it went; ignored", event.ref_id)
+            return JsonResponse({"detail": "nothing to apply"})
+        try:
+            applied = delivery_resolve_by_reference(
+                reference=event.ref_id, result=event.result, provider_name=DigiflazzProvider.name
+            )
+        except DatabaseError:
+            logger.exception("Database error while applying the Digiflazz callback for %s", event.ref_id)
+            return JsonResponse({"detail": "temporarily unavailable, please retry"}, status=503)
+        if not applied:
+            logger.info(
+                "Digiflazz callback for %s (%s) changed nothing: unknown ref_id, still pending or already settled",
+                event.ref_id,
+                event.result.outcome,
+            )
+        return JsonResponse({"detail": "applied" if applied else "nothing to change"})
