@@ -6,7 +6,7 @@ from __future__ import annotations
 from django.contrib import admin, messages
 from django.utils.html import format_html
 
-from fulfillment.models import Delivery, DeliveryAttempt, MockLedgerEntry, ProviderHalt
+from fulfillment.models import Delivery, DeliveryAttempt, MockLedgerEntry, ProviderAccount, ProviderHalt
 from fulfillment.services import OrderNotFound, OrderNotFulfillable, order_fulfillment_retry, provider_resume
 
 
@@ -148,3 +148,15 @@ class MockLedgerEntryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("reference", "unit_key", "sku", "recipient", "outcome", "serial", "calls", "created_at")
     list_filter = ("outcome",)
     search_fields = ("=reference", "unit_key", "recipient")
+
+
+@admin.register(ProviderAccount)
+class ProviderAccountAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Filled by `manage.py digiflazz_balance` and `manage.py sync_digiflazz_products`."""
+
+    list_display = ("provider", "deposit", "balance_checked_at", "price_list_requested_at", "price_list_summary")
+    readonly_fields = [f.name for f in ProviderAccount._meta.fields]
+
+    @admin.display(description="Last known deposit", ordering="balance")
+    def deposit(self, obj: ProviderAccount) -> str:
+        return "unknown" if obj.balance is None else f"{obj.balance:,}"

@@ -141,3 +141,22 @@ class MockLedgerEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.reference}: {self.outcome}"
+
+
+class ProviderAccount(models.Model):
+    """What the operator tools last learned about the shop's account at a provider: the deposit
+    balance, and when the whole price list was last requested (providers rate-limit it)."""
+
+    provider = models.CharField(max_length=50, unique=True)
+    balance = models.BigIntegerField(
+        null=True, blank=True, help_text="Deposit at the provider, in its currency (IDR for Digiflazz)."
+    )
+    balance_checked_at = models.DateTimeField(null=True, blank=True)
+    price_list_requested_at = models.DateTimeField(
+        null=True, blank=True, help_text="Last request of the whole price list, answered or not."
+    )
+    price_list_summary = models.CharField(max_length=500, blank=True, help_text="What the last price-list sync did.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.provider} account"

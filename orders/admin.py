@@ -6,17 +6,50 @@ Statuses are read-only here: they change through payments, deliveries and the
 
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin
 from django.db.models import Count, IntegerField, OuterRef, Q, Subquery, Sum
 from django.db.models.functions import Coalesce
+from django.utils.html import format_html
 
 from fulfillment.admin import DeliveryAttemptInline, DeliveryInline, ReadOnlyAdminMixin, retry_fulfillment
 from fulfillment.models import Delivery, DeliveryStatus
 from orders.models import Order, OrderItem, PaymentNotification, Product
 
 
+class ProviderAvailabilityFilter(admin.SimpleListFilter):
+    title = "at provider"
+    parameter_name = "at_provider"
+
+    def lookups(self, request, model_admin):
+        return [("disabled", "Disabled by provider"), ("available", "Available"), ("unknown", "Never synced")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "disabled":
+            return queryset.filter(provider_available=False)
+        if self.value() == "available":
+            return queryset.filter(provider_available=True)
+        if self.value() == "unknown":
+            return queryset.filter(provider_available__isnull=True)
+        return queryset
+
+
+class ProductForm(forms.ModelForm):
+    class Meta:
+        model = Product
+        fields = ("name", "sku", "price_kopecks", "is_active", "max_provider_price")
+
+    def clean(self):
+        cleaned = super().clean()
+        # Products created by the price-list sync start at price 0: selling them so would be free.
+        if cleaned.get("is_active") and not cleaned.get("price_kopecks"):
+            raise forms.ValidationError("Set a shop price (in kopecks) above 0 before activating this product.")
+        return cleaned
+
+
 @admin.register(Product)
 class ProductAdmin(admin.ModelAdmin):
+    form = ProductForm
     list_display = (
         "name",
         "sku",
@@ -26,7 +59,7 @@ class ProductAdmin(admin.ModelAdmin):
         "provider_status",
         "provider_synced_at",
     )
-    list_filter = ("is_active", "provider_available")
+    list_filter = ("is_active", ProviderAvailabilityFilter)
     search_fields = ("name", "sku")
     readonly_fields = ("provider_price", "provider_available", "provider_synced_at", "created_at", "updated_at")
 
@@ -34,7 +67,9 @@ class ProductAdmin(admin.ModelAdmin):
     def provider_status(self, obj: Product) -> str:
         if obj.provider_available is None:
             return "unknown"
-        return "available" if obj.provider_available else "DISABLED by provider"
+        if obj.provider_available:
+            return "available"
+        return format_html('<strong style="color: #ba2121;">{}</strong>', "DISABLED by provider")
 
 
 class OrderItemInline(ReadOnlyAdminMixin, admin.TabularInline):

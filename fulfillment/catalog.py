@@ -1,0 +1,186 @@
+"""Operator services for the Digiflazz account: the deposit balance and the prepaid price-list sync.
+
+The balance and the time of the last price-list request are kept in ProviderAccount, so the
+admin shows the last known deposit and the sync can respect Digiflazz's limit (the whole list
+at most once per 5 minutes) across processes: the request time is claimed by a conditional
+UPDATE before the call, so two concurrent syncs cannot both pull.
+
+Products are matched by sku = buyer_sku_code. The sync only writes the provider_* fields of
+existing products (staff own names, prices and activation). A SKU the shop has never seen is
+created inactive with a shop price of 0: Digiflazz prices are in IDR and carry no margin, so
+staff set the price (in kopecks) and activate it; the admin refuses activation at price 0.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from fulfillment.models import ProviderAccount
+from fulfillment.providers.digiflazz import DigiflazzClient, DigiflazzError, DigiflazzProvider
+from orders.models import Product
+
+logger = logging.getLogger(__name__)
+
+PROVIDER = DigiflazzProvider.name
+PRICE_LIST_MIN_INTERVAL = timedelta(minutes=5)
+_BATCH = 500
+
+ProgressCallback = Callable[[int, int], None]
+
+
+class PriceListTooSoon(DigiflazzError):
+    """The whole price list was requested less than 5 minutes ago; `wait` is the time left."""
+
+    def __init__(self, *, wait: timedelta) -> None:
+        self.wait = wait
+        seconds = max(1, int(wait.total_seconds() + 0.999))
+        minutes, rest = divmod(seconds, 60)
+        left = f"{minutes} min {rest} s" if minutes else f"{rest} s"
+        super().__init__(
+            "Digiflazz allows the whole price list at most once per 5 minutes, and it was requested "
+            f"less than 5 minutes ago. Try again in {left}.",
+            rc="83",
+        )
+
+
+@dataclass
+class SyncReport:
+    total: int = 0  # items in the price list
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)  # price or availability changed
+    disabled: list[str] = field(default_factory=list)  # became unavailable at the provider
+    enabled: list[str] = field(default_factory=list)  # became available again
+    unchanged: int = 0
+
+    def summary(self) -> str:
+        return (
+            f"{self.total} SKUs in the price list: {len(self.created)} created, {len(self.updated)} updated "
+            f"({len(self.disabled)} disabled by the provider, {len(self.enabled)} available again), "
+            f"{self.unchanged} unchanged."
+        )
+
+
+def provider_balance_refresh(*, client: DigiflazzClient | None = None) -> ProviderAccount:
+    """Ask Digiflazz for the deposit and remember it. Raises DigiflazzError with the reason."""
+    client = client or DigiflazzClient.from_settings()
+    deposit = client.balance()
+    account, _ = ProviderAccount.objects.update_or_create(
+        provider=PROVIDER, defaults={"balance": deposit, "balance_checked_at": timezone.now()}
+    )
+    return account
+
+
+def price_list_request_claim(*, now: datetime | None = None) -> None:
+    """Reserve the right to pull the whole price list now, or raise PriceListTooSoon."""
+    now = now or timezone.now()
+    ProviderAccount.objects.get_or_create(provider=PROVIDER)
+    claimed = (
+        ProviderAccount.objects.filter(provider=PROVIDER)
+        .filter(Q(price_list_requested_at__isnull=True) | Q(price_list_requested_at__lte=now - PRICE_LIST_MIN_INTERVAL))
+        .update(price_list_requested_at=now)
+    )
+    if not claimed:
+        last = ProviderAccount.objects.filter(provider=PROVIDER).values_list("price_list_requested_at", flat=True).get()
+        raise PriceListTooSoon(wait=last + PRICE_LIST_MIN_INTERVAL - now)
+
+
+def products_sync_price_list(
+    *, client: DigiflazzClient | None = None, on_progress: ProgressCallback | None = None
+) -> SyncReport:
+    """Pull the prepaid price list (at most once per 5 minutes) and apply it to the products."""
+    client = client or DigiflazzClient.from_settings()
+    price_list_request_claim()
+    try:
+        items = client.price_list(cmd="prepaid")
+    except DigiflazzError as exc:
+        if exc.rc == "83":
+            # Digiflazz counts its own window: start ours again from now.
+            ProviderAccount.objects.filter(provider=PROVIDER).update(price_list_requested_at=timezone.now())
+        raise
+    report = products_apply_price_list(items=items, synced_at=timezone.now(), on_progress=on_progress)
+    ProviderAccount.objects.filter(provider=PROVIDER).update(price_list_summary=report.summary()[:500])
+    logger.info("Digiflazz price list applied: %s", report.summary())
+    return report
+
+
+def products_apply_price_list(
+    *, items: list[dict[str, Any]], synced_at: datetime, on_progress: ProgressCallback | None = None
+) -> SyncReport:
+    """Create or update one Product per buyer_sku_code; products missing from the list become unavailable."""
+    report = SyncReport()
+    listed: dict[str, dict[str, Any]] = {}
+    for item in items:
+        sku = str(item.get("buyer_sku_code") or "").strip()
+        if sku:
+            listed[sku] = item
+    report.total = len(listed)
+    total = len(listed)
+
+    with transaction.atomic():
+        products = {product.sku: product for product in Product.objects.all()}
+        to_create: list[Product] = []
+        to_update: list[Product] = []
+        for done, (sku, item) in enumerate(listed.items(), start=1):
+            price = _price(item.get("price"))
+            available = bool(item.get("buyer_product_status")) and bool(item.get("seller_product_status"))
+            product = products.get(sku)
+            if product is None:
+                name = str(item.get("product_name") or sku).strip()[:200] or sku
+                to_create.append(
+                    Product(
+                        name=name,
+                        sku=sku[:100],
+                        price_kopecks=0,
+                        is_active=False,
+                        provider_price=price,
+                        provider_available=available,
+                        provider_synced_at=synced_at,
+                    )
+                )
+                report.created.append(name)
+            else:
+                _apply(product, price=price, available=available, synced_at=synced_at, report=report)
+                to_update.append(product)
+            if on_progress and (done % _BATCH == 0 or done == total):
+                on_progress(done, total)
+
+        for product in products.values():
+            if product.sku not in listed:
+                _apply(product, price=product.provider_price, available=False, synced_at=synced_at, report=report)
+                to_update.append(product)
+        Product.objects.bulk_create(to_create, batch_size=_BATCH)
+        Product.objects.bulk_update(
+            to_update, ["provider_price", "provider_available", "provider_synced_at"], batch_size=_BATCH
+        )
+    return report
+
+
+def _apply(product: Product, *, price: int | None, available: bool, synced_at: datetime, report: SyncReport) -> None:
+    was_available = product.provider_available
+    if price == product.provider_price and available == was_available:
+        report.unchanged += 1
+    else:
+        report.updated.append(product.name)
+        if not available and was_available is not False:
+            report.disabled.append(product.name)
+        elif available and was_available is False:
+            report.enabled.append(product.name)
+    product.provider_price = price
+    product.provider_available = available
+    product.provider_synced_at = synced_at
+
+
+def _price(value: Any) -> int | None:
+    try:
+        price = int(value)
+    except (TypeError, ValueError):
+        return None
+    return price if price >= 0 else None
