@@ -460,7 +460,8 @@ def delivery_record_result(
         values = _fresh_purchase(now=now, delay=timedelta(0), failure_scope=result.failure_scope)
     elif result.failure_scope == FailureScope.RETRYABLE and unit.purchase_attempts < _max_attempts():
         condition = Q(pk=unit.pk) & mine
-        values = _fresh_purchase(now=now, delay=_backoff(unit.purchase_attempts), failure_scope=result.failure_scope)
+        delay = max(_backoff(unit.purchase_attempts), timedelta(seconds=result.retry_after or 0))
+        values = _fresh_purchase(now=now, delay=delay, failure_scope=result.failure_scope)
     else:
         condition = Q(pk=unit.pk) & mine
         values = {"status": DeliveryStatus.FAILED, "failure_scope": result.failure_scope or FailureScope.PERMANENT}

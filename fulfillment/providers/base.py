@@ -73,6 +73,7 @@ class FulfillmentResult:
     serial: str = ""  # the delivered serial number / voucher code
     failure_scope: FailureScope | None = None
     raw: dict[str, Any] = field(default_factory=dict)  # provider's answer, secrets removed
+    retry_after: float | None = None  # seconds the provider asks us to wait before the next attempt
 
     @property
     def retryable(self) -> bool:
@@ -88,8 +89,18 @@ class FulfillmentResult:
         return cls(Outcome.PENDING, code=code, message=message, raw=raw or {})
 
     @classmethod
-    def failed(cls, *, scope: FailureScope, code: str = "", message: str = "", raw: dict | None = None):
-        return cls(Outcome.FAILED, code=code, message=message, failure_scope=scope, raw=raw or {})
+    def failed(
+        cls,
+        *,
+        scope: FailureScope,
+        code: str = "",
+        message: str = "",
+        raw: dict | None = None,
+        retry_after: float | None = None,
+    ):
+        return cls(
+            Outcome.FAILED, code=code, message=message, failure_scope=scope, raw=raw or {}, retry_after=retry_after
+        )
 
 
 class FulfillmentProvider(ABC):

@@ -125,6 +125,9 @@ RESPONSE_CODES: dict[str, tuple[FailureScope, str]] = {
     "87": (_P, "E-money nominals must be a multiple of 1,000; fix the product."),
     "88": (_C, "The Digiflazz account is not allowed to make this call. Contact Digiflazz support."),
 }
+#: Codes after which Digiflazz asks for a pause before the next transaction (seconds).
+RETRY_AFTER_SECONDS = {"85": 60.0}
+
 #: A failed transaction with a code missing from the table: a person looks at it.
 UNKNOWN_CODE_SCOPE = FailureScope.PERMANENT
 
@@ -175,7 +178,9 @@ def result_from_data(data: dict[str, Any], *, http_status: int | None = None) ->
         message = f"{explanation} (Digiflazz rc {rc or '?'}: {theirs or 'no message'})"
         if scope == FailureScope.CONFIGURATION:
             message += _HALT_ADVICE
-        return FulfillmentResult.failed(scope=scope, code=rc, message=message, raw=raw)
+        return FulfillmentResult.failed(
+            scope=scope, code=rc, message=message, raw=raw, retry_after=RETRY_AFTER_SECONDS.get(rc)
+        )
     return None
 
 
