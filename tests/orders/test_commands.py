@@ -1,0 +1,146 @@
+"""The development commands: simulate_payment (signs like T-Bank) and load_demo_data (DEBUG only)."""
+
+from __future__ import annotations
+
+import json
+from io import StringIO
+from types import SimpleNamespace
+
+import pytest
+import requests
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from orders import tbank
+from orders.models import Order, Product
+from orders.state import OrderStatus
+
+
+@pytest.fixture
+def captured_post(monkeypatch):
+    """Patch requests.post: record each call and answer like the webhook (200 OK by default)."""
+    calls = []
+    answer = SimpleNamespace(status_code=200, text="OK")
+
+    def post(url, *, data, headers, timeout):
+        calls.append({"url": url, "body": json.loads(data), "raw": data, "headers": headers, "timeout": timeout})
+        return answer
+
+    monkeypatch.setattr(requests, "post", post)
+    return SimpleNamespace(calls=calls, answer=answer)
+
+
+def simulate(*args) -> str:
+    out = StringIO()
+    call_command("simulate_payment", *map(str, args), stdout=out)
+    return out.getvalue()
+
+
+def test_simulate_payment_signs_like_the_bank(order_factory, captured_post, settings):
+    order = order_factory(quantities=(2,), price=15000)
+
+    out = simulate(order.pk, "--payment-id", 555)
+
+    (call,) = captured_post.calls
+    body = call["body"]
+    assert call["url"] == "http://127.0.0.1:8000/api/payments/tbank/notification"
+    assert call["headers"] == {"Content-Type": "application/json"}
+    assert (body["TerminalKey"], body["OrderId"], body["Status"], body["Amount"], body["PaymentId"]) == (
+        settings.TBANK_TERMINAL_KEY,
+        str(order.pk),
+        "CONFIRMED",
+        30000,
+        555,
+    )
+    assert body["Success"] is True
+    # The token is the one the webhook verifies: recomputed independently of the command.
+    assert tbank.token_is_valid(tbank.parse_notification(call["raw"].encode()), settings.TBANK_PASSWORD)
+    assert not tbank.token_is_valid(body, "another-password")
+    assert settings.TBANK_PASSWORD not in call["raw"]
+    assert f"CONFIRMED for order {order.pk} -> HTTP 200 'OK' in " in out
+
+
+def test_simulate_payment_is_accepted_by_the_real_webhook(order_factory, client, monkeypatch):
+    order = order_factory()
+
+    def post(url, *, data, headers, timeout):
+        response = client.post("/api/payments/tbank/notification", data=data, content_type=headers["Content-Type"])
+        return SimpleNamespace(status_code=response.status_code, text=response.content.decode())
+
+    monkeypatch.setattr(requests, "post", post)
+    simulate(order.pk)
+
+    assert Order.objects.get(pk=order.pk).status == OrderStatus.PAID
+
+
+@pytest.mark.parametrize(("status", "success"), [("REJECTED", False), ("AUTHORIZED", True), ("REFUNDED", True)])
+def test_simulate_payment_other_statuses_and_amount(order_factory, captured_post, settings, status, success):
+    order = order_factory()
+    simulate(order.pk, "--status", status, "--amount", 1, "--url", "http://shop.test/hook")
+    (call,) = captured_post.calls
+    assert call["url"] == "http://shop.test/hook"
+    assert (call["body"]["Status"], call["body"]["Success"], call["body"]["Amount"]) == (status, success, 1)
+    assert tbank.token_is_valid(call["body"], settings.TBANK_PASSWORD)
+
+
+def test_simulate_payment_reuses_the_stored_payment_id(paid_order_factory, captured_post):
+    order = paid_order_factory(payment_id="8742591")
+    simulate(order.pk, "--status", "REFUNDED")
+    assert captured_post.calls[0]["body"]["PaymentId"] == 8742591
+
+
+def test_simulate_payment_fails_when_the_webhook_refuses(order_factory, captured_post):
+    captured_post.answer.status_code, captured_post.answer.text = 403, "Token does not match."
+    with pytest.raises(CommandError, match="did not accept"):
+        simulate(order_factory().pk)
+
+
+def test_simulate_payment_explains_an_unreachable_server(order_factory, monkeypatch):
+    def post(*args, **kwargs):
+        raise requests.ConnectionError("refused")
+
+    monkeypatch.setattr(requests, "post", post)
+    with pytest.raises(CommandError, match=r"Could not reach .* Is the server running \(make run\)\?"):
+        simulate(order_factory().pk)
+
+
+def test_simulate_payment_needs_credentials_and_an_order(db, settings, captured_post):
+    with pytest.raises(CommandError, match="Order 4040 does not exist"):
+        simulate(4040)
+    settings.TBANK_PASSWORD = ""
+    with pytest.raises(CommandError, match="Set TBANK_TERMINAL_KEY and TBANK_PASSWORD"):
+        simulate(4040)
+    assert captured_post.calls == []
+
+
+# --- load_demo_data ----------------------------------------------------------------------------
+
+
+def test_load_demo_data_refuses_without_debug(db, settings):
+    settings.DEBUG = False
+    with pytest.raises(CommandError, match="development only; set DJANGO_DEBUG=true"):
+        call_command("load_demo_data", stdout=StringIO())
+    assert not Product.objects.exists()
+    assert not Order.objects.exists()
+    assert not get_user_model().objects.exists()
+
+
+def test_load_demo_data_in_debug_is_repeatable(db, settings):
+    settings.DEBUG = True
+    out, again = StringIO(), StringIO()
+
+    call_command("load_demo_data", "--orders", 4, stdout=out)
+    call_command("load_demo_data", "--orders", 4, stdout=again)
+
+    assert Product.objects.count() == 4
+    assert Order.objects.filter(status=OrderStatus.NEW).count() == 4
+    admin = get_user_model().objects.get(username="admin")
+    assert admin.is_staff and admin.is_superuser
+    printed = out.getvalue()
+    first_password = printed.split("password: ")[1].split(" ")[0]
+    second_password = again.getvalue().split("password: ")[1].split(" ")[0]
+    assert admin.check_password(second_password) and not admin.check_password(first_password)
+    assert "Pay one: python manage.py simulate_payment" in printed
+    for order in Order.objects.all():
+        assert order.amount_kopecks == sum(i.unit_price_kopecks * i.quantity for i in order.items.all())
