@@ -593,7 +593,14 @@ def paid_orders_reconcile(*, limit: int = 1000) -> list[int]:
         status=DeliveryStatus.SENDING, claim_expires_at__lt=now
     )
     not_claimed = Q(claim_expires_at__isnull=True) | Q(claim_expires_at__lt=now)
-    not_queued = Q(queued_at__isnull=True) | Q(queued_at__lt=stale)
+    # A message queued before the unit fell due found it not due (queueing stamps every open
+    # unit of the order), so it does not count: without this the unit would wait for `stale`.
+    not_queued = (
+        Q(queued_at__isnull=True)
+        | Q(queued_at__lt=stale)
+        | Q(status__in=(DeliveryStatus.WAITING, DeliveryStatus.PENDING), queued_at__lt=F("next_attempt_at"))
+        | Q(status=DeliveryStatus.SENDING, queued_at__lt=F("claim_expires_at"))
+    )
     halted = list(ProviderHalt.objects.values_list("provider", flat=True))
     candidates = Delivery.objects.filter(due, not_claimed, not_queued, order__status=OrderStatus.PAID)
     if halted:

@@ -1,0 +1,49 @@
+"""Reconciliation and the queued_at stamp: a message queued before a unit fell due does not hold
+that unit back until FULFILLMENT_STALE_AFTER_SECONDS (found by the provider-outage integration
+test, where retries waited the stale window instead of their backoff)."""
+
+from datetime import timedelta
+
+from django.utils import timezone
+
+from fulfillment.models import Delivery, DeliveryStatus
+from fulfillment.services import paid_orders_reconcile
+
+
+def test_a_unit_whose_backoff_ended_after_its_order_was_queued_is_queued_again(paid_order_factory, queued_deliveries):
+    order = paid_order_factory()
+    now = timezone.now()
+    # The order was queued 2 s ago (for another unit, or by an earlier sweep); this unit's retry
+    # backoff ended 1 s ago, so that run found it not yet due and left it alone.
+    Delivery.objects.filter(order=order).update(
+        queued_at=now - timedelta(seconds=2), next_attempt_at=now - timedelta(seconds=1)
+    )
+
+    assert paid_orders_reconcile() == [order.pk]
+    # Queued now, after it fell due: the next sweep leaves it to that message.
+    assert paid_orders_reconcile() == []
+
+
+def test_a_unit_whose_claim_expired_after_its_order_was_queued_is_queued_again(paid_order_factory, queued_deliveries):
+    order = paid_order_factory()
+    now = timezone.now()
+    # Queued while a (since dead) worker still held the unit: that run could not take it.
+    Delivery.objects.filter(order=order).update(
+        status=DeliveryStatus.SENDING,
+        claim_token="dead-worker",
+        claim_expires_at=now - timedelta(seconds=1),
+        queued_at=now - timedelta(seconds=2),
+    )
+
+    assert paid_orders_reconcile() == [order.pk]
+    assert paid_orders_reconcile() == []
+
+
+def test_a_unit_not_yet_due_is_not_queued_again(paid_order_factory, queued_deliveries):
+    order = paid_order_factory()
+    now = timezone.now()
+    Delivery.objects.filter(order=order).update(
+        queued_at=now - timedelta(seconds=2), next_attempt_at=now + timedelta(seconds=30)
+    )
+
+    assert paid_orders_reconcile() == []
