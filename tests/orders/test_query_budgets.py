@@ -1,0 +1,131 @@
+"""Query budgets of the payment webhook and the order admin: counts of SQL statements, not
+times. Each stays the same whatever the size of the order (items, units, attempts) or the
+number of orders listed, so that an N+1 cannot creep into the webhook or the admin."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+
+from fulfillment.models import Delivery, DeliveryAttempt
+from fulfillment.providers.base import FailureScope, FulfillmentResult
+from fulfillment.services import fulfill_order, order_fulfillment_reset_for_retry
+from orders.models import Order, PaymentNotification
+from orders.state import OrderStatus
+from tests.conftest import notification
+
+pytestmark = pytest.mark.django_db
+
+# Statements of a CONFIRMED notification that pays an order: inside one transaction (opened
+# as a savepoint by the test's own transaction) the order row lock, a savepoint around the
+# transition, its UPDATE, the items read, the units INSERT, the audit INSERT.
+WEBHOOK_PAY_BUDGET = 9
+
+
+def _delivery_insert_statements(units: int) -> int:
+    """INSERT statements Django needs for `units` Delivery rows on this database.
+
+    PostgreSQL takes any number in one statement. SQLite caps the parameters of a statement
+    (999 in Django), so bulk_create splits a large insert into fixed-size batches: one
+    statement per batch of rows, never one per unit.
+    """
+    fields = [f for f in Delivery._meta.concrete_fields if not f.primary_key]
+    per_statement = connection.ops.bulk_batch_size(fields, [None] * units) or units
+    return math.ceil(units / per_statement)
+
+
+def _pay_through_webhook(order_factory, post_notification, quantities) -> int:
+    order = order_factory(quantities=quantities)
+    with CaptureQueriesContext(connection) as queries:
+        response = post_notification(notification(order))
+    assert response.status_code == 200, response.content
+    order.refresh_from_db()
+    assert order.status == OrderStatus.PAID
+    assert Delivery.objects.filter(order=order).count() == sum(quantities)
+    return len(queries.captured_queries)
+
+
+def test_paying_webhook_runs_a_fixed_number_of_queries_whatever_the_order_size(order_factory, post_notification):
+    one_unit = _pay_through_webhook(order_factory, post_notification, quantities=(1,))
+    hundred_units = _pay_through_webhook(order_factory, post_notification, quantities=(5,) * 20)
+
+    assert one_unit == WEBHOOK_PAY_BUDGET
+    # The only statement that may repeat is SQLite's batching of the units INSERT.
+    assert hundred_units == WEBHOOK_PAY_BUDGET - 1 + _delivery_insert_statements(100)
+
+
+def test_duplicate_notification_runs_fewer_queries_than_the_first(order_factory, post_notification):
+    order = order_factory(quantities=(5,) * 20)
+    assert post_notification(notification(order)).status_code == 200
+    with CaptureQueriesContext(connection) as queries:
+        assert post_notification(notification(order)).status_code == 200
+    # Lock the order, see it is already paid, record the notification: nothing per unit.
+    assert len(queries.captured_queries) == 4
+    assert PaymentNotification.objects.filter(order=order).count() == 2
+
+
+# --- the admin --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def populated_orders(order_factory, post_notification, scripted_provider):
+    """populated_orders(count, quantities) -> `count` orders paid through the webhook (each with a
+    duplicate notification too) and delivered, so each has items, units, attempts and
+    notifications; the first unit of each order needed a second purchase."""
+
+    def make(count: int, quantities: tuple[int, ...]) -> list[Order]:
+        orders = []
+        for n in range(count):
+            order = order_factory(quantities=quantities)
+            first_sku = order.items.select_related("product").first().product.sku
+            busy = FulfillmentResult.failed(scope=FailureScope.RETRYABLE, code="busy", message="try again")
+            scripted_provider.script(first_sku, busy)
+            assert post_notification(notification(order, PaymentId=7000 + n)).status_code == 200
+            assert post_notification(notification(order, PaymentId=7000 + n)).status_code == 200
+            fulfill_order(order.pk)
+            # The failed unit waits out its backoff; staff's retry makes it due now.
+            order_fulfillment_reset_for_retry(order_id=order.pk)
+            assert fulfill_order(order.pk).complete
+            orders.append(order)
+        return orders
+
+    return make
+
+
+def _count(client, url: str) -> int:
+    # Once unmeasured: the first admin request of a process also fills Django's content type
+    # cache, a one-off query that has nothing to do with the page's size.
+    client.get(url)
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(url)
+    assert response.status_code == 200
+    return len(queries.captured_queries)
+
+
+def test_order_changelist_runs_a_fixed_number_of_queries(admin_client, populated_orders):
+    url = reverse("admin:orders_order_changelist")
+    populated_orders(1, (1,))
+    few = _count(admin_client, url)
+
+    populated_orders(6, (3, 2, 4))
+    assert Order.objects.count() == 7
+    assert DeliveryAttempt.objects.count() > 7 * 2
+    many = _count(admin_client, url)
+
+    assert many == few
+
+
+def test_order_change_page_runs_a_fixed_number_of_queries(admin_client, populated_orders):
+    (small,) = populated_orders(1, (1,))
+    (large,) = populated_orders(1, (5,) * 20)
+    assert DeliveryAttempt.objects.filter(order=large).count() == 101
+    assert PaymentNotification.objects.filter(order=large).count() == 2
+
+    small_count = _count(admin_client, reverse("admin:orders_order_change", args=[small.pk]))
+    large_count = _count(admin_client, reverse("admin:orders_order_change", args=[large.pk]))
+
+    assert large_count == small_count
