@@ -1,5 +1,6 @@
 """URL routes: the admin, the T-Bank payment webhook and provider callbacks."""
 
+from django.conf import settings
 from django.contrib import admin
 from django.urls import path
 
@@ -11,3 +12,8 @@ urlpatterns = [
     path("api/payments/tbank/notification", TBankNotificationView.as_view(), name="tbank-notification"),
     path("api/fulfillment/digiflazz/callback", DigiflazzCallbackView.as_view(), name="digiflazz-callback"),
 ]
+
+if settings.BENCHMARK_FLOOR_ENDPOINT:
+    from bench.floor import floor_view
+
+    urlpatterns.append(path("bench/floor", floor_view, name="bench-floor"))
