@@ -16,3 +16,14 @@ def tbank_credentials_check(app_configs, **kwargs) -> list[checks.CheckMessage]:
             hint="Set them to the terminal key and password from the T-Bank merchant portal.",
         )
     ]
+
+
+@checks.register()
+def tbank_allowed_networks_check(app_configs, **kwargs) -> list[checks.CheckMessage]:
+    from orders.services import PaymentConfigurationError, allowed_networks
+
+    try:
+        allowed_networks()
+    except PaymentConfigurationError as exc:
+        return [checks.Error(str(exc), id="orders.E001", hint="Fix TBANK_ALLOWED_NETWORKS or leave it empty.")]
+    return []

@@ -129,6 +129,7 @@ class NotificationVerdict(models.TextChoices):
     MALFORMED = "malformed", "Malformed body"
     UNKNOWN_ORDER = "unknown_order", "Unknown OrderId"
     AMOUNT_MISMATCH = "amount_mismatch", "Amount does not match the order"
+    NEEDS_REVIEW = "needs_review", "Needs staff review"
 
 
 class PaymentNotification(models.Model):

@@ -109,8 +109,21 @@ class PaymentConfigurationError(Exception):
     """The shop cannot verify notifications: terminal credentials are not configured."""
 
 
+def allowed_networks() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """TBANK_ALLOWED_NETWORKS parsed; raises PaymentConfigurationError naming a bad entry."""
+    networks = []
+    for entry in settings.TBANK_ALLOWED_NETWORKS:
+        try:
+            networks.append(ipaddress.ip_network(entry.strip(), strict=False))
+        except ValueError as exc:
+            raise PaymentConfigurationError(
+                f"TBANK_ALLOWED_NETWORKS has {entry!r}, which is not a network: use CIDR such as 91.194.226.0/23."
+            ) from exc
+    return networks
+
+
 def _remote_addr_allowed(remote_addr: str | None) -> bool:
-    networks = settings.TBANK_ALLOWED_NETWORKS
+    networks = allowed_networks()
     if not networks:
         return True
     if not remote_addr:
@@ -119,7 +132,7 @@ def _remote_addr_allowed(remote_addr: str | None) -> bool:
         address = ipaddress.ip_address(remote_addr)
     except ValueError:
         return False
-    return any(address in ipaddress.ip_network(net, strict=False) for net in networks)
+    return any(address in network for network in networks)
 
 
 def payment_notification_process(*, body: bytes, remote_addr: str | None = None) -> NotificationOutcome:
@@ -214,6 +227,16 @@ def _apply(order: Order, payload: dict[str, Any]) -> NotificationOutcome:
                 f"Amount {payload['Amount']} does not match order {order.pk} amount {order.amount_kopecks}; "
                 "the order was not marked paid.",
             )
+        if current in (OrderStatus.PAID, OrderStatus.FULFILLED, OrderStatus.REFUNDED) and (
+            order.payment_id and payment_id and payment_id != order.payment_id
+        ):
+            logger.warning("Order %s captured twice: PaymentId %s and %s", order.pk, order.payment_id, payment_id)
+            return outcome(
+                200,
+                NotificationVerdict.NEEDS_REVIEW,
+                f"Second captured payment (PaymentId {payment_id}) for order {order.pk}, already paid by PaymentId "
+                f"{order.payment_id}: the customer may have paid twice; refund one in the T-Bank portal.",
+            )
         if current in (OrderStatus.PAID, OrderStatus.FULFILLED):
             return outcome(200, NotificationVerdict.DUPLICATE, f"Order is already {current}.")
         if current == OrderStatus.REFUNDED:
@@ -246,7 +269,7 @@ def _apply(order: Order, payload: dict[str, Any]) -> NotificationOutcome:
         return outcome(200, NotificationVerdict.IGNORED, f"{status} on an order that is {current}: nothing to refund.")
 
     if status in tbank.PARTIAL_STATUSES:
-        return outcome(200, NotificationVerdict.RECORDED, f"{status} recorded; partial refunds need staff review.")
+        return outcome(200, NotificationVerdict.NEEDS_REVIEW, f"{status} recorded; partial refunds need staff review.")
     if status == tbank.AUTHORIZED:
         return outcome(200, NotificationVerdict.RECORDED, "Payment authorized (hold); waiting for CONFIRMED.")
     return outcome(200, NotificationVerdict.RECORDED, f"Status {status} recorded; no action.")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -108,16 +109,13 @@ def sign_notification(payload: dict[str, Any], password: str) -> dict[str, Any]:
     return signed
 
 
+_TOKEN_VALUE = re.compile(r'("Token"\s*:\s*)"(?:[^"\\]|\\.)*"')
+
+
 def redact_body(body: bytes, limit: int) -> str:
     """The body for the audit log: Token masked, size bounded, always text."""
-    text = body.decode("utf-8", "replace")
-    try:
-        payload = json.loads(text, parse_float=JsonNumberLiteral)
-    except (ValueError, RecursionError):
-        payload = None
-    if isinstance(payload, dict) and "Token" in payload:
-        payload["Token"] = "***"
-        text = json.dumps(payload, ensure_ascii=False, default=str)
+    # Masked in place, so the record keeps the body exactly as the bank wrote it otherwise.
+    text = _TOKEN_VALUE.sub(r'\1"***"', body.decode("utf-8", "replace"))
     if len(text) > limit:
         text = text[:limit] + f"... [truncated, {len(body)} bytes received]"
     return text

@@ -336,13 +336,54 @@ def test_refund_of_an_unpaid_order_is_ignored(order_factory, post_notification, 
     assert last_record().verdict == NotificationVerdict.IGNORED
 
 
-@pytest.mark.parametrize("bank_status", ["PARTIAL_REFUNDED", "PARTIAL_REVERSED", "3DS_CHECKING", "SOMETHING_NEW"])
-def test_other_statuses_are_recorded_without_action(paid_order_factory, post_notification, bank_status):
+@pytest.mark.parametrize(
+    ("bank_status", "verdict"),
+    [
+        # Part of the money went back: a person decides what that means for the goods.
+        ("PARTIAL_REFUNDED", NotificationVerdict.NEEDS_REVIEW),
+        ("PARTIAL_REVERSED", NotificationVerdict.NEEDS_REVIEW),
+        ("3DS_CHECKING", NotificationVerdict.RECORDED),
+        ("SOMETHING_NEW", NotificationVerdict.RECORDED),
+    ],
+)
+def test_other_statuses_are_recorded_without_action(paid_order_factory, post_notification, bank_status, verdict):
     order = paid_order_factory()
     assert_ok(post_notification(notification(order, status=bank_status)))
     assert status_of(order) == OrderStatus.PAID
     assert Delivery.objects.get(order=order).status == DeliveryStatus.WAITING
-    assert last_record().verdict == NotificationVerdict.RECORDED
+    assert last_record().verdict == verdict
+
+
+def test_second_captured_payment_is_flagged_for_review(paid_order_factory, post_notification, queued_deliveries):
+    order = paid_order_factory(payment_id="8742591")
+    assert_ok(post_notification(notification(order, PaymentId=9999001)))
+    assert status_of(order) == OrderStatus.PAID
+    record = last_record()
+    assert record.verdict == NotificationVerdict.NEEDS_REVIEW
+    assert "9999001" in record.detail and "8742591" in record.detail and "refund" in record.detail
+    assert queued_deliveries == []  # nothing delivered again
+
+
+def test_stored_body_keeps_the_bank_text_except_the_token(order_factory, client):
+    order = order_factory()
+    signed = notification(order)
+    body = json.dumps(signed, indent=1).replace('"Amount": ', '"Amount":   ')
+    response = client.post(WEBHOOK_URL, data=body, content_type="application/json")
+    assert_ok(response)
+    assert last_record().raw_body == body.replace(signed["Token"], "***")
+    assert signed["Token"] not in last_record().raw_body
+
+
+def test_invalid_allowed_network_refuses_with_the_entry_named(order_factory, post_notification, settings):
+    settings.TBANK_ALLOWED_NETWORKS = ["91.194.226.0/23", "not-a-network"]
+    order = order_factory()
+    response = post_notification(notification(order))
+    assert response.status_code == 503
+    assert status_of(order) == OrderStatus.NEW
+    from django.core import checks
+
+    errors = [message for message in checks.run_checks() if message.id == "orders.E001"]
+    assert errors and "not-a-network" in errors[0].msg
 
 
 # --- refusals --------------------------------------------------------------------------------
