@@ -75,6 +75,8 @@ def retry_fulfillment(modeladmin, request, queryset) -> None:
             queued.append(order_id)
         else:
             skipped.append(f"#{order_id}: {decision.reason}")
+        if decision.held_unknown:
+            modeladmin.message_user(request, decision.held_reason, messages.WARNING)
     if queued:
         modeladmin.message_user(
             request,

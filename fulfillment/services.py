@@ -153,16 +153,33 @@ def deliveries_cancel_unsent(*, order_id: int) -> int:
     )
 
 
+#: last_code of a unit whose outcome stayed unknown past the provider's check window.
+UNKNOWN_OUTCOME_CODE = "check_window_expired"
+
+
 @dataclass(frozen=True)
 class RetryDecision:
     order_id: int
     queued: bool
     reason: str = ""
+    held_unknown: int = 0  # FAILED units left alone because they may have been delivered
+
+    @property
+    def held_reason(self) -> str:
+        if not self.held_unknown:
+            return ""
+        return (
+            f"{self.held_unknown} unit(s) of order {self.order_id} have an unknown outcome and were not retried: "
+            "ask the provider whether they were delivered, then retry them with "
+            f"`manage.py fulfill_order {self.order_id} --rebuy-unknown`."
+        )
 
 
-def order_fulfillment_reset_for_retry(*, order_id: int) -> RetryDecision:
+def order_fulfillment_reset_for_retry(*, order_id: int, rebuy_unknown: bool = False) -> RetryDecision:
     """Make every undelivered unit of a PAID order due now; FAILED units get a new reference.
 
+    A FAILED unit whose outcome is unknown (UNKNOWN_OUTCOME_CODE) may have been delivered, so
+    it is only bought again with `rebuy_unknown=True`, after a person checked with the provider.
     Does not run or queue anything: callers choose (admin queues, the command runs inline).
     """
     with transaction.atomic():
@@ -173,8 +190,13 @@ def order_fulfillment_reset_for_retry(*, order_id: int) -> RetryDecision:
             raise OrderNotFulfillable(order_id, order.status)
         deliveries_create(order_id=order_id)
         now = timezone.now()
-        # Safe: a FAILED unit's reference got a final failure answer, so nothing was bought.
-        for delivery in Delivery.objects.filter(order_id=order_id, status=DeliveryStatus.FAILED):
+        failed = Delivery.objects.filter(order_id=order_id, status=DeliveryStatus.FAILED)
+        held_unknown = 0
+        if not rebuy_unknown:
+            held_unknown = failed.filter(last_code=UNKNOWN_OUTCOME_CODE).count()
+            failed = failed.exclude(last_code=UNKNOWN_OUTCOME_CODE)
+        # Safe: these references got a final failure answer, so nothing was bought under them.
+        for delivery in failed:
             Delivery.objects.filter(pk=delivery.pk, status=DeliveryStatus.FAILED).update(
                 status=DeliveryStatus.WAITING,
                 reference=new_reference(),
@@ -196,9 +218,13 @@ def order_fulfillment_reset_for_retry(*, order_id: int) -> RetryDecision:
             pending.filter(provider=name, next_attempt_at__gt=soonest).update(next_attempt_at=soonest)
         open_units = Delivery.objects.filter(order_id=order_id, status__in=OPEN_STATUSES).count()
     if not open_units:
+        if held_unknown:
+            return RetryDecision(
+                order_id, queued=False, reason="only units with an unknown outcome remain", held_unknown=held_unknown
+            )
         _complete_if_delivered(order_id)
         return RetryDecision(order_id, queued=False, reason="every unit is already delivered")
-    return RetryDecision(order_id, queued=True)
+    return RetryDecision(order_id, queued=True, held_unknown=held_unknown)
 
 
 def order_fulfillment_retry(*, order_id: int) -> RetryDecision:
@@ -397,7 +423,7 @@ def _process_unit(
 def _give_up_checking(unit: Delivery, *, claim_token: str, provider_name: str) -> UnitReport:
     result = FulfillmentResult.failed(
         scope=FailureScope.PERMANENT,
-        code="check_window_expired",
+        code=UNKNOWN_OUTCOME_CODE,
         message=(
             "Outcome still unknown and the reference is too old to check again. Ask the provider "
             "whether it was delivered before retrying, or the unit could be bought twice."

@@ -34,8 +34,23 @@ class Command(BaseCommand):
         parser.add_argument("--all-paid", action="store_true", help="Every order that is PAID.")
         parser.add_argument("--provider", help="Provider for new purchases (default: FULFILLMENT_PROVIDER).")
         parser.add_argument("--queue", action="store_true", help="Queue for the workers instead of running here.")
+        parser.add_argument(
+            "--rebuy-unknown",
+            action="store_true",
+            help="Also buy again units whose outcome stayed unknown (only after the provider confirmed they were "
+            "not delivered).",
+        )
 
-    def handle(self, *args, order_ids: list[int], all_paid: bool, provider: str | None, queue: bool, **options):
+    def handle(
+        self,
+        *args,
+        order_ids: list[int],
+        all_paid: bool,
+        provider: str | None,
+        queue: bool,
+        rebuy_unknown: bool = False,
+        **options,
+    ):
         if not order_ids and not all_paid:
             raise CommandError("Give at least one ORDER_ID, or --all-paid.", returncode=2)
         if provider:
@@ -72,13 +87,17 @@ class Command(BaseCommand):
         for position, order_id in enumerate(ids, start=1):
             prefix = f"[{position}/{len(ids)}] order {order_id}"
             try:
-                decision = order_fulfillment_reset_for_retry(order_id=order_id)
+                decision = order_fulfillment_reset_for_retry(order_id=order_id, rebuy_unknown=rebuy_unknown)
             except (OrderNotFound, OrderNotFulfillable) as exc:  # changed since validation
                 self.stderr.write(f"{prefix}: skipped, {exc}")
                 failed_orders.append(order_id)
                 continue
+            if decision.held_unknown:
+                self.stderr.write(f"{prefix}: {decision.held_reason}")
             if not decision.queued:
                 self.stdout.write(f"{prefix}: {decision.reason}")
+                if decision.held_unknown:
+                    failed_orders.append(order_id)
                 continue
             if queue:
                 with transaction.atomic():
