@@ -1,0 +1,93 @@
+"""A provider that is down for a while, then recovers: the Mock supplier behind a flaky link.
+
+Registered in the worker processes with
+FULFILLMENT_EXTRA_PROVIDERS="flaky=tests.integration.providers.FlakyProvider" and selected with
+FULFILLMENT_PROVIDER=flaky. Until the epoch time a test stores in the Redis key
+`flaky:down-until` (shared by every process; absent means up) it misbehaves as FLAKY_MODE says:
+
+* ``fail``: the supplier answers "temporarily unavailable" (a retryable FAILED result). Nothing
+  is bought, as the contract requires of a final failure.
+* ``timeout``: no answer at all (an exception, the contract's "unknown outcome"). For half of
+  the references (chosen by the reference, so the same on every process) the purchase did reach
+  the supplier and is in the ledger: only a re-check with the same reference finds it.
+
+After that it is the Mock provider, idempotent per reference through its ledger. Every call is
+counted in Redis (the broker database, flushed per test), per unit and in total, so a test can
+bound how hard the engine hammered the provider.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+
+from django.conf import settings
+
+from fulfillment.providers.base import FailureScope, FulfillmentParams, FulfillmentResult
+from fulfillment.providers.mock import MockProvider
+
+DOWN_UNTIL_KEY = "flaky:down-until"
+CALLS_KEY = "flaky:calls"
+UNIT_CALLS_KEY = "flaky:unit-calls"
+
+
+class FlakyProvider(MockProvider):
+    name = "flaky"
+
+    def __init__(self, *, mode: str, **mock_options) -> None:
+        if mode not in ("fail", "timeout"):
+            raise ValueError(f"FLAKY_MODE must be 'fail' or 'timeout', not {mode!r}.")
+        super().__init__(**mock_options)
+        self.mode = mode
+        self._client = None
+
+    @classmethod
+    def from_settings(cls) -> FlakyProvider:
+        return cls(
+            mode=os.environ.get("FLAKY_MODE", "fail"),
+            delay_min=settings.MOCK_FULFILLMENT_DELAY_MIN,
+            delay_max=settings.MOCK_FULFILLMENT_DELAY_MAX,
+            success_rate=settings.MOCK_FULFILLMENT_SUCCESS_RATE,
+            pending_rate=settings.MOCK_FULFILLMENT_PENDING_RATE,
+        )
+
+    @property
+    def _redis(self):
+        if self._client is None:
+            import redis
+
+            self._client = redis.Redis.from_url(settings.CELERY_BROKER_URL, socket_timeout=10)
+        return self._client
+
+    def _count(self, kind: str, params: FulfillmentParams) -> None:
+        pipe = self._redis.pipeline()
+        pipe.incr(CALLS_KEY)
+        pipe.hincrby(UNIT_CALLS_KEY, f"{params.unit_key}:{kind}")
+        pipe.execute()
+
+    def _down(self) -> bool:
+        return time.time() < float(self._redis.get(DOWN_UNTIL_KEY) or 0)
+
+    @staticmethod
+    def _reached_supplier(reference: str) -> bool:
+        return hashlib.sha256(reference.encode()).digest()[0] % 2 == 0
+
+    def fulfill(self, params: FulfillmentParams) -> FulfillmentResult:
+        self._count("fulfill", params)
+        if self._down():
+            if self.mode == "fail":
+                return FulfillmentResult.failed(
+                    scope=FailureScope.RETRYABLE, code="FLAKY_DOWN", message="Flaky: supplier unavailable"
+                )
+            if self._reached_supplier(params.reference):
+                super().fulfill(params)  # bought; the answer is lost on the way back
+            raise TimeoutError("Flaky: no answer from the supplier")
+        return super().fulfill(params)
+
+    def check_status(self, params: FulfillmentParams) -> FulfillmentResult:
+        self._count("check", params)
+        if self._down():
+            raise TimeoutError("Flaky: no answer from the supplier")
+        # The Mock ledger answers for a known reference, and buys only if it never got there.
+        return super().fulfill(params)
