@@ -20,10 +20,10 @@ from tests.conftest import notification
 
 pytestmark = pytest.mark.django_db
 
-# Statements of a CONFIRMED notification that pays an order: inside one transaction (opened
-# as a savepoint by the test's own transaction) the order row lock, a savepoint around the
-# transition, its UPDATE, the items read, the units INSERT, the audit INSERT.
-WEBHOOK_PAY_BUDGET = 9
+# Statements of a CONFIRMED notification that pays an order, inside one transaction (opened
+# as a savepoint by the test's own transaction): the order row lock, the status UPDATE, the
+# items read, the units INSERT, the audit INSERT.
+WEBHOOK_PAY_BUDGET = 7
 
 
 def _delivery_insert_statements(units: int) -> int:
