@@ -30,7 +30,7 @@ import pytest
 import requests
 from django.conf import settings
 from django.db import connection
-from django.db.models import Count, Q
+from django.db.models import Count
 
 from fulfillment.models import Delivery, DeliveryStatus, MockLedgerEntry
 from orders.models import Order
@@ -391,24 +391,13 @@ def stack(request, transactional_db, tmp_path) -> Stack:
         yield stack
     finally:
         stack.close()
-        failed = any(
-            getattr(request.node, f"rep_{when}", None) and getattr(request.node, f"rep_{when}").failed
-            for when in ("setup", "call")
-        )
+        failed = any(getattr(getattr(request.node, f"rep_{when}", None), "failed", False) for when in ("setup", "call"))
         if failed:
             request.node.add_report_section("teardown", "service process logs", stack.logs())
-        # The test's own connection may have been used by threads' siblings; start clean.
-        connection.close()
 
 
 def units_of(order_ids: list[int]) -> int:
     return Delivery.objects.filter(order_id__in=order_ids).count()
-
-
-def in_flight(order_ids: list[int]) -> int:
-    return Delivery.objects.filter(
-        Q(status__in=(DeliveryStatus.SENDING, DeliveryStatus.PENDING)), order_id__in=order_ids
-    ).count()
 
 
 def run_threads(targets: list[Callable[[], object]], *, timeout: float) -> list[object]:
