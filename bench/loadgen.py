@@ -31,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bodies", type=Path, required=True)
     parser.add_argument("--concurrency", type=int, required=True)
     parser.add_argument("--seconds", type=float, required=True)
+    parser.add_argument(
+        "--interval-ms", type=float, default=0.0, help="Pause of each client after each answer (paced load)."
+    )
     args = parser.parse_args(argv)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         parser.error("The load generator only targets loopback addresses.")
@@ -72,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
                         errors["status"] += 1
                 if response.will_close:
                     conn.close()
+                if args.interval_ms:
+                    time.sleep(args.interval_ms / 1000)
                 continue
             with lock:
                 errors[kind] += 1
