@@ -84,6 +84,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--skip-webhook", action="store_true", help="Only the delivery benchmark.")
     parser.add_argument("--skip-delivery", action="store_true", help="Only the webhook benchmark.")
     parser.add_argument("--output", type=Path, help="JSON results file (default var/bench/results-<time>.json).")
+    parser.add_argument("--render", type=Path, help="Print a results JSON file as Markdown tables, and stop.")
     args = parser.parse_args(argv)
     if args.concurrency is None:
         args.concurrency = "1,16" if args.quick else "1,4,16,64"
@@ -514,6 +515,9 @@ def load_run(
         os.unlink(bodies_file)
     result["rps"] = result["requests"] / result["duration_s"] if result["duration_s"] else 0.0
     result["cpu_ms_per_request"] = cpu_per_request(before, after, result["requests"])
+    # Share of the machine that other programs used meanwhile: a disturbed run shows here.
+    other_s = (after["machine"] - before["machine"]) - sum(after[k] - before[k] for k in before if k != "machine")
+    result["other_cpu_share"] = round(max(0.0, other_s) / ((os.cpu_count() or 1) * result["duration_s"]), 3)
     result["concurrency"] = concurrency
     return result
 
@@ -856,11 +860,95 @@ def report_print(results: dict[str, Any]) -> None:
         print(f"  [{'met' if target['met'] else 'NOT MET'}] {target['target']}: {_fmt(value, 2)}")
 
 
+def report_markdown(results: dict[str, Any]) -> str:
+    """The same figures as Markdown tables, for docs/benchmarks.md (`--render FILE`)."""
+    lines = []
+    machine = results["machine"]
+    lines.append(
+        f"Machine: {machine['nproc']} CPUs ({machine['cpu_model']}), {machine['memory_gib']} GiB, kernel "
+        f"{machine['kernel']}; Python {machine['python']}, Django {machine['django']}, gunicorn "
+        f"{machine['gunicorn']}, Celery {machine['celery']}, psycopg {machine['psycopg']}, PostgreSQL "
+        f"{machine['postgresql']}, Redis {machine['redis']}, {machine['wrk'] or 'no wrk'}. Run {results['started_at']} "
+        f"({results['mode']}), {results.get('wall_s', '?')} s."
+    )
+    webhook = results.get("webhook")
+    if webhook:
+        lines += [
+            "",
+            f"Webhook vs floor: {webhook['seconds']:g} s per load, load generator {webhook['loadgen']}, gunicorn "
+            f"{webhook['gunicorn']}, no delivery workers running.",
+            "",
+            "| clients | floor req/s | floor p50 / p99 ms | webhook req/s | webhook p50 / p99 ms | webhook / floor "
+            "| server CPU ms/req (floor / webhook) | other programs' CPU |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for row in webhook["levels"]:
+            floor, hook = row["floor"], row["webhook"]
+            cpu_f, cpu_w = floor["cpu_ms_per_request"], hook["cpu_ms_per_request"]
+            other = max(floor.get("other_cpu_share", 0), hook.get("other_cpu_share", 0))
+            lines.append(
+                f"| {row['concurrency']} | {floor['rps']:.0f} | {floor['p50_ms']:.1f} / {floor['p99_ms']:.1f} | "
+                f"{hook['rps']:.0f} | {hook['p50_ms']:.1f} / {hook['p99_ms']:.1f} | **{row['ratio_rps']:.2f}** | "
+                f"{cpu_f.get('server', 0):.2f} / {cpu_w.get('server', 0):.2f} | up to {other:.0%} |"
+            )
+        compare = webhook.get("provider_delay")
+        if compare:
+            delay = results["config"]["delay_s"]
+            lines += [
+                "",
+                f"Webhook with workers delivering in the background: {compare['concurrency']} clients paced at "
+                f"{compare['offered_rps']:g} req/s, {compare['seconds']:g} s per run, median of "
+                f"{len(compare['delay']['runs'])} alternating round(s).",
+                "",
+                "| provider delay | req/s | mean ms | p50 ms | p99 ms |",
+                "|---|---:|---:|---:|---:|",
+            ]
+            for label, text in (("delay", f"{delay[0]:g}-{delay[1]:g} s"), ("zero", "0 s")):
+                run = compare[label]
+                lines.append(
+                    f"| {text} | {run['rps']:.0f} | {run['mean_ms']:.1f} | {run['p50_ms']:.1f} | {run['p99_ms']:.1f} |"
+                )
+            lines.append(
+                f"| **ratio** | | **{compare['ratio_mean']:.2f}** | **{compare['ratio_p50']:.2f}** | "
+                f"{compare['ratio_p99']:.2f} |"
+            )
+    delivery = results.get("delivery")
+    if delivery:
+        lines += [
+            "",
+            "Delivery: one unit per order, mock provider without failures.",
+            "",
+            "| provider delay | units | C | limit s | took s | of limit | units/s | ramp to C s "
+            "| delivered exactly once | worker RSS MiB (peak) |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for label in ("delay", "zero"):
+            run = delivery.get(label)
+            if not run:
+                continue
+            text = f"{run['delay_s'][0]:g}-{run['delay_s'][1]:g} s" if label == "delay" else "0 s"
+            fraction = run.get("fraction_of_limit")
+            lines.append(
+                f"| {text} | {run['units']} | {run['in_flight']} | {_fmt(run.get('limit_s'))} | "
+                f"{_fmt(run['elapsed_s'], 2)} | {f'**{fraction:.2f}**' if fraction else '-'} | "
+                f"{_fmt(run['units_per_s'], 0)} | {_fmt(run.get('ramp_to_c_s'), 2)} | "
+                f"{run['ledger']['delivered_once']} / {run['units']} | "
+                f"{' + '.join(_fmt(v, 0) for v in run['worker_rss_peak_mb'])} |"
+            )
+    lines += ["", "| target | value | met |", "|---|---:|---|"]
+    for target in results["targets"]:
+        lines.append(f"| {target['target']} | {_fmt(target['value'], 2)} | {'yes' if target['met'] else '**no**'} |")
+    return "\n".join(lines) + "\n"
+
+
 # --- main ------------------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.render:
+        sys.stdout.write(report_markdown(json.loads(args.render.read_text())))
+        return 0
     VAR.mkdir(parents=True, exist_ok=True)
     signal.signal(signal.SIGTERM, _on_signal)
     atexit.register(PROCESSES.stop_all)
@@ -899,6 +987,11 @@ def main(argv: list[str] | None = None) -> int:
                 f" x {args.gunicorn_threads} threads (gthread)" if args.gunicorn_threads > 1 else " (sync)"
             )
             print(f"gunicorn on {LOOPBACK}:{server.port}, {kind}; load generator: {tool}")
+            if tool == "python":
+                print(
+                    "  Note: wrk is not installed (apt-get install wrk). The Python load generator needs more CPU "
+                    "per request and caps the floor's rate first, so webhook/floor reads higher than with wrk."
+                )
             bench = WebhookBench(args, tool, server.port, product, groups={"server": [server.proc.pid]})
             bench.floor_bodies = fixtures.confirmed_bodies(list(range(1, 1001)))
             # Warm-up: every gunicorn worker imports and connects before anything is measured.
