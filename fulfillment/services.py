@@ -30,7 +30,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, transaction
-from django.db.models import F, Q
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from fulfillment.models import (
@@ -645,4 +645,15 @@ def paid_orders_reconcile(*, limit: int = 1000) -> list[int]:
             order_fulfillment_queue(order_id=order_id)
     if order_ids:
         logger.info("Reconciliation queued %d paid order(s): %s", len(order_ids), order_ids[:20])
+    # A worker that died between recording the last unit's delivery and marking the order
+    # fulfilled leaves a PAID order with nothing due, which nothing above would ever look at.
+    unfinished = Delivery.objects.filter(order=OuterRef("pk")).exclude(status=DeliveryStatus.DELIVERED)
+    delivered = (
+        Order.objects.filter(Exists(Delivery.objects.filter(order=OuterRef("pk"))), status=OrderStatus.PAID)
+        .exclude(Exists(unfinished))
+        .values_list("id", flat=True)[:limit]
+    )
+    for order_id in delivered:
+        status = _complete_if_delivered(order_id)
+        logger.warning("Reconciliation found order %s paid with every unit delivered; it is now %s", order_id, status)
     return order_ids

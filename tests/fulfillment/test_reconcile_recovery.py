@@ -1,6 +1,11 @@
-"""Reconciliation and the queued_at stamp: a message queued before a unit fell due does not hold
-that unit back until FULFILLMENT_STALE_AFTER_SECONDS (found by the provider-outage integration
-test, where retries waited the stale window instead of their backoff)."""
+"""What reconciliation repairs, found by the integration tests (tests/integration/test_failures.py):
+
+* a message queued before a unit fell due does not hold that unit back until
+  FULFILLMENT_STALE_AFTER_SECONDS (the provider-outage test: retries waited the stale window
+  instead of their backoff);
+* a PAID order whose units are all delivered is marked fulfilled (the worker-crash test: a worker
+  killed between recording the last delivery and marking the order left it PAID for good).
+"""
 
 from datetime import timedelta
 
@@ -8,6 +13,7 @@ from django.utils import timezone
 
 from fulfillment.models import Delivery, DeliveryStatus
 from fulfillment.services import paid_orders_reconcile
+from orders.models import Order
 
 
 def test_a_unit_whose_backoff_ended_after_its_order_was_queued_is_queued_again(paid_order_factory, queued_deliveries):
@@ -47,3 +53,25 @@ def test_a_unit_not_yet_due_is_not_queued_again(paid_order_factory, queued_deliv
     )
 
     assert paid_orders_reconcile() == []
+
+
+def test_a_paid_order_whose_units_are_all_delivered_is_marked_fulfilled(paid_order_factory, queued_deliveries):
+    order = paid_order_factory(quantities=(2,))
+    # The worker recorded the last delivery, then died before marking the order fulfilled.
+    Delivery.objects.filter(order=order).update(status=DeliveryStatus.DELIVERED, delivered_at=timezone.now())
+
+    assert paid_orders_reconcile() == []  # nothing to send
+
+    assert Order.objects.values_list("status", flat=True).get(pk=order.pk) == "fulfilled"
+    assert queued_deliveries == []
+
+
+def test_a_paid_order_with_a_unit_not_delivered_stays_paid(paid_order_factory, queued_deliveries):
+    order = paid_order_factory(quantities=(2,))
+    first, second = Delivery.objects.filter(order=order)
+    Delivery.objects.filter(pk=first.pk).update(status=DeliveryStatus.DELIVERED)
+    Delivery.objects.filter(pk=second.pk).update(status=DeliveryStatus.FAILED)
+
+    paid_orders_reconcile()
+
+    assert Order.objects.values_list("status", flat=True).get(pk=order.pk) == "paid"
