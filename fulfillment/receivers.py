@@ -3,18 +3,16 @@
 from django.db import transaction
 from django.dispatch import receiver
 
-from fulfillment.services import deliveries_cancel_unsent, deliveries_create
+from fulfillment.services import deliveries_cancel_unsent, deliveries_create, order_fulfillment_publish
 from orders.signals import order_paid, order_refunded
 
 
 @receiver(order_paid)
 def _queue_delivery(sender, *, order_id: int, **kwargs) -> None:
-    from fulfillment.tasks import deliver_order
-
     # Units exist from the moment the order is paid, so a lost task message is found by
     # reconciliation like any other due unit.
     deliveries_create(order_id=order_id)
-    transaction.on_commit(lambda: deliver_order.delay(order_id))
+    transaction.on_commit(lambda: order_fulfillment_publish(order_id=order_id))
 
 
 @receiver(order_refunded)

@@ -137,10 +137,23 @@ def deliveries_create(*, order_id: int) -> int:
 
 def order_fulfillment_queue(*, order_id: int) -> None:
     """Queue a background delivery run for the order once the current transaction commits."""
+    Delivery.objects.filter(order_id=order_id, status__in=OPEN_STATUSES).update(queued_at=timezone.now())
+    transaction.on_commit(lambda: order_fulfillment_publish(order_id=order_id))
+
+
+def order_fulfillment_publish(*, order_id: int) -> None:
+    """Send the delivery task now (call it on commit). A broker outage is logged, not raised:
+    what had to be written is committed, and reconciliation queues the units once it is back."""
+    from kombu.exceptions import OperationalError as BrokerUnavailable
+
     from fulfillment.tasks import deliver_order
 
-    Delivery.objects.filter(order_id=order_id, status__in=OPEN_STATUSES).update(queued_at=timezone.now())
-    transaction.on_commit(lambda: deliver_order.delay(order_id))
+    try:
+        deliver_order.delay(order_id)
+    except BrokerUnavailable:
+        logger.exception("Could not queue the delivery of order %s; reconciliation will queue it", order_id)
+        # Not queued after all: the next sweep must not wait for the stale window.
+        Delivery.objects.filter(order_id=order_id, status__in=OPEN_STATUSES).update(queued_at=None)
 
 
 def deliveries_cancel_unsent(*, order_id: int) -> int:

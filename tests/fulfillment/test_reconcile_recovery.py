@@ -4,15 +4,19 @@
   FULFILLMENT_STALE_AFTER_SECONDS (the provider-outage test: retries waited the stale window
   instead of their backoff);
 * a PAID order whose units are all delivered is marked fulfilled (the worker-crash test: a worker
-  killed between recording the last delivery and marking the order left it PAID for good).
+  killed between recording the last delivery and marking the order left it PAID for good);
+* a delivery task that could not be sent (broker down) is queued by the next sweep, and the
+  caller does not fail (the broker-down test: the webhook answered 500 to an applied payment).
 """
 
 from datetime import timedelta
 
 from django.utils import timezone
+from kombu.exceptions import OperationalError
 
 from fulfillment.models import Delivery, DeliveryStatus
-from fulfillment.services import paid_orders_reconcile
+from fulfillment.services import order_fulfillment_publish, paid_orders_reconcile
+from fulfillment.tasks import deliver_order
 from orders.models import Order
 
 
@@ -75,3 +79,21 @@ def test_a_paid_order_with_a_unit_not_delivered_stays_paid(paid_order_factory, q
     paid_orders_reconcile()
 
     assert Order.objects.values_list("status", flat=True).get(pk=order.pk) == "paid"
+
+
+def test_a_task_the_broker_refused_is_queued_by_the_next_sweep(
+    paid_order_factory, monkeypatch, django_capture_on_commit_callbacks
+):
+    order = paid_order_factory(quantities=(2,))  # its units are stamped as queued just now
+    sent = []
+
+    def broker_down(order_id):
+        raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(deliver_order, "delay", broker_down)
+    order_fulfillment_publish(order_id=order.pk)  # logged, not raised
+
+    monkeypatch.setattr(deliver_order, "delay", sent.append)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert paid_orders_reconcile() == [order.pk]  # well inside the stale window
+    assert sent == [order.pk]

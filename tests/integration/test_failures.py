@@ -17,6 +17,7 @@ from tests.conftest import notification
 from tests.integration.conftest import (
     assert_delivered_exactly_once,
     delivery_status_counts,
+    free_port,
     ledger,
     run_threads,
     units_of,
@@ -203,6 +204,34 @@ def test_lost_task_message_is_delivered_by_reconciliation(stack, order_factory, 
         lost_messages=5,
         ledger_deliveries=sum(book.delivered_per_unit.values()),
         seconds=round(seconds, 1),
+    )
+
+
+def test_broker_down_at_payment_still_answers_ok_and_delivers_once_it_is_back(stack, order_factory, report):
+    """The web server cannot reach Redis when the payment arrives: the payment is committed, so
+    the bank gets OK (not a 500 for a notification that was applied), and reconciliation queues
+    the delivery at its next sweep once a broker is reachable, not after the stale window."""
+    orders = [order_factory(quantities=(2,)) for _ in range(3)]
+    order_ids = [order.pk for order in orders]
+    web = stack.start_web(CELERY_BROKER_URL=f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
+
+    answers = [web.notify(order) for order in orders]
+
+    assert [(answer.status_code, answer.text) for answer in answers] == [(200, "OK")] * 3
+    assert set(Order.objects.filter(pk__in=order_ids).values_list("status", flat=True)) == {"paid"}
+    assert web.proc.count("Could not queue the delivery of order") == 3
+    started = time.monotonic()
+    worker = stack.start_worker(beat=True, FULFILLMENT_STALE_AFTER_SECONDS=300)
+    wait_for_orders(order_ids, "fulfilled", timeout=60)
+
+    book = assert_delivered_exactly_once(order_ids)
+    assert worker.count(r"Reconciliation queued") >= 1
+    report(
+        orders=3,
+        units=6,
+        answers_ok=len(answers),
+        ledger_deliveries=sum(book.delivered_per_unit.values()),
+        seconds=round(time.monotonic() - started, 1),
     )
 
 
