@@ -186,6 +186,14 @@ else:
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=2 * 3600),
     }
+    if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+        # Without a socket timeout, a Redis that stops answering without closing the connection
+        # (failover, NAT or firewall timeout) hangs every publish for good: the webhook's too,
+        # after it has committed a payment. Reconciliation queues what a failed publish left.
+        _broker_timeout = env.float("CELERY_BROKER_SOCKET_TIMEOUT", default=3.0)
+        CELERY_BROKER_TRANSPORT_OPTIONS.update(socket_timeout=_broker_timeout, socket_connect_timeout=_broker_timeout)
+# One retry, then give up: a request must not wait out a broker outage (the bank allows 10 s).
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.5, "interval_max": 0.5}
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True

@@ -255,8 +255,8 @@ class Web:
             self.url + WEBHOOK_URL, data=body, headers={"Content-Type": "application/json"}, timeout=timeout
         )
 
-    def notify(self, order: Order, status: str = "CONFIRMED", **extra) -> requests.Response:
-        return self.post_notification(notification(order, status=status, **extra))
+    def notify(self, order: Order, status: str = "CONFIRMED", *, timeout=30.0, **extra) -> requests.Response:
+        return self.post_notification(notification(order, status=status, **extra), timeout=timeout)
 
 
 class Stack:

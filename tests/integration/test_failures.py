@@ -2,6 +2,7 @@
 killed mid-delivery, a provider that fails or stops answering for a while, a task message the
 broker lost, and the database connection dying in the middle of a payment notification."""
 
+import socket
 import threading
 import time
 from collections import defaultdict
@@ -233,6 +234,42 @@ def test_broker_down_at_payment_still_answers_ok_and_delivers_once_it_is_back(st
         ledger_deliveries=sum(book.delivered_per_unit.values()),
         seconds=round(time.monotonic() - started, 1),
     )
+
+
+@pytest.fixture
+def stalled_broker():
+    """A port that accepts connections and never answers: Redis behind a dead NAT or mid-failover."""
+    server = socket.create_server(("127.0.0.1", 0), backlog=64)
+    held = []
+
+    def accept():
+        while True:
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield f"redis://127.0.0.1:{server.getsockname()[1]}/0"
+    server.close()
+    for conn in held:
+        conn.close()
+
+
+def test_stalled_broker_at_payment_does_not_hang_the_webhook(stack, order_factory, stalled_broker, report):
+    """Redis accepts the connection but never answers: the publish gives up after its socket
+    timeout, the bank gets OK for the stored payment, and reconciliation delivers it later."""
+    order = order_factory(quantities=(2,))
+    web = stack.start_web(CELERY_BROKER_URL=stalled_broker, CELERY_BROKER_SOCKET_TIMEOUT=1)
+
+    answer = web.notify(order, timeout=20)  # without a socket timeout this waited forever
+
+    assert (answer.status_code, answer.text) == (200, "OK")
+    assert web.proc.count("Could not queue the delivery of order") == 1
+    stack.start_worker(beat=True, FULFILLMENT_STALE_AFTER_SECONDS=300)
+    wait_for_orders([order.pk], "fulfilled", timeout=60)
+    book = assert_delivered_exactly_once([order.pk])
+    report(orders=1, units=2, answer=answer.status_code, ledger_deliveries=sum(book.delivered_per_unit.values()))
 
 
 def test_database_connection_killed_mid_notification_answers_non_ok_and_writes_nothing(stack, order_factory, report):
