@@ -298,12 +298,14 @@ def fulfill_order(
     `items` limits the run to those order items; `provider` (a name or an instance) is used
     for new purchases, while a pending purchase is always checked with the provider that
     holds its reference. Moves the order to FULFILLED when every unit is delivered.
+    A REFUNDED order's units that were already sent (SENDING, PENDING) are still checked until
+    their outcome is known; nothing new is sent for it.
     Raises OrderNotFound / OrderNotFulfillable; never raises for a provider's failure.
     """
     status = Order.objects.filter(pk=order_id).values_list("status", flat=True).first()
     if status is None:
         raise OrderNotFound(order_id)
-    if status != OrderStatus.PAID:
+    if status not in (OrderStatus.PAID, OrderStatus.REFUNDED):
         raise OrderNotFulfillable(order_id, status)
     report = FulfillmentReport(order_id=order_id)
     item_ids = None if items is None else [item.pk if isinstance(item, OrderItem) else int(item) for item in items]
@@ -340,6 +342,13 @@ def fulfill_order(
     return report
 
 
+# Units a run may work on: any of a PAID order; of a REFUNDED order only those already sent,
+# whose outcome must still be learned (a refund stops what was not sent, not what was).
+_WORKABLE = Q(order__status=OrderStatus.PAID) | Q(
+    order__status=OrderStatus.REFUNDED, status__in=(DeliveryStatus.SENDING, DeliveryStatus.PENDING)
+)
+
+
 def _claim_due_units(*, order_id: int, item_ids: list[int] | None, claim_token: str) -> list[Delivery]:
     now = timezone.now()
     not_claimed = Q(claim_expires_at__isnull=True) | Q(claim_expires_at__lt=now)
@@ -348,7 +357,7 @@ def _claim_due_units(*, order_id: int, item_ids: list[int] | None, claim_token: 
     )
     # Units exist for every PAID order: they are created in the transaction that marks it paid.
     with transaction.atomic():
-        qs = Delivery.objects.filter(not_claimed, due, order_id=order_id, order__status=OrderStatus.PAID)
+        qs = Delivery.objects.filter(_WORKABLE, not_claimed, due, order_id=order_id)
         if item_ids is not None:
             qs = qs.filter(item_id__in=item_ids)
         if connection.features.has_select_for_update_skip_locked:
@@ -397,6 +406,8 @@ def _process_unit(
             status=DeliveryStatus.SENDING,
             provider=provider_name,
             reference_sent_at=now,
+            # Renewed per unit: an order's units are sent one after another under one claim.
+            claim_expires_at=now + timedelta(seconds=settings.FULFILLMENT_CLAIM_SECONDS),
             purchase_attempts=F("purchase_attempts") + 1,
         )
         if not sent:
@@ -621,7 +632,8 @@ def provider_resume(*, provider: str) -> int:
 
 
 def paid_orders_reconcile(*, limit: int = 1000) -> list[int]:
-    """Queue every PAID order with a unit that is due and not already queued recently.
+    """Queue every PAID order (or REFUNDED one with a unit in flight) with a unit that is due and
+    not already queued recently.
 
     Covers lost messages, crashed workers (expired claims), retries whose backoff has passed
     and pending outcomes whose callback never came.
@@ -641,7 +653,7 @@ def paid_orders_reconcile(*, limit: int = 1000) -> list[int]:
         | Q(status=DeliveryStatus.SENDING, queued_at__lt=F("claim_expires_at"))
     )
     halted = list(ProviderHalt.objects.values_list("provider", flat=True))
-    candidates = Delivery.objects.filter(due, not_claimed, not_queued, order__status=OrderStatus.PAID)
+    candidates = Delivery.objects.filter(_WORKABLE, due, not_claimed, not_queued)
     if halted:
         candidates = candidates.exclude(provider__in=halted)
     order_ids = list(candidates.order_by("order_id").values_list("order_id", flat=True).distinct()[:limit])

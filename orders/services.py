@@ -243,10 +243,25 @@ def _apply(order: Order, payload: dict[str, Any]) -> NotificationOutcome:
             return outcome(200, NotificationVerdict.DUPLICATE, f"Order is already {current}.")
         if current == OrderStatus.REFUNDED:
             return outcome(200, NotificationVerdict.IGNORED, "Order is already refunded; not paid again.")
+        if current == OrderStatus.CANCELLED and _money_returned_before(order, payment_id):
+            # The bank retried a CONFIRMED (we had answered non-OK) after the payment was already
+            # refunded: the money came and went, so record both and deliver nothing.
+            order_mark_paid(order_id=order.pk, payment_id=payment_id, current=current)
+            order_refund(order_id=order.pk, current=OrderStatus.PAID)
+            return outcome(
+                200,
+                NotificationVerdict.APPLIED,
+                f"Order {current} -> paid -> refunded: PaymentId {payment_id} was refunded before this CONFIRMED "
+                "arrived; nothing is delivered.",
+            )
         order_mark_paid(order_id=order.pk, payment_id=payment_id, current=current)
         return outcome(200, NotificationVerdict.APPLIED, f"Order {current} -> paid; delivery queued.")
 
-    if status in tbank.FAILED_PAYMENT_STATUSES or (status == "REVERSED" and current == OrderStatus.NEW):
+    # Money returned before any capture reached us: the order will not be paid by this payment.
+    # (Cancelling it is also what lets a late CONFIRMED find the refund; see _money_returned_before.)
+    if status in tbank.FAILED_PAYMENT_STATUSES or (
+        status in tbank.MONEY_RETURNED_STATUSES and current == OrderStatus.NEW
+    ):
         if current == OrderStatus.NEW:
             order_cancel(order_id=order.pk, current=current)
             return outcome(200, NotificationVerdict.APPLIED, f"Payment {status}: order new -> cancelled.")
@@ -275,6 +290,19 @@ def _apply(order: Order, payload: dict[str, Any]) -> NotificationOutcome:
     if status == tbank.AUTHORIZED:
         return outcome(200, NotificationVerdict.RECORDED, "Payment authorized (hold); waiting for CONFIRMED.")
     return outcome(200, NotificationVerdict.RECORDED, f"Status {status} recorded; no action.")
+
+
+def _money_returned_before(order: Order, payment_id: str) -> bool:
+    """Whether an authentic REFUNDED/REVERSED for this payment arrived before its CONFIRMED."""
+    if not payment_id:
+        return False
+    return (
+        PaymentNotification.objects.filter(
+            order=order, payment_id=payment_id, bank_status__in=tbank.MONEY_RETURNED_STATUSES
+        )
+        .exclude(verdict__in=(NotificationVerdict.FORBIDDEN, NotificationVerdict.MALFORMED))
+        .exists()
+    )
 
 
 def _is_storable_int(value: Any) -> bool:

@@ -260,7 +260,8 @@ def test_money_returned_on_a_paid_order_refunds_and_stops_delivery(paid_order_fa
     assert Delivery.objects.filter(order=order, status=DeliveryStatus.CANCELLED).count() == 3
     assert last_record().verdict == NotificationVerdict.APPLIED
     # The delivery task that was queued when the order was paid now finds nothing to do.
-    assert deliver_order.delay(order.pk).get()["skipped"].startswith(f"Order {order.pk} is refunded")
+    result = deliver_order.delay(order.pk).get()
+    assert (result["delivered"], result["status"]) == (0, OrderStatus.REFUNDED)
     assert not MockLedgerEntry.objects.exists()
 
 
@@ -324,16 +325,49 @@ def test_duplicate_refund_refunds_once(paid_order_factory, post_notification):
     assert last_record().verdict == NotificationVerdict.DUPLICATE
 
 
-@pytest.mark.parametrize("status", [OrderStatus.NEW, OrderStatus.CANCELLED])
-def test_refund_of_an_unpaid_order_is_ignored(order_factory, post_notification, status):
+@pytest.mark.parametrize("bank_status", ["REFUNDED", "REVERSED"])
+def test_money_returned_before_confirmation_cancels_a_new_order(order_factory, post_notification, bank_status):
     order = order_factory()
-    if status == OrderStatus.CANCELLED:
-        order_transition(order_id=order.pk, target=OrderStatus.CANCELLED)
+    assert_ok(post_notification(notification(order, status=bank_status)))
+    assert status_of(order) == OrderStatus.CANCELLED
+    assert last_record().verdict == NotificationVerdict.APPLIED
 
+
+def test_refund_of_a_cancelled_order_is_ignored(order_factory, post_notification):
+    order = order_factory()
+    order_transition(order_id=order.pk, target=OrderStatus.CANCELLED)
     assert_ok(post_notification(notification(order, status="REFUNDED")))
-
-    assert status_of(order) == status
+    assert status_of(order) == OrderStatus.CANCELLED
     assert last_record().verdict == NotificationVerdict.IGNORED
+
+
+def test_confirmed_retried_after_its_refund_pays_and_refunds_without_delivering(
+    order_factory, post_notification, django_capture_on_commit_callbacks
+):
+    # CONFIRMED was answered non-OK (say the database was down), the bank refunded, then retried.
+    order = order_factory(quantities=(2,))
+    assert_ok(post_notification(notification(order, status="REFUNDED")))
+    with django_capture_on_commit_callbacks(execute=True):
+        assert_ok(post_notification(notification(order)))
+    order.refresh_from_db()
+    assert order.status == OrderStatus.REFUNDED
+    assert order.paid_at is not None and order.refunded_at is not None
+    assert set(Delivery.objects.filter(order=order).values_list("status", flat=True)) == {DeliveryStatus.CANCELLED}
+    assert delivered_per_unit() == {}
+    assert "refunded before this CONFIRMED" in last_record().detail
+
+
+def test_forged_refund_does_not_block_a_later_payment(
+    order_factory, post_notification, queued_deliveries, django_capture_on_commit_callbacks
+):
+    order = order_factory()
+    forged = notification(order, status="REFUNDED", password="not-the-terminal-password")
+    assert post_notification(forged).status_code == 403
+    order_transition(order_id=order.pk, target=OrderStatus.CANCELLED)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert_ok(post_notification(notification(order)))
+    assert status_of(order) == OrderStatus.PAID
+    assert queued_deliveries == [order.pk]
 
 
 @pytest.mark.parametrize(
