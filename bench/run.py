@@ -427,6 +427,20 @@ def workers_start(args: argparse.Namespace, env: dict[str, str], *, delay: tuple
     sys.exit(f"The Celery workers did not answer within 60 s; see {VAR}/worker-*.log.")
 
 
+def workers_warm(product: Any, *, count: int, timeout: float = 20.0) -> None:
+    """Deliver a few orders and wait for them, so that first-use costs in the workers (imports,
+    the connection pool, the provider) are not paid inside a measured load."""
+    from bench import fixtures
+    from fulfillment.tasks import deliver_order
+
+    order_ids = fixtures.orders_create_paid(count=count, product=product)
+    for order_id in order_ids:
+        deliver_order.delay(order_id)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and fixtures.orders_fulfilled(order_ids)[0] < count:
+        time.sleep(0.1)
+
+
 def workers_stop(procs: list) -> None:
     for proc in procs:
         PROCESSES.stop(proc, grace=20)
@@ -632,6 +646,7 @@ def webhook_vs_provider_delay(bench: WebhookBench, args: argparse.Namespace, env
             workers = workers_start(args, env, delay=delay)
             bench.groups["workers"] = [proc.pid for proc in workers]
             try:
+                workers_warm(bench.product, count=4 * args.worker_processes)
                 run = undisturbed(
                     lambda: bench.webhook(concurrency, seconds, expected_rps=rate, interval_ms=interval_ms),
                     args,
@@ -795,7 +810,8 @@ def machine_description() -> dict[str, Any]:
     }
 
 
-def _target(name: str, value: Any, met: bool) -> dict[str, Any]:
+def _target(name: str, value: Any, met: bool | None) -> dict[str, Any]:
+    """`met` None: the run was too small to judge this target (a quick run)."""
     return {"target": name, "value": value, "met": met}
 
 
@@ -809,16 +825,19 @@ def targets_evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
         targets.append(_target("webhook p99 < 50 ms at 16 clients", p99, p99 < 50))
     compare = results.get("webhook", {}).get("provider_delay")
     if compare:
-        # Judged on the typical latency (mean and median); p99 is reported beside it.
+        # Judged on the typical latency (mean and median); p99 is reported beside it. One short
+        # round (the quick run) is too few samples to judge a 10% difference.
         worst = max(compare["ratio_mean"], compare["ratio_p50"])
-        targets.append(_target("webhook latency, provider 1-3 s / 0 s <= 1.1 (mean and p50)", worst, worst <= 1.1))
+        met = worst <= 1.1 if len(compare["delay"]["runs"]) >= 3 else None
+        targets.append(_target("webhook latency, provider 1-3 s / 0 s <= 1.1 (mean and p50)", worst, met))
     delivery = results.get("delivery", {}).get("delay")
     # With fewer than ~5 units per slot the limit is mostly the last call's delay (a quick run);
     # the target is set for 1000 orders at C=200.
-    if delivery and delivery["orders"] >= 1000:
+    if delivery:
         fraction = delivery.get("fraction_of_limit")
         name = f"delivery >= 0.8 of the limit (C={delivery['in_flight']}, {delivery['orders']} orders)"
-        targets.append(_target(name, fraction, bool(fraction and fraction >= 0.8)))
+        met = bool(fraction and fraction >= 0.8) if delivery["orders"] >= 1000 else None
+        targets.append(_target(name, fraction, met))
     for label in ("delay", "zero"):
         run = results.get("delivery", {}).get(label)
         if run:
@@ -892,7 +911,8 @@ def report_print(results: dict[str, Any]) -> None:
     print("\nTargets")
     for target in results["targets"]:
         value = target["value"]
-        print(f"  [{'met' if target['met'] else 'NOT MET'}] {target['target']}: {_fmt(value, 2)}")
+        verdict = {True: "met", False: "NOT MET", None: "not judged: quick run"}[target["met"]]
+        print(f"  [{verdict}] {target['target']}: {_fmt(value, 2)}")
 
 
 def report_markdown(results: dict[str, Any]) -> str:
@@ -972,7 +992,8 @@ def report_markdown(results: dict[str, Any]) -> str:
             )
     lines += ["", "| target | value | met |", "|---|---:|---|"]
     for target in results["targets"]:
-        lines.append(f"| {target['target']} | {_fmt(target['value'], 2)} | {'yes' if target['met'] else '**no**'} |")
+        verdict = {True: "yes", False: "**no**", None: "not judged (quick run)"}[target["met"]]
+        lines.append(f"| {target['target']} | {_fmt(target['value'], 2)} | {verdict} |")
     return "\n".join(lines) + "\n"
 
 
