@@ -47,6 +47,7 @@ from fulfillment.providers.base import (
     FulfillmentProvider,
     FulfillmentResult,
     Outcome,
+    release_database_connection,
 )
 from fulfillment.registry import get_fulfillment_provider, get_provider_class
 from orders.models import Order, OrderItem
@@ -100,15 +101,6 @@ _PENDING_BACKOFF_BASE = 15.0
 
 def _max_attempts() -> int:
     return settings.FULFILLMENT_MAX_PURCHASE_ATTEMPTS
-
-
-def _release_connection_during_call() -> None:
-    # With a connection pool, hand the connection back for the seconds a provider takes, so
-    # hundreds of in-flight calls share a few connections. Never inside a transaction.
-    if connection.in_atomic_block:
-        return
-    if connection.settings_dict.get("OPTIONS", {}).get("pool"):
-        connection.close()
 
 
 # --- creating and queueing -----------------------------------------------------------------
@@ -421,7 +413,7 @@ def _process_unit(
             return _give_up_checking(unit, claim_token=claim_token, provider_name=provider_name)
 
     params = _params(unit)
-    _release_connection_during_call()
+    release_database_connection()
     started = timezone.now()
     clock = time.monotonic()
     try:

@@ -7,15 +7,15 @@ import logging
 from django.conf import settings
 from django.db import DatabaseError
 from django.http import JsonResponse
-from rest_framework.views import APIView
 
 from fulfillment.providers.digiflazz import CallbackRejected, DigiflazzProvider, callback_parse
 from fulfillment.services import delivery_resolve_by_reference
+from fulfillment_site.webhooks import SignedWebhookView
 
 logger = logging.getLogger(__name__)
 
 
-class DigiflazzCallbackView(APIView):
+class DigiflazzCallbackView(SignedWebhookView):
     """POST /api/fulfillment/digiflazz/callback: Digiflazz reports a transaction's state.
 
     Answers: 200 for every callback taken in, whether it changed a unit, was a duplicate, named
@@ -25,11 +25,6 @@ class DigiflazzCallbackView(APIView):
     (nothing was changed). The raw body is read, not DRF's parsed data: the signature covers
     the bytes exactly as sent.
     """
-
-    authentication_classes: list = []
-    permission_classes: list = []
-    throttle_classes: list = []
-    http_method_names = ["post", "options"]
 
     def post(self, request, *args, **kwargs) -> JsonResponse:
         try:

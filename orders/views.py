@@ -7,8 +7,8 @@ import logging
 from django.conf import settings
 from django.db import DatabaseError
 from django.http import HttpResponse
-from rest_framework.views import APIView
 
+from fulfillment_site.webhooks import SignedWebhookView
 from orders.services import PaymentConfigurationError, payment_notification_process
 
 logger = logging.getLogger(__name__)
@@ -26,17 +26,12 @@ def _plain(body: str, status: int) -> HttpResponse:
     return HttpResponse(body, status=status, content_type="text/plain; charset=utf-8")
 
 
-class TBankNotificationView(APIView):
+class TBankNotificationView(SignedWebhookView):
     """POST /api/payments/tbank/notification: answers `OK` (200) for every accepted notification.
 
     The body is read raw, not through DRF's parsers: the token covers numbers exactly as the
     bank wrote them, which a float-converting parser would change.
     """
-
-    authentication_classes: list = []
-    permission_classes: list = []
-    throttle_classes: list = []
-    http_method_names = ["post", "options"]
 
     def post(self, request, *args, **kwargs) -> HttpResponse:
         try:

@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
+from django.db import connection
+
 
 class Outcome(enum.StrEnum):
     DELIVERED = "delivered"
@@ -134,3 +136,14 @@ class FulfillmentProvider(ABC):
         dedicated status call.
         """
         return self.fulfill(params)
+
+
+def release_database_connection() -> None:
+    """Hand this thread's pooled database connection back before a long wait on the network.
+
+    Workers keep hundreds of provider calls in flight on threads; a thread holding a pooled
+    connection through a call of seconds would make the pool size, not the thread count, the
+    limit. A no-op without a pool (the next query reconnects anyway) and inside a transaction.
+    """
+    if not connection.in_atomic_block and connection.settings_dict.get("OPTIONS", {}).get("pool"):
+        connection.close()

@@ -19,7 +19,7 @@ import time
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -30,6 +30,7 @@ from fulfillment.providers.base import (
     FulfillmentProvider,
     FulfillmentResult,
     Outcome,
+    release_database_connection,
 )
 
 
@@ -91,8 +92,7 @@ class MockProvider(FulfillmentProvider):
         delay, draw = self._draw()
         # A real provider holds no database connection while the supplier works; give back the
         # one the ledger look-up took, or the pool's size would cap the calls in flight.
-        if not connection.in_atomic_block and connection.settings_dict.get("OPTIONS", {}).get("pool"):
-            connection.close()
+        release_database_connection()
         time.sleep(delay)
         if draw < self.pending_rate:
             outcome = Outcome.PENDING

@@ -1,0 +1,13 @@
+"""Base view for endpoints called by machines (the bank, providers), not by people."""
+
+from rest_framework.views import APIView
+
+
+class SignedWebhookView(APIView):
+    """POST-only, with no session, CSRF or throttling: each request proves itself by the
+    signature its service checks (T-Bank Token, Digiflazz X-Hub-Signature)."""
+
+    authentication_classes: list = []
+    permission_classes: list = []
+    throttle_classes: list = []
+    http_method_names = ["post", "options"]
