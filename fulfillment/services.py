@@ -312,7 +312,8 @@ def fulfill_order(
     units = _claim_due_units(order_id=order_id, item_ids=item_ids, claim_token=claim_token)
     halted = set(ProviderHalt.objects.values_list("provider", flat=True)) if units else set()
     for unit in units:
-        name = unit.provider or default_name
+        # A new purchase goes to the chosen provider; an earlier one is checked where it was made.
+        name = default_name if unit.status == DeliveryStatus.WAITING else (unit.provider or default_name)
         if name in halted:
             _postpone(unit, claim_token)
             report.skipped = f"provider {name} is halted (see Fulfillment > Provider halts)"
