@@ -20,8 +20,8 @@ def digiflazz_webhook_secret_check(app_configs, **kwargs) -> list[checks.CheckMe
         return []
     return [
         checks.Warning(
-            "DIGIFLAZZ_WEBHOOK_SECRET is not set: Digiflazz callbacks are accepted without a signature, so anyone "
-            "who learns a ref_id could settle that unit.",
+            "DIGIFLAZZ_WEBHOOK_SECRET is not set: Digiflazz callbacks cannot be verified, so each one only "
+            "triggers a status check instead of settling its unit.",
             id="fulfillment.W002",
             hint="Set the webhook secret in the Digiflazz panel and the same value in DIGIFLAZZ_WEBHOOK_SECRET.",
         )

@@ -8,10 +8,13 @@ The Delivery status machine (its transitions live in fulfillment.services):
        |                      |                                  |
        +--retryable failure (new reference, backoff)-------------+
     WAITING --refund--> CANCELLED       SENDING/PENDING --permanent failure--> FAILED
+    SENDING --purchase refused for a configuration fault (provider halted)--> WAITING
+    PENDING --check refused (configuration fault, rate limit)--> PENDING, same reference
+    SENDING/PENDING of a refunded order --failure--> CANCELLED
     FAILED --staff retry (new reference)--> WAITING
 
 A reference is re-used for every check of one purchase and replaced only after a final
-failure, which is what keeps a unit from being bought twice.
+failure of that purchase, which is what keeps a unit from being bought twice.
 """
 
 from __future__ import annotations

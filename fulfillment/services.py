@@ -42,6 +42,7 @@ from fulfillment.models import (
     ProviderHalt,
 )
 from fulfillment.providers.base import (
+    UNKNOWN_OUTCOME_CODE,
     FailureScope,
     FulfillmentParams,
     FulfillmentProvider,
@@ -158,10 +159,6 @@ def deliveries_cancel_unsent(*, order_id: int) -> int:
     )
 
 
-#: last_code of a unit whose outcome stayed unknown past the provider's check window.
-UNKNOWN_OUTCOME_CODE = "check_window_expired"
-
-
 @dataclass(frozen=True)
 class RetryDecision:
     order_id: int
@@ -174,8 +171,8 @@ class RetryDecision:
         if not self.held_unknown:
             return ""
         return (
-            f"{self.held_unknown} unit(s) of order {self.order_id} have an unknown outcome and were not retried: "
-            "ask the provider whether they were delivered, then retry them with "
+            f"{self.held_unknown} unit(s) of order {self.order_id} may have been delivered (unknown outcome, or a "
+            "provider answer that needs checking) and were not retried: ask the provider, then retry them with "
             f"`manage.py fulfill_order {self.order_id} --rebuy-unknown`."
         )
 
@@ -195,13 +192,13 @@ def order_fulfillment_reset_for_retry(*, order_id: int, rebuy_unknown: bool = Fa
             raise OrderNotFulfillable(order_id, order.status)
         deliveries_create(order_id=order_id)
         now = timezone.now()
-        failed = Delivery.objects.filter(order_id=order_id, status=DeliveryStatus.FAILED)
-        held_unknown = 0
-        if not rebuy_unknown:
-            held_unknown = failed.filter(last_code=UNKNOWN_OUTCOME_CODE).count()
-            failed = failed.exclude(last_code=UNKNOWN_OUTCOME_CODE)
+        failed = list(Delivery.objects.filter(order_id=order_id, status=DeliveryStatus.FAILED))
+        held = [] if rebuy_unknown else [delivery for delivery in failed if _may_have_been_delivered(delivery)]
+        held_unknown = len(held)
         # Safe: these references got a final failure answer, so nothing was bought under them.
         for delivery in failed:
+            if delivery in held:
+                continue
             Delivery.objects.filter(pk=delivery.pk, status=DeliveryStatus.FAILED).update(
                 status=DeliveryStatus.WAITING,
                 reference=new_reference(),
@@ -230,6 +227,16 @@ def order_fulfillment_reset_for_retry(*, order_id: int, rebuy_unknown: bool = Fa
         _complete_if_delivered(order_id)
         return RetryDecision(order_id, queued=False, reason="every unit is already delivered")
     return RetryDecision(order_id, queued=True, held_unknown=held_unknown)
+
+
+def _may_have_been_delivered(delivery: Delivery) -> bool:
+    if delivery.last_code == UNKNOWN_OUTCOME_CODE:
+        return True
+    try:
+        codes = get_provider_class(delivery.provider).review_before_rebuy_codes if delivery.provider else frozenset()
+    except ImproperlyConfigured:
+        return True  # a provider no longer registered: nobody can tell, so a person decides
+    return delivery.last_code in codes
 
 
 def order_fulfillment_retry(*, order_id: int) -> RetryDecision:
@@ -318,7 +325,13 @@ def fulfill_order(
             _postpone(unit, claim_token)
             report.skipped = f"provider {name} is halted (see Fulfillment > Provider halts)"
             continue
-        unit_provider = default_provider if name == default_name else get_fulfillment_provider(name)
+        try:
+            unit_provider = default_provider if name == default_name else get_fulfillment_provider(name)
+        except ImproperlyConfigured as exc:
+            logger.error("Unit %s cannot be checked: %s", unit.unit_key, exc)
+            _postpone(unit, claim_token)
+            report.skipped = f"provider {name} of an earlier purchase is not usable: {exc}"
+            continue
         unit_report = _process_unit(unit, provider=unit_provider, provider_name=name, claim_token=claim_token)
         if unit_report is None:
             continue
@@ -474,14 +487,15 @@ def delivery_record_result(
     A DELIVERED unit never changes again.
     """
     now = timezone.now()
-    open_now = Q(status__in=(DeliveryStatus.SENDING, DeliveryStatus.PENDING))
+    # Tied to the reference: an answer about an earlier purchase must never settle a later one.
+    open_now = Q(pk=unit.pk, reference=unit.reference, status__in=(DeliveryStatus.SENDING, DeliveryStatus.PENDING))
     mine = open_now & (Q(claim_token=claim_token) if claim_token is not None else Q())
     release = {"claim_token": "", "claim_expires_at": None}
     common = {"last_code": result.code[:50], "last_message": result.message[:500]}
 
     if result.outcome == Outcome.DELIVERED:
         # A delivery is a fact: record it even if our claim has lapsed.
-        condition = Q(pk=unit.pk) & open_now
+        condition = open_now
         values = {
             "status": DeliveryStatus.DELIVERED,
             "serial": result.serial[:255],
@@ -491,7 +505,7 @@ def delivery_record_result(
     elif result.outcome == Outcome.PENDING:
         checked = 1 if kind == AttemptKind.CHECK else 0
         wait = max(check_interval, _backoff(unit.status_checks + checked + 1, base=_PENDING_BACKOFF_BASE))
-        condition = Q(pk=unit.pk) & mine
+        condition = mine
         values = {
             "status": DeliveryStatus.PENDING,
             "next_attempt_at": now + wait,
@@ -499,15 +513,27 @@ def delivery_record_result(
         }
     elif result.failure_scope == FailureScope.CONFIGURATION:
         provider_halt(provider=provider_name, code=result.code, reason=result.message)
-        condition = Q(pk=unit.pk) & mine
-        values = _fresh_purchase(now=now, delay=timedelta(0), failure_scope=result.failure_scope)
+        condition = mine
+        if kind == AttemptKind.PURCHASE:
+            # The request was refused, so nothing was bought: the next purchase gets a new reference.
+            values = _fresh_purchase(now=now, delay=timedelta(0), failure_scope=result.failure_scope)
+        else:
+            # A refused *check* says nothing about the purchase, which may still go through:
+            # keep its reference and check again once the halt is lifted.
+            values = {"status": DeliveryStatus.PENDING, "next_attempt_at": now + check_interval}
     elif result.failure_scope == FailureScope.RETRYABLE and unit.purchase_attempts < _max_attempts():
-        condition = Q(pk=unit.pk) & mine
+        condition = mine
         delay = max(_backoff(unit.purchase_attempts), timedelta(seconds=result.retry_after or 0))
         values = _fresh_purchase(now=now, delay=delay, failure_scope=result.failure_scope)
     else:
-        condition = Q(pk=unit.pk) & mine
+        condition = mine
         values = {"status": DeliveryStatus.FAILED, "failure_scope": result.failure_scope or FailureScope.PERMANENT}
+    if (
+        values["status"] == DeliveryStatus.WAITING
+        and Order.objects.filter(pk=unit.order_id, status=OrderStatus.REFUNDED).exists()
+    ):
+        # Refunded while this purchase was out: it failed, and nothing new may be sent.
+        values = {"status": DeliveryStatus.CANCELLED, "failure_scope": result.failure_scope or ""}
 
     with transaction.atomic():
         DeliveryAttempt.objects.create(
@@ -585,11 +611,9 @@ def delivery_resolve_by_reference(*, reference: str, result: FulfillmentResult, 
     unit is already settled (duplicates change nothing)."""
     if result.outcome == Outcome.PENDING:
         return False
-    unit = (
-        Delivery.objects.filter(reference=reference, status__in=(DeliveryStatus.SENDING, DeliveryStatus.PENDING))
-        .select_related("item__product")
-        .first()
-    )
+    unit = Delivery.objects.filter(
+        reference=reference, provider=provider_name, status__in=(DeliveryStatus.SENDING, DeliveryStatus.PENDING)
+    ).first()
     if unit is None:
         return False
     delivery_record_result(
@@ -606,6 +630,29 @@ def delivery_resolve_by_reference(*, reference: str, result: FulfillmentResult, 
         _complete_if_delivered(unit.order_id)
         return True
     return False
+
+
+def delivery_check_soon(*, reference: str, provider_name: str) -> bool:
+    """An unverified hint that `reference` changed: check it with the provider soon, trusting
+    nothing the hint said. A forged hint costs one status check, never a wrong delivery state.
+    False when no open unit holds that reference."""
+    unit = Delivery.objects.filter(
+        reference=reference, provider=provider_name, status__in=(DeliveryStatus.SENDING, DeliveryStatus.PENDING)
+    ).first()
+    if unit is None:
+        return False
+    try:
+        interval = get_provider_class(provider_name).min_check_interval
+    except ImproperlyConfigured:
+        return False
+    # Never sooner than the provider allows after the last check (which happened before now).
+    soonest = timezone.now() + interval
+    with transaction.atomic():
+        Delivery.objects.filter(
+            pk=unit.pk, reference=reference, status=DeliveryStatus.PENDING, next_attempt_at__gt=soonest
+        ).update(next_attempt_at=soonest)
+        order_fulfillment_queue(order_id=unit.order_id)
+    return True
 
 
 def provider_halt(*, provider: str, code: str, reason: str) -> None:
@@ -657,9 +704,10 @@ def paid_orders_reconcile(*, limit: int = 1000) -> list[int]:
         )[:limit]
     )
     order_ids = sorted(set(order_ids) | set(missing))
+    for order_id in sorted(set(missing)):
+        deliveries_create(order_id=order_id)
     for order_id in order_ids:
         with transaction.atomic():
-            deliveries_create(order_id=order_id)
             order_fulfillment_queue(order_id=order_id)
     if order_ids:
         logger.info("Reconciliation queued %d paid order(s): %s", len(order_ids), order_ids[:20])

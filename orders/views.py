@@ -18,7 +18,8 @@ def client_address(request) -> str | None:
     if settings.TBANK_TRUST_X_FORWARDED_FOR:
         forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
         if forwarded:
-            return forwarded.split(",")[0].strip() or None
+            # The rightmost entry is the one our proxy appended; the ones before it are the client's say.
+            return forwarded.split(",")[-1].strip() or None
     return request.META.get("REMOTE_ADDR") or None
 
 

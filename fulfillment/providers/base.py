@@ -35,6 +35,9 @@ from typing import Any, ClassVar
 
 from django.db import connection
 
+#: Failure code of a unit whose outcome stayed unknown past the provider's check window.
+UNKNOWN_OUTCOME_CODE = "check_window_expired"
+
 
 class Outcome(enum.StrEnum):
     DELIVERED = "delivered"
@@ -114,6 +117,9 @@ class FulfillmentProvider(ABC):
     min_check_interval: ClassVar[timedelta] = timedelta(seconds=0)
     #: After this age a reference must not be checked again (None: no limit).
     max_check_age: ClassVar[timedelta | None] = None
+    #: Failure codes after which the goods may still have been delivered: staff retries leave
+    #: such units alone until someone has checked with the provider.
+    review_before_rebuy_codes: ClassVar[frozenset[str]] = frozenset()
 
     @classmethod
     def configuration_errors(cls) -> list[str]:

@@ -34,10 +34,12 @@ from django.conf import settings
 from django.utils import timezone
 
 from fulfillment.providers.base import (
+    UNKNOWN_OUTCOME_CODE,
     FailureScope,
     FulfillmentParams,
     FulfillmentProvider,
     FulfillmentResult,
+    Outcome,
 )
 
 logger = logging.getLogger(__name__)
@@ -127,6 +129,10 @@ RESPONSE_CODES: dict[str, tuple[FailureScope, str]] = {
 }
 #: Codes after which Digiflazz asks for a pause before the next transaction (seconds).
 RETRY_AFTER_SECONDS = {"85": 60.0}
+#: Rate limits: they refuse the request, not the transaction it names.
+RATE_LIMIT_CODES = frozenset({"83", "85", "86"})
+#: Failures that say the goods may exist elsewhere: staff check the panel before a re-buy.
+REVIEW_BEFORE_REBUY_CODES = frozenset({"47", "49", "50"})
 
 #: A failed transaction with a code missing from the table: a person looks at it.
 UNKNOWN_CODE_SCOPE = FailureScope.PERMANENT
@@ -374,6 +380,7 @@ class DigiflazzProvider(FulfillmentProvider):
     name = "digiflazz"
     min_check_interval: ClassVar[timedelta] = DEFAULT_MIN_CHECK_INTERVAL
     max_check_age: ClassVar[timedelta | None] = DEFAULT_MAX_CHECK_AGE
+    review_before_rebuy_codes: ClassVar[frozenset[str]] = REVIEW_BEFORE_REBUY_CODES
 
     def __init__(self, client: DigiflazzClient) -> None:
         self.client = client
@@ -422,13 +429,21 @@ class DigiflazzProvider(FulfillmentProvider):
         if params.first_sent_at and self.max_check_age and timezone.now() - params.first_sent_at > self.max_check_age:
             return FulfillmentResult.failed(
                 scope=FailureScope.PERMANENT,
-                code="check_window_expired",
+                code=UNKNOWN_OUTCOME_CODE,
                 message=(
                     "The transaction is older than 90 days: Digiflazz would treat the same ref_id as a new purchase. "
                     "Look it up in the Digiflazz panel before retrying."
                 ),
             )
-        return self.client.transaction(params)
+        result = self.client.transaction(params)
+        if result.outcome == Outcome.FAILED and result.code in RATE_LIMIT_CODES:
+            # The status request was turned away, not the purchase: it may still go through.
+            return FulfillmentResult.pending(
+                code=result.code,
+                message=f"Status check refused for now ({result.message}); will re-check with the same ref_id.",
+                raw=result.raw,
+            )
+        return result
 
 
 def _setting_text(name: str) -> str:

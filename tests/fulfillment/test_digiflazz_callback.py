@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import pytest
 from django.utils import timezone
@@ -156,13 +157,30 @@ def test_malformed_body_is_400(fake_digiflazz, post_digiflazz_callback, body):
     assert response.status_code == 400
 
 
-def test_without_a_secret_unsigned_callbacks_are_accepted(
-    fake_digiflazz, digiflazz_settings, pending_unit, post_digiflazz_callback
+def test_without_a_secret_a_callback_only_queues_a_status_check(
+    fake_digiflazz,
+    digiflazz_settings,
+    pending_unit,
+    post_digiflazz_callback,
+    queued_deliveries,
+    django_capture_on_commit_callbacks,
 ):
     digiflazz_settings.DIGIFLAZZ_WEBHOOK_SECRET = ""
     data = fake_digiflazz.settle(pending_unit.reference, status="Sukses", rc="00", sn="SN-0001")
-    assert post_digiflazz_callback({"data": data}, signature="").status_code == 200
-    assert Delivery.objects.get(pk=pending_unit.pk).status == DeliveryStatus.DELIVERED
+    forged = {**data, "status": "Gagal", "rc": "02"}  # an unsigned body could say anything
+    with django_capture_on_commit_callbacks(execute=True):
+        response = post_digiflazz_callback({"data": forged}, signature="")
+    assert response.json() == {"detail": "status check queued"}
+    unit = Delivery.objects.get(pk=pending_unit.pk)
+    assert (unit.status, unit.reference) == (DeliveryStatus.PENDING, pending_unit.reference)
+    assert queued_deliveries == [unit.order_id]
+    # Digiflazz's own answer, with the same ref_id, decides; never sooner than a minute apart.
+    assert unit.next_attempt_at <= timezone.now() + timedelta(seconds=60)
+    Delivery.objects.filter(pk=unit.pk).update(next_attempt_at=timezone.now())
+    fulfill_order(unit.order_id)
+    unit.refresh_from_db()
+    assert (unit.status, unit.serial) == (DeliveryStatus.DELIVERED, "SN-0001")
+    assert [body["ref_id"] for body in fake_digiflazz.transaction_calls] == [unit.reference] * 2
 
 
 def test_callback_settles_a_unit_still_being_sent(fake_digiflazz, digiflazz_order, post_digiflazz_callback):

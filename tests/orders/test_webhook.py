@@ -479,11 +479,22 @@ def test_forwarded_address_is_used_only_when_trusted(order_factory, client, sett
     settings.TBANK_ALLOWED_NETWORKS = ["91.194.226.0/23"]
     order = order_factory()
     body = json.dumps(notification(order))
-    forwarded = {"REMOTE_ADDR": "127.0.0.1", "HTTP_X_FORWARDED_FOR": "91.194.226.1, 127.0.0.1"}
+    # Our proxy appends the address it saw; anything before it is whatever the client wrote.
+    forwarded = {"REMOTE_ADDR": "127.0.0.1", "HTTP_X_FORWARDED_FOR": "10.9.9.9, 91.194.226.1"}
 
     assert client.post(WEBHOOK_URL, data=body, content_type="application/json", **forwarded).status_code == 403
     settings.TBANK_TRUST_X_FORWARDED_FOR = True
     assert_ok(client.post(WEBHOOK_URL, data=body, content_type="application/json", **forwarded))
+
+
+def test_client_written_forwarded_entries_cannot_fake_a_bank_address(order_factory, client, settings):
+    settings.TBANK_ALLOWED_NETWORKS = ["91.194.226.0/23"]
+    settings.TBANK_TRUST_X_FORWARDED_FOR = True
+    order = order_factory()
+    spoofed = {"REMOTE_ADDR": "127.0.0.1", "HTTP_X_FORWARDED_FOR": "91.194.226.1, 203.0.113.5"}
+    body = json.dumps(notification(order))
+    assert client.post(WEBHOOK_URL, data=body, content_type="application/json", **spoofed).status_code == 403
+    assert status_of(order) == OrderStatus.NEW
 
 
 MALFORMED_BODIES = {
