@@ -19,6 +19,13 @@ from orders.models import Order
 from orders.tbank import sign_notification
 
 
+def _known_payment_id(value: str) -> int | str | None:
+    # T-Bank sends PaymentId as a number; an id stored from elsewhere may not be one.
+    if not value:
+        return None
+    return int(value) if value.isdigit() else value
+
+
 class Command(BaseCommand):
     help = "Send a signed T-Bank notification for an order to the webhook of a running server."
 
@@ -42,7 +49,7 @@ class Command(BaseCommand):
             "OrderId": order.tbank_order_id,
             "Success": status not in {"REJECTED", "CANCELED", "DEADLINE_EXPIRED"},
             "Status": status,
-            "PaymentId": payment_id or int(order.payment_id or random.randint(10**6, 10**9)),
+            "PaymentId": payment_id or _known_payment_id(order.payment_id) or random.randint(10**6, 10**9),
             "ErrorCode": "0",
             "Amount": order.amount_kopecks if amount is None else amount,
             "CardId": 322264,
