@@ -711,6 +711,10 @@ def paid_orders_reconcile(*, limit: int = 1000) -> list[int]:
             order_fulfillment_queue(order_id=order_id)
     if order_ids:
         logger.info("Reconciliation queued %d paid order(s): %s", len(order_ids), order_ids[:20])
+    # A unit that failed back to WAITING just as its order was refunded would wait for ever.
+    Delivery.objects.filter(status=DeliveryStatus.WAITING, order__status=OrderStatus.REFUNDED).update(
+        status=DeliveryStatus.CANCELLED, last_message="Order refunded before this unit was sent."
+    )
     # A worker that died between recording the last unit's delivery and marking the order
     # fulfilled leaves a PAID order with nothing due, which nothing above would ever look at.
     unfinished = Delivery.objects.filter(order=OuterRef("pk")).exclude(status=DeliveryStatus.DELIVERED)

@@ -34,3 +34,12 @@ def test_pending_unit_of_a_refunded_order_is_checked_with_its_reference(
     # Only the unit already sent was ever asked about, always under its one reference.
     assert scripted_provider.calls_for(first_sku) == [("fulfill", sent.reference), ("check", sent.reference)]
     assert scripted_provider.calls_for(second_sku) == []
+
+
+def test_reconciliation_cancels_a_waiting_unit_left_on_a_refunded_order(paid_order_factory):
+    # The refund and a failed purchase going back to WAITING can cross; the sweep tidies up.
+    order = paid_order_factory(quantities=(1,))
+    order_refund(order_id=order.pk)
+    Delivery.objects.filter(order=order).update(status=DeliveryStatus.WAITING)
+    paid_orders_reconcile()
+    assert Delivery.objects.get(order=order).status == DeliveryStatus.CANCELLED
