@@ -382,3 +382,16 @@ def post_digiflazz_callback(client: Client):
         return client.post(DIGIFLAZZ_CALLBACK_URL, data=body, content_type="application/json", **headers)
 
     return post
+
+
+@pytest.fixture
+def pending_unit(fake_digiflazz, digiflazz_order):
+    """A unit whose purchase is pending at Digiflazz (documented case 087800001233)."""
+    from fulfillment.models import Delivery, DeliveryStatus
+    from fulfillment.services import fulfill_order
+
+    order = digiflazz_order(recipient="087800001233")
+    fulfill_order(order.pk)
+    unit = Delivery.objects.get(order=order)
+    assert unit.status == DeliveryStatus.PENDING
+    return unit

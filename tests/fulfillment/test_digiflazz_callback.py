@@ -15,16 +15,6 @@ from orders.models import Order
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def pending_unit(fake_digiflazz, digiflazz_order):
-    """A unit whose purchase is pending at Digiflazz (documented case 087800001233)."""
-    order = digiflazz_order(recipient="087800001233")
-    fulfill_order(order.pk)
-    unit = Delivery.objects.get(order=order)
-    assert unit.status == DeliveryStatus.PENDING
-    return unit
-
-
 def _status(order_id: int) -> str:
     return Order.objects.values_list("status", flat=True).get(pk=order_id)
 

@@ -24,15 +24,17 @@ def _make_due(order) -> None:
     Delivery.objects.filter(order=order).update(next_attempt_at=timezone.now() - timedelta(seconds=1))
 
 
-def test_refused_status_check_halts_but_keeps_the_reference(fake_digiflazz, digiflazz_order):
-    order = digiflazz_order(recipient="087800001233")  # documented: pending
-    fulfill_order(order.pk)
-    first = Delivery.objects.get(order=order)
-    good_key, fake_digiflazz.api_key = fake_digiflazz.api_key, "rotated-in-the-panel"  # rc 41 from now on
-    _make_due(order)
-    fulfill_order(order.pk)
+def _recheck(order_id: int) -> Delivery:
+    """Run the order again once its pending unit is due; return the unit as it ends up."""
+    Delivery.objects.filter(order_id=order_id).update(next_attempt_at=timezone.now() - timedelta(seconds=1))
+    fulfill_order(order_id)
+    return Delivery.objects.get(order_id=order_id)
 
-    unit = Delivery.objects.get(order=order)
+
+def test_refused_status_check_halts_but_keeps_the_reference(fake_digiflazz, pending_unit):
+    first = pending_unit
+    good_key, fake_digiflazz.api_key = fake_digiflazz.api_key, "rotated-in-the-panel"  # rc 41 from now on
+    unit = _recheck(first.order_id)
     assert (unit.status, unit.reference) == (DeliveryStatus.PENDING, first.reference)
     assert ProviderHalt.objects.filter(provider="digiflazz").exists()
 
@@ -40,24 +42,16 @@ def test_refused_status_check_halts_but_keeps_the_reference(fake_digiflazz, digi
     fake_digiflazz.settle(first.reference, status="Sukses", rc="00", sn="SN-FIRST")
     fake_digiflazz.api_key = good_key
     provider_resume(provider="digiflazz")
-    _make_due(order)
-    fulfill_order(order.pk)
-
-    unit.refresh_from_db()
+    unit = _recheck(first.order_id)
     assert (unit.status, unit.serial) == (DeliveryStatus.DELIVERED, "SN-FIRST")
     assert {body["ref_id"] for body in fake_digiflazz.transaction_calls} == {first.reference}
 
 
 @pytest.mark.parametrize("rc", ["83", "85", "86"])
-def test_rate_limited_status_check_stays_pending_on_its_reference(fake_digiflazz, digiflazz_order, rc):
-    order = digiflazz_order(recipient="087800001233")
-    fulfill_order(order.pk)
-    first = Delivery.objects.get(order=order)
-    fake_digiflazz.settle(first.reference, status="Gagal", rc=rc)
-    _make_due(order)
-    fulfill_order(order.pk)
-    unit = Delivery.objects.get(order=order)
-    assert (unit.status, unit.reference) == (DeliveryStatus.PENDING, first.reference)
+def test_rate_limited_status_check_stays_pending_on_its_reference(fake_digiflazz, pending_unit, rc):
+    fake_digiflazz.settle(pending_unit.reference, status="Gagal", rc=rc)
+    unit = _recheck(pending_unit.order_id)
+    assert (unit.status, unit.reference) == (DeliveryStatus.PENDING, pending_unit.reference)
 
 
 def test_stale_callback_cannot_replace_a_reference_in_flight(scripted_provider, paid_order_factory):
@@ -114,18 +108,13 @@ def test_failed_purchase_of_a_refunded_order_is_cancelled_not_requeued(scripted_
 
 
 @pytest.mark.parametrize("rc", ["47", "49", "50"])
-def test_staff_retry_holds_units_the_provider_says_may_exist(fake_digiflazz, digiflazz_order, rc):
-    order = digiflazz_order(recipient="087800001233")
-    fulfill_order(order.pk)
-    unit = Delivery.objects.get(order=order)
-    fake_digiflazz.settle(unit.reference, status="Gagal", rc=rc)
-    _make_due(order)
-    fulfill_order(order.pk)
-    assert Delivery.objects.get(order=order).status == DeliveryStatus.FAILED
+def test_staff_retry_holds_units_the_provider_says_may_exist(fake_digiflazz, pending_unit, rc):
+    fake_digiflazz.settle(pending_unit.reference, status="Gagal", rc=rc)
+    assert _recheck(pending_unit.order_id).status == DeliveryStatus.FAILED
 
-    decision = order_fulfillment_reset_for_retry(order_id=order.pk)
+    decision = order_fulfillment_reset_for_retry(order_id=pending_unit.order_id)
     assert decision.held_unknown == 1 and not decision.queued
-    assert Delivery.objects.get(order=order).reference == unit.reference
+    assert Delivery.objects.get(pk=pending_unit.pk).reference == pending_unit.reference
 
 
 def test_unit_of_an_unregistered_provider_is_postponed_without_stopping_the_run(scripted_provider, paid_order_factory):
