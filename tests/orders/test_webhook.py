@@ -629,7 +629,7 @@ def test_database_error_answers_503_and_keeps_nothing(order_factory, post_notifi
     def broken(**kwargs):
         raise OperationalError("database went away")
 
-    monkeypatch.setattr("orders.services.order_mark_paid", broken)
+    monkeypatch.setattr("orders.services.notifications.order_mark_paid", broken)
     response = post_notification(notification(order))
 
     assert response.status_code == 503

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 from django.db import OperationalError
 
-import orders.services
+import orders.services.notifications
 from fulfillment.models import Delivery, MockLedgerEntry
 from orders.models import Order, PaymentNotification
 from tests.conftest import delivered_per_unit, notification
@@ -19,7 +19,7 @@ from tests.conftest import delivered_per_unit, notification
 @pytest.mark.django_db(transaction=True)
 def test_database_error_after_the_order_update_rolls_everything_back(order_factory, post_notification, monkeypatch):
     order = order_factory(quantities=(1, 2))
-    record = orders.services._record
+    record = orders.services.notifications._record
     reached = []
 
     def record_fails(outcome, **kwargs):
@@ -32,7 +32,7 @@ def test_database_error_after_the_order_update_rolls_everything_back(order_facto
         )
         raise OperationalError("server closed the connection unexpectedly")
 
-    monkeypatch.setattr(orders.services, "_record", record_fails)
+    monkeypatch.setattr(orders.services.notifications, "_record", record_fails)
     response = post_notification(notification(order))
 
     assert reached == [("paid", 3)]
@@ -43,7 +43,7 @@ def test_database_error_after_the_order_update_rolls_everything_back(order_facto
     assert not PaymentNotification.objects.exists()
     assert not MockLedgerEntry.objects.exists()  # the delivery task was never queued
 
-    monkeypatch.setattr(orders.services, "_record", record)
+    monkeypatch.setattr(orders.services.notifications, "_record", record)
     retried = post_notification(notification(order))
 
     assert retried.status_code == 200 and retried.content == b"OK"

@@ -1,0 +1,61 @@
+"""Delivery services: the only code that moves a Delivery between statuses.
+
+One module per family: `queueing` (units and task messages), `running` (claiming and the
+delivery run), `results` (provider answers and callbacks), `retries` (staff and operator
+retries), `halts`, `reconciliation`; `common` holds what they share.
+
+Money-safety rules, and where each is enforced:
+
+* Only a PAID order's units are claimed (claim query joins the order's status).
+* One worker at a time per unit: a claim is a row lock (SKIP LOCKED where the database has
+  it) plus a claim token with an expiry; a claim left by a dead worker expires and the unit
+  is re-checked with the same reference.
+* A unit is marked SENDING by a conditional UPDATE from WAITING just before the provider
+  call; a refund cancels WAITING units by the same kind of UPDATE. The row lock orders the
+  two, so a refunded order never sends another unit.
+* After an unknown outcome (PENDING, timeout, exception, crash) the unit is re-checked with
+  the same reference; a new reference is issued only after a FAILED answer.
+* Every provider call leaves a DeliveryAttempt, whatever happens next.
+"""
+
+from fulfillment.providers.base import UNKNOWN_OUTCOME_CODE
+from fulfillment.services.common import (
+    OrderNotFound,
+    OrderNotFulfillable,
+    UnitReport,
+    new_reference,
+)
+from fulfillment.services.halts import provider_halt, provider_resume
+from fulfillment.services.queueing import (
+    deliveries_cancel_unsent,
+    deliveries_create,
+    order_fulfillment_publish,
+    order_fulfillment_queue,
+)
+from fulfillment.services.reconciliation import paid_orders_reconcile
+from fulfillment.services.results import delivery_check_soon, delivery_record_result, delivery_resolve_by_reference
+from fulfillment.services.retries import RetryDecision, order_fulfillment_reset_for_retry, order_fulfillment_retry
+from fulfillment.services.running import FulfillmentReport, fulfill_order
+
+__all__ = [
+    "UNKNOWN_OUTCOME_CODE",
+    "FulfillmentReport",
+    "OrderNotFound",
+    "OrderNotFulfillable",
+    "RetryDecision",
+    "UnitReport",
+    "deliveries_cancel_unsent",
+    "deliveries_create",
+    "delivery_check_soon",
+    "delivery_record_result",
+    "delivery_resolve_by_reference",
+    "fulfill_order",
+    "new_reference",
+    "order_fulfillment_publish",
+    "order_fulfillment_queue",
+    "order_fulfillment_reset_for_retry",
+    "order_fulfillment_retry",
+    "paid_orders_reconcile",
+    "provider_halt",
+    "provider_resume",
+]

@@ -1,0 +1,110 @@
+"""Pieces every delivery service shares: errors, references, backoff, the unit report, and
+the check that completes an order once every unit is delivered."""
+
+import logging
+import os
+import random
+import socket
+import threading
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.db.models import Q
+
+from fulfillment.models import (
+    Delivery,
+    DeliveryStatus,
+)
+from orders.models import Order
+from orders.services import order_mark_fulfilled
+from orders.state import OrderStatus
+
+logger = logging.getLogger(__name__)
+
+
+_HOST = socket.gethostname()
+
+
+class OrderNotFound(Exception):
+    def __init__(self, order_id: int) -> None:
+        self.order_id = order_id
+        super().__init__(f"Order {order_id} does not exist. Check the id in the admin (Orders).")
+
+
+class OrderNotFulfillable(Exception):
+    """The order is not PAID, so nothing may be delivered."""
+
+    def __init__(self, order_id: int, status: str) -> None:
+        self.order_id = order_id
+        self.status = status
+        super().__init__(
+            f"Order {order_id} is {status}, not paid: only paid orders are delivered."
+            + (" It is already fulfilled." if status == OrderStatus.FULFILLED else "")
+        )
+
+
+def new_reference() -> str:
+    # Random rather than derived from ids: two environments sharing a provider account (or a
+    # database restored from backup) must never collide on a reference.
+    return uuid.uuid4().hex[:24]
+
+
+def _worker_id() -> str:
+    return f"{_HOST}:{os.getpid()}:{threading.get_ident()}"[:120]
+
+
+def _backoff(attempt: int, *, base: float | None = None, cap: float | None = None) -> timedelta:
+    """Exponential backoff with full jitter: attempt 1 waits up to base, then 2x, 4x... up to cap."""
+    base = settings.FULFILLMENT_RETRY_BASE_SECONDS if base is None else base
+    cap = settings.FULFILLMENT_RETRY_MAX_SECONDS if cap is None else cap
+    ceiling = min(cap, base * (2 ** max(0, attempt - 1)))
+    return timedelta(seconds=random.uniform(ceiling / 2, ceiling))
+
+
+# Pending purchases are re-checked sooner than failed ones are re-bought.
+_PENDING_BACKOFF_BASE = 15.0
+
+
+def _max_attempts() -> int:
+    return settings.FULFILLMENT_MAX_PURCHASE_ATTEMPTS
+
+
+@dataclass(frozen=True)
+class UnitReport:
+    delivery_id: int
+    unit_key: str
+    reference: str
+    kind: str
+    outcome: str
+    code: str = ""
+    message: str = ""
+    serial: str = ""
+    failure_scope: str = ""
+
+
+_WORKABLE = Q(order__status=OrderStatus.PAID) | Q(
+    order__status=OrderStatus.REFUNDED, status__in=(DeliveryStatus.SENDING, DeliveryStatus.PENDING)
+)
+
+
+def _unit_counts(order_id: int) -> dict[str, int]:
+    from django.db.models import Count
+
+    return Delivery.objects.filter(order_id=order_id).aggregate(
+        total=Count("id"), delivered=Count("id", filter=Q(status=DeliveryStatus.DELIVERED))
+    )
+
+
+def _complete_if_delivered(order_id: int, *, counts: dict[str, int] | None = None) -> str:
+    """PAID -> FULFILLED when every unit is delivered; returns the order's status."""
+    counts = counts or _unit_counts(order_id)
+    if counts["total"] and counts["total"] == counts["delivered"]:
+        from orders.state import IllegalTransition
+
+        try:
+            return order_mark_fulfilled(order_id=order_id).current
+        except IllegalTransition as exc:
+            return exc.current  # refunded meanwhile: the order keeps that status
+    return Order.objects.filter(pk=order_id).values_list("status", flat=True).get()

@@ -1,0 +1,82 @@
+"""The periodic sweep that finds paid orders whose due units nobody is working on."""
+
+import logging
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Exists, F, OuterRef, Q
+from django.utils import timezone
+
+from fulfillment.models import (
+    Delivery,
+    DeliveryStatus,
+    ProviderHalt,
+)
+from fulfillment.services.common import (
+    _WORKABLE,
+    _complete_if_delivered,
+)
+from fulfillment.services.queueing import deliveries_create, order_fulfillment_queue
+from orders.models import Order
+from orders.state import OrderStatus
+
+logger = logging.getLogger(__name__)
+
+
+def paid_orders_reconcile(*, limit: int = 1000) -> list[int]:
+    """Queue every PAID order (or REFUNDED one with a unit in flight) with a unit that is due and
+    not already queued recently.
+
+    Covers lost messages, crashed workers (expired claims), retries whose backoff has passed
+    and pending outcomes whose callback never came.
+    """
+    now = timezone.now()
+    stale = now - timedelta(seconds=settings.FULFILLMENT_STALE_AFTER_SECONDS)
+    due = Q(status__in=(DeliveryStatus.WAITING, DeliveryStatus.PENDING), next_attempt_at__lte=now) | Q(
+        status=DeliveryStatus.SENDING, claim_expires_at__lt=now
+    )
+    not_claimed = Q(claim_expires_at__isnull=True) | Q(claim_expires_at__lt=now)
+    # A message queued before the unit fell due found it not due (queueing stamps every open
+    # unit of the order), so it does not count: without this the unit would wait for `stale`.
+    not_queued = (
+        Q(queued_at__isnull=True)
+        | Q(queued_at__lt=stale)
+        | Q(status__in=(DeliveryStatus.WAITING, DeliveryStatus.PENDING), queued_at__lt=F("next_attempt_at"))
+        | Q(status=DeliveryStatus.SENDING, queued_at__lt=F("claim_expires_at"))
+    )
+    halted = list(ProviderHalt.objects.values_list("provider", flat=True))
+    candidates = Delivery.objects.filter(_WORKABLE, due, not_claimed, not_queued)
+    if halted:
+        candidates = candidates.exclude(provider__in=halted)
+    order_ids = list(candidates.order_by("order_id").values_list("order_id", flat=True).distinct()[:limit])
+    # Orders paid but without units (payment committed, creation lost) are repaired too.
+    missing = list(
+        Order.objects.filter(status=OrderStatus.PAID, paid_at__lt=stale, deliveries__isnull=True).values_list(
+            "id", flat=True
+        )[:limit]
+    )
+    order_ids = sorted(set(order_ids) | set(missing))
+    for order_id in sorted(set(missing)):
+        deliveries_create(order_id=order_id)
+    for order_id in order_ids:
+        with transaction.atomic():
+            order_fulfillment_queue(order_id=order_id)
+    if order_ids:
+        logger.info("Reconciliation queued %d paid order(s): %s", len(order_ids), order_ids[:20])
+    # A unit that failed back to WAITING just as its order was refunded would wait for ever.
+    Delivery.objects.filter(status=DeliveryStatus.WAITING, order__status=OrderStatus.REFUNDED).update(
+        status=DeliveryStatus.CANCELLED, last_message="Order refunded before this unit was sent."
+    )
+    # A worker that died between recording the last unit's delivery and marking the order
+    # fulfilled leaves a PAID order with nothing due, which nothing above would ever look at.
+    unfinished = Delivery.objects.filter(order=OuterRef("pk")).exclude(status=DeliveryStatus.DELIVERED)
+    delivered = (
+        Order.objects.filter(Exists(Delivery.objects.filter(order=OuterRef("pk"))), status=OrderStatus.PAID)
+        .exclude(Exists(unfinished))
+        .values_list("id", flat=True)[:limit]
+    )
+    for order_id in delivered:
+        status = _complete_if_delivered(order_id)
+        logger.warning("Reconciliation found order %s paid with every unit delivered; it is now %s", order_id, status)
+    return order_ids
