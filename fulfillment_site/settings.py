@@ -130,6 +130,10 @@ TBANK_PASSWORD = env("TBANK_PASSWORD", default="")
 # authenticates a notification, the list is defence in depth.
 TBANK_ALLOWED_NETWORKS = env.list("TBANK_ALLOWED_NETWORKS", default=[])
 TBANK_TRUST_X_FORWARDED_FOR = env.bool("TBANK_TRUST_X_FORWARDED_FOR", default=False)
+# Base URL of the acquiring API the shop calls (Init, GetState, CheckOrder, Cancel).
+TBANK_API_URL = env("TBANK_API_URL", default="https://securepay.tinkoff.ru/v2/")
+# Seconds to wait for the bank's answer; past it the outcome is unknown and is checked before any repeat.
+TBANK_TIMEOUT_SECONDS = env.float("TBANK_TIMEOUT_SECONDS", default=15.0)
 # Raw bodies above this size are stored truncated (audit records must not grow unbounded).
 PAYMENT_NOTIFICATION_MAX_STORED_BYTES = env.int("PAYMENT_NOTIFICATION_MAX_STORED_BYTES", default=16384)
 
