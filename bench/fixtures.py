@@ -75,10 +75,11 @@ def orders_create_paid(*, count: int, product: Product) -> list[int]:
 def confirmed_bodies(order_ids: list[int]) -> list[str]:
     """Signed CONFIRMED notifications, one per order, as the bank would send them."""
     bodies = []
+    public_ids = dict(Order.objects.filter(pk__in=order_ids).values_list("pk", "public_id"))
     for order_id in order_ids:
         payload = {
             "TerminalKey": settings.TBANK_TERMINAL_KEY,
-            "OrderId": str(order_id),
+            "OrderId": public_ids[order_id],
             "Success": True,
             "Status": "CONFIRMED",
             "PaymentId": 900000000 + order_id,

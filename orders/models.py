@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import secrets
+
 from django.db import models
 
 from orders.state import OrderStatus
+
+
+def new_public_id() -> str:
+    """A random order id for the outside world (the OrderId sent to T-Bank, the customer's URLs):
+    not sequential, so one order's id tells nothing about another's."""
+    return secrets.token_hex(12)
 
 
 class Product(models.Model):
@@ -44,6 +52,9 @@ class StatusAssignmentError(Exception):
 
 
 class Order(models.Model):
+    public_id = models.CharField(
+        max_length=36, unique=True, default=new_public_id, editable=False, help_text="The OrderId sent to T-Bank."
+    )
     status = models.CharField(max_length=20, choices=OrderStatus.choices, default=OrderStatus.NEW, db_index=True)
     amount_kopecks = models.PositiveBigIntegerField()
     customer_email = models.EmailField(blank=True)
@@ -103,7 +114,7 @@ class Order(models.Model):
     @property
     def tbank_order_id(self) -> str:
         """The OrderId this order has at T-Bank."""
-        return str(self.pk)
+        return self.public_id
 
 
 class OrderItem(models.Model):
@@ -118,6 +129,33 @@ class OrderItem(models.Model):
 
     def __str__(self) -> str:
         return f"{self.quantity} x {self.product.name} for {self.recipient}"
+
+
+class Payment(models.Model):
+    """One payment at T-Bank (one PaymentId) for an order: created by Init, or first seen in a
+    notification. An order normally has one; a second captured payment is a double payment."""
+
+    order = models.ForeignKey(Order, related_name="payments", on_delete=models.PROTECT)
+    payment_id = models.CharField("T-Bank PaymentId", max_length=64, unique=True)
+    amount_kopecks = models.PositiveBigIntegerField()
+    payment_url = models.URLField(max_length=500, blank=True)
+    bank_status = models.CharField(max_length=40, blank=True, help_text="The last status the bank reported.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(null=True, blank=True, help_text="RedirectDueDate sent with Init.")
+    captured_at = models.DateTimeField(null=True, blank=True, help_text="When CONFIRMED was applied.")
+    refunded_kopecks = models.PositiveBigIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"Payment {self.payment_id} of order {self.order_id} ({self.bank_status or 'new'})"
+
+
+class NotificationSource(models.TextChoices):
+    WEBHOOK = "webhook", "Notification from the bank"
+    POLLING = "polling", "Learned by polling GetState"
 
 
 class NotificationVerdict(models.TextChoices):
@@ -150,6 +188,7 @@ class PaymentNotification(models.Model):
     detail = models.TextField(blank=True, help_text="What was done, or why not.")
     raw_body = models.TextField(blank=True)
     remote_addr = models.GenericIPAddressField(null=True, blank=True)
+    source = models.CharField(max_length=10, choices=NotificationSource.choices, default=NotificationSource.WEBHOOK)
 
     class Meta:
         ordering = ["-id"]

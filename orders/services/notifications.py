@@ -11,7 +11,7 @@ from django.conf import settings
 from django.db import transaction
 
 from orders import tbank
-from orders.models import NotificationVerdict, Order, PaymentNotification
+from orders.models import NotificationSource, NotificationVerdict, Order, PaymentNotification
 from orders.services.lifecycle import order_cancel, order_mark_paid, order_refund
 from orders.state import OrderStatus
 
@@ -93,15 +93,40 @@ def payment_notification_process(*, body: bytes, remote_addr: str | None = None)
     order_ref = str(payload["OrderId"])
     with transaction.atomic():
         order = None
-        if order_ref.isascii() and order_ref.isdigit() and len(order_ref) < 19:
-            order = Order.objects.select_for_update().filter(pk=int(order_ref)).first()
+        # Public ids are short ASCII; anything else cannot name an order (and a NUL cannot be queried).
+        if order_ref.isascii() and "\x00" not in order_ref and len(order_ref) <= 36:
+            order = Order.objects.select_for_update().filter(public_id=order_ref).first()
         if order is None:
             outcome = NotificationOutcome(
                 404, NotificationVerdict.UNKNOWN_ORDER, f"No order with OrderId {order_ref!r}.", payload=payload
             )
-        else:
-            outcome = _apply(order, payload)
-        _record(outcome, body=body, limit=limit, remote_addr=remote_addr)
+            _record(outcome, body=body, limit=limit, remote_addr=remote_addr)
+            return outcome
+        return payment_status_apply(order=order, payload=payload, body=body, remote_addr=remote_addr)
+
+
+def payment_status_apply(
+    *,
+    order: Order,
+    payload: dict[str, Any],
+    body: bytes,
+    remote_addr: str | None = None,
+    source: str = NotificationSource.WEBHOOK,
+) -> NotificationOutcome:
+    """Apply one authentic payment status to `order` and record it, whatever the verdict.
+
+    The one path for every status the bank tells us, whether it notified us (`source`
+    WEBHOOK, `payload` verified by its Token) or we asked it with GetState (POLLING, the
+    answer of our own signed call). The caller holds the order's row lock in a transaction.
+    """
+    outcome = _apply(order, payload)
+    _record(
+        outcome,
+        body=body,
+        limit=settings.PAYMENT_NOTIFICATION_MAX_STORED_BYTES,
+        remote_addr=remote_addr,
+        source=source,
+    )
     return outcome
 
 
@@ -241,7 +266,14 @@ def _text(value: Any, max_length: int | None = None) -> str:
     return str(value).replace("\x00", "\ufffd")[:max_length]
 
 
-def _record(outcome: NotificationOutcome, *, body: bytes, limit: int, remote_addr: str | None) -> None:
+def _record(
+    outcome: NotificationOutcome,
+    *,
+    body: bytes,
+    limit: int,
+    remote_addr: str | None,
+    source: str = NotificationSource.WEBHOOK,
+) -> None:
     payload = outcome.payload
     amount = payload.get("Amount")
     PaymentNotification.objects.create(
@@ -255,4 +287,5 @@ def _record(outcome: NotificationOutcome, *, body: bytes, limit: int, remote_add
         detail=_text(outcome.detail, 2000),
         raw_body=_text(tbank.redact_body(body, limit)),
         remote_addr=remote_addr,
+        source=source,
     )

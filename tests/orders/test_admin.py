@@ -144,6 +144,6 @@ def test_notification_page_shows_the_masked_body_only(admin_client, two_orders, 
 def test_notifications_are_searchable_by_order_and_payment_id(admin_client, two_orders):
     target, _ = two_orders
     url = reverse("admin:orders_paymentnotification_changelist")
-    for term in (str(target.pk), "1111111"):
+    for term in (target.public_id, "1111111"):
         response = admin_client.get(url, {"q": term})
         assert [record.order_id for record in response.context["cl"].result_list] == [target.pk]

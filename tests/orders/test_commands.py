@@ -48,7 +48,7 @@ def test_simulate_payment_signs_like_the_bank(order_factory, captured_post, sett
     assert call["headers"] == {"Content-Type": "application/json"}
     assert (body["TerminalKey"], body["OrderId"], body["Status"], body["Amount"], body["PaymentId"]) == (
         settings.TBANK_TERMINAL_KEY,
-        str(order.pk),
+        order.public_id,
         "CONFIRMED",
         30000,
         555,

@@ -171,8 +171,19 @@ def test_confirmed_with_success_false_changes_nothing(order_factory, post_notifi
     assert last_record().verdict == NotificationVerdict.RECORDED
 
 
-def test_integer_order_id_is_accepted(order_factory, post_notification):
+def test_the_order_is_found_by_its_public_id_not_its_pk(order_factory, post_notification):
     order = order_factory()
+    response = post_notification(notification(order, OrderId=order.pk))
+    assert response.status_code == 404
+    assert status_of(order) == OrderStatus.NEW
+    assert_ok(post_notification(notification(order)))
+    assert status_of(order) == OrderStatus.PAID
+
+
+def test_an_order_from_before_public_ids_keeps_its_pk_as_order_id(order_factory, post_notification):
+    # The migration gave orders that already had payments their pk as public id.
+    order = order_factory()
+    Order.objects.filter(pk=order.pk).update(public_id=str(order.pk))
     assert_ok(post_notification(notification(order, OrderId=order.pk)))
     assert status_of(order) == OrderStatus.PAID
 
