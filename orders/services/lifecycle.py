@@ -80,5 +80,12 @@ def order_refund(*, order_id: int, current: str | None = None) -> TransitionResu
 
 
 def order_mark_fulfilled(*, order_id: int) -> TransitionResult:
-    """PAID -> FULFILLED; the caller has checked that every unit is delivered."""
-    return order_transition(order_id=order_id, target=OrderStatus.FULFILLED)
+    """PAID -> FULFILLED; the caller has checked that every unit is delivered.
+
+    Listeners of `order_fulfilled` (the codes email's outbox row) act in the same transaction.
+    """
+    with transaction.atomic():
+        result = order_transition(order_id=order_id, target=OrderStatus.FULFILLED)
+        if result.changed:
+            signals.order_fulfilled.send(sender=Order, order_id=order_id)
+    return result
