@@ -157,7 +157,11 @@ STATUS_PAGE_REFRESH_SECONDS = env.int("STATUS_PAGE_REFRESH_SECONDS", default=5)
 # --- Email to customers -------------------------------------------------------------------------
 # consolemail:// (development: printed by the worker), smtp://USER:PASSWORD@HOST:587/?tls=True,
 # smtp+ssl://..., filemail:///path/to/folder.
-globals().update(env.email_url("EMAIL_URL", default="consolemail://"))
+EMAIL_URL = env("EMAIL_URL", default="consolemail://")
+globals().update(env.email_url_config(EMAIL_URL))
+if EMAIL_URL.startswith("filemail://"):
+    # django-environ drops the leading slash of filemail:///abs/path; keep the path as written.
+    EMAIL_FILE_PATH = EMAIL_URL[len("filemail://") :] or str(VAR_DIR / "mail")
 DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="shop@localhost")
 EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=30)
 # Attempts per email before it is marked failed; the wait doubles from EMAIL_RETRY_BASE_SECONDS.
