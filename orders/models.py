@@ -308,7 +308,7 @@ class CustomerEmail(models.Model):
     order = models.ForeignKey(Order, related_name="emails", on_delete=models.PROTECT)
     kind = models.CharField(max_length=30)
     send_no = models.PositiveIntegerField(default=0, help_text="0: the automatic email; 1, 2...: staff re-sends.")
-    to = models.EmailField()
+    to = models.EmailField(blank=True, help_text="Filled from the order when the email is sent.")
     state = models.CharField(max_length=10, choices=EmailState.choices, default=EmailState.PENDING, db_index=True)
     attempts = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True)

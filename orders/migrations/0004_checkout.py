@@ -107,7 +107,7 @@ class Migration(migrations.Migration):
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
                 ('kind', models.CharField(max_length=30)),
                 ('send_no', models.PositiveIntegerField(default=0, help_text='0: the automatic email; 1, 2...: staff re-sends.')),
-                ('to', models.EmailField(max_length=254)),
+                ('to', models.EmailField(blank=True, help_text='Filled from the order when the email is sent.', max_length=254)),
                 ('state', models.CharField(choices=[('pending', 'Pending'), ('sent', 'Sent'), ('failed', 'Failed (gave up)')], db_index=True, default='pending', max_length=10)),
                 ('attempts', models.PositiveIntegerField(default=0)),
                 ('last_error', models.TextField(blank=True)),

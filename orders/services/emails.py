@@ -71,30 +71,37 @@ class EmailSendFailed(Exception):
 def customer_email_enqueue(*, order_id: int, kind: str, requested_by: str = "") -> CustomerEmail | None:
     """Record an email for the customer of `order_id`, sent after the current transaction commits.
 
-    Without `requested_by` it is the event's automatic email: created once, a repeat returns
-    the existing row without sending again. With it (a staff re-send) a new send is recorded.
+    Without `requested_by` it is the event's automatic email (send_no 0): one INSERT that does
+    nothing when the row exists, so repeats never send twice; returns None. With it (a staff
+    re-send) a new send is recorded and returned. The address is taken from the order at
+    sending time.
     """
     if kind not in EMAIL_KINDS:
         raise ValueError(f"Unknown email kind {kind!r}; register it with email_kind_register().")
-    to = Order.objects.filter(pk=order_id).values_list("customer_email", flat=True).get()
-    if not to:
-        logger.info("Order %s has no email address; no %s email", order_id, kind)
-        return None
     now = timezone.now()
-    with transaction.atomic():
+    # No savepoint: this runs inside the transaction of the order's status change, and one
+    # statement is all the event pays for its email (see the fulfilment query budget).
+    with transaction.atomic(savepoint=False):
         if requested_by:
             last = CustomerEmail.objects.filter(order_id=order_id, kind=kind).aggregate(n=Max("send_no"))["n"]
             email = CustomerEmail.objects.create(
-                order_id=order_id, kind=kind, send_no=(last or 0) + 1, to=to, requested_by=requested_by, queued_at=now
+                order_id=order_id, kind=kind, send_no=(last or 0) + 1, requested_by=requested_by, queued_at=now
             )
-        else:
-            email, created = CustomerEmail.objects.get_or_create(
-                order_id=order_id, kind=kind, send_no=0, defaults={"to": to, "queued_at": now}
-            )
-            if not created:
-                return email
-        transaction.on_commit(lambda: customer_email_publish(email_id=email.pk))
-    return email
+            transaction.on_commit(lambda: customer_email_publish(email_id=email.pk))
+            return email
+        CustomerEmail.objects.bulk_create(
+            [CustomerEmail(order_id=order_id, kind=kind, send_no=0, queued_at=now)], ignore_conflicts=True
+        )
+        transaction.on_commit(lambda: _publish_automatic(order_id=order_id, kind=kind))
+    return None
+
+
+def _publish_automatic(*, order_id: int, kind: str) -> None:
+    email_id = (
+        CustomerEmail.objects.filter(order_id=order_id, kind=kind, send_no=0).values_list("pk", flat=True).first()
+    )
+    if email_id is not None:
+        customer_email_publish(email_id=email_id)
 
 
 def customer_email_publish(*, email_id: int) -> None:
@@ -140,7 +147,15 @@ def customer_email_send(*, email_id: int) -> str:
             logger.warning("Customer email %s does not exist", email_id)
             return "missing"
         return "already_sent" if state == EmailState.SENT else ("failed" if state == EmailState.FAILED else "busy")
-    email = CustomerEmail.objects.get(pk=email_id)
+    email = CustomerEmail.objects.select_related("order").get(pk=email_id)
+    if not email.to:
+        email.to = email.order.customer_email
+        if not email.to:
+            CustomerEmail.objects.filter(pk=email_id).update(
+                state=EmailState.FAILED, claimed_until=None, last_error="The order has no email address."
+            )
+            return "failed"
+        CustomerEmail.objects.filter(pk=email_id).update(to=email.to)
     try:
         message = customer_email_render(email)
         message.send(fail_silently=False)

@@ -84,7 +84,8 @@ def order_mark_fulfilled(*, order_id: int) -> TransitionResult:
 
     Listeners of `order_fulfilled` (the codes email's outbox row) act in the same transaction.
     """
-    with transaction.atomic():
+    # No savepoint, as in order_mark_paid: an error rolls the caller's whole transaction back.
+    with transaction.atomic(savepoint=False):
         result = order_transition(order_id=order_id, target=OrderStatus.FULFILLED)
         if result.changed:
             signals.order_fulfilled.send(sender=Order, order_id=order_id)

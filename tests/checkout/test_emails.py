@@ -98,9 +98,9 @@ def test_the_event_enqueues_once_however_often_it_is_reported(delivered_order, d
     order = delivered_order()
     fulfil(order, django_capture_on_commit_callbacks)
     with django_capture_on_commit_callbacks(execute=True):
-        again = customer_email_enqueue(order_id=order.pk, kind="codes")
+        customer_email_enqueue(order_id=order.pk, kind="codes")
         order_mark_fulfilled(order_id=order.pk)  # a repeat: no change, no signal
-    assert again.send_no == 0 and CustomerEmail.objects.count() == 1 and len(mail.outbox) == 1
+    assert CustomerEmail.objects.get().send_no == 0 and len(mail.outbox) == 1
 
 
 class FlakySMTP:
@@ -240,3 +240,14 @@ def test_an_unfulfilled_order_has_no_codes_to_resend(order_factory, staff_client
     staff = staff_client_factory("orders.view_order", "orders.change_order", "orders.resend_customer_email")
     response = resend(staff, order)
     assert "Not sent" in response.content.decode() and not CustomerEmail.objects.exists()
+
+
+def test_an_order_without_an_email_address_fails_its_email_and_nothing_else(
+    delivered_order, django_capture_on_commit_callbacks
+):
+    order = delivered_order(email="")
+    fulfil(order, django_capture_on_commit_callbacks)
+    email = CustomerEmail.objects.get()
+    assert email.state == EmailState.FAILED and "no email address" in email.last_error and not mail.outbox
+    order.refresh_from_db()
+    assert order.status == "fulfilled"
