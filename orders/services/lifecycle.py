@@ -14,7 +14,7 @@ from django.db import transaction
 
 from orders import signals
 from orders.models import Order, OrderItem, Product
-from orders.state import OrderStatus, TransitionResult, order_transition
+from orders.state import IllegalTransition, OrderStatus, TransitionResult, order_transition
 
 logger = logging.getLogger(__name__)
 
@@ -84,9 +84,18 @@ def order_mark_fulfilled(*, order_id: int) -> TransitionResult:
 
     Listeners of `order_fulfilled` (the codes email's outbox row) act in the same transaction.
     """
-    # No savepoint, as in order_mark_paid: an error rolls the caller's whole transaction back.
+    # No savepoint, as in order_mark_paid: a database error rolls the caller's whole transaction
+    # back. An illegal transition is no database error: it leaves the block normally and is
+    # raised after it, so a caller's transaction stays usable (reconciliation catches it).
+    illegal = None
     with transaction.atomic(savepoint=False):
-        result = order_transition(order_id=order_id, target=OrderStatus.FULFILLED)
-        if result.changed:
-            signals.order_fulfilled.send(sender=Order, order_id=order_id)
+        try:
+            result = order_transition(order_id=order_id, target=OrderStatus.FULFILLED)
+        except IllegalTransition as exc:
+            illegal = exc
+        else:
+            if result.changed:
+                signals.order_fulfilled.send(sender=Order, order_id=order_id)
+    if illegal is not None:
+        raise illegal
     return result
