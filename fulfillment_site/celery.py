@@ -21,6 +21,16 @@ def _schedule_periodic_tasks(sender: Celery, **kwargs) -> None:
         sender.signature("fulfillment.reconcile_paid_orders"),
         name="reconcile paid orders",
     )
+    sender.add_periodic_task(
+        float(settings.PAYMENT_POLL_INTERVAL_SECONDS),
+        sender.signature("orders.poll_payments"),
+        name="poll T-Bank about payments that never notified",
+    )
+    sender.add_periodic_task(
+        float(settings.EMAIL_SWEEP_INTERVAL_SECONDS),
+        sender.signature("orders.requeue_customer_emails"),
+        name="re-queue customer emails whose task was lost",
+    )
 
 
 @worker_init.connect

@@ -40,6 +40,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "drf_spectacular",
     "orders.apps.OrdersConfig",
     "fulfillment.apps.FulfillmentConfig",
 ]
@@ -47,6 +48,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    # Customer pages and emails speak the visitor's language (Accept-Language), else LANGUAGE_CODE.
+    "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -105,7 +108,10 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 
-LANGUAGE_CODE = "en-us"
+# Language of customer pages and emails when the visitor's browser asks for none we speak.
+LANGUAGE_CODE = env("LANGUAGE_CODE", default="en-us")
+LANGUAGES = [("en", "English"), ("ru", "Русский")]
+LOCALE_PATHS = [BASE_DIR / "locale"]
 TIME_ZONE = env("TIME_ZONE", default="UTC")
 USE_I18N = True
 USE_TZ = True
@@ -117,11 +123,53 @@ STATIC_ROOT = VAR_DIR / "static"
 # row for every request. Never enable it on a server that anyone else can reach.
 BENCHMARK_FLOOR_ENDPOINT = env.bool("BENCHMARK_FLOOR_ENDPOINT", default=False)
 
+# --- Cache (API throttling counters) ------------------------------------------------------------
+# The default is per process; with several web processes use a shared one (redis://HOST:6379/1)
+# so the order throttle counts every request of a client address.
+CACHES = {"default": env.cache_url("CACHE_URL", default="locmemcache://")}
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [],
     "DEFAULT_PERMISSION_CLASSES": [],
     "UNAUTHENTICATED_USER": None,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # Proxies in front of the site that append to X-Forwarded-For; 0 = the client address is REMOTE_ADDR.
+    "NUM_PROXIES": env.int("API_NUM_PROXIES", default=0),
+    "DEFAULT_THROTTLE_RATES": {"order_create": env("ORDER_CREATE_THROTTLE_RATE", default="20/min")},
 }
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Digital goods shop API",
+    "DESCRIPTION": "Catalogue, order creation with a T-Bank payment link, and the customer's order status.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# --- Customer checkout ------------------------------------------------------------------------
+# The public https origin of this site: T-Bank's NotificationURL and the customer's links are built on it.
+PUBLIC_BASE_URL = env("PUBLIC_BASE_URL", default="http://127.0.0.1:8000").rstrip("/")
+# Most units (sum of quantities) one order may hold.
+ORDER_MAX_UNITS = env.int("ORDER_MAX_UNITS", default=20)
+# The customer's status page reloads itself this often while the order is not final.
+STATUS_PAGE_REFRESH_SECONDS = env.int("STATUS_PAGE_REFRESH_SECONDS", default=5)
+
+# --- Email to customers -------------------------------------------------------------------------
+# consolemail:// (development: printed by the worker), smtp://USER:PASSWORD@HOST:587/?tls=True,
+# smtp+ssl://..., filemail:///path/to/folder.
+EMAIL_URL = env("EMAIL_URL", default="consolemail://")
+globals().update(env.email_url_config(EMAIL_URL))
+if EMAIL_URL.startswith("filemail://"):
+    # django-environ drops the leading slash of filemail:///abs/path; keep the path as written.
+    EMAIL_FILE_PATH = EMAIL_URL[len("filemail://") :] or str(VAR_DIR / "mail")
+DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="shop@localhost")
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=30)
+# Attempts per email before it is marked failed; the wait doubles from EMAIL_RETRY_BASE_SECONDS.
+EMAIL_MAX_ATTEMPTS = env.int("EMAIL_MAX_ATTEMPTS", default=8)
+EMAIL_RETRY_BASE_SECONDS = env.int("EMAIL_RETRY_BASE_SECONDS", default=60)
+# The sweep re-queues an unsent email whose task was queued longer ago than this.
+EMAIL_SWEEP_INTERVAL_SECONDS = env.int("EMAIL_SWEEP_INTERVAL_SECONDS", default=300)
+EMAIL_STALE_AFTER_SECONDS = env.int("EMAIL_STALE_AFTER_SECONDS", default=900)
 
 # --- T-Bank internet acquiring ----------------------------------------------------------------
 TBANK_TERMINAL_KEY = env("TBANK_TERMINAL_KEY", default="")
@@ -134,6 +182,23 @@ TBANK_TRUST_X_FORWARDED_FOR = env.bool("TBANK_TRUST_X_FORWARDED_FOR", default=Fa
 TBANK_API_URL = env("TBANK_API_URL", default="https://securepay.tinkoff.ru/v2/")
 # Seconds to wait for the bank's answer; past it the outcome is unknown and is checked before any repeat.
 TBANK_TIMEOUT_SECONDS = env.float("TBANK_TIMEOUT_SECONDS", default=15.0)
+# How long the payment link lives (Init RedirectDueDate); the bank then expires the payment.
+TBANK_PAYMENT_TTL_MINUTES = env.int("TBANK_PAYMENT_TTL_MINUTES", default=60)
+# 54-FZ receipt in Init. Off for a terminal without an online kassa.
+TBANK_RECEIPT_ENABLED = env.bool("TBANK_RECEIPT_ENABLED", default=True)
+TBANK_RECEIPT_TAXATION = env("TBANK_RECEIPT_TAXATION", default="usn_income")
+TBANK_RECEIPT_TAX = env("TBANK_RECEIPT_TAX", default="none")
+TBANK_RECEIPT_PAYMENT_METHOD = env("TBANK_RECEIPT_PAYMENT_METHOD", default="full_prepayment")
+TBANK_RECEIPT_PAYMENT_OBJECT = env("TBANK_RECEIPT_PAYMENT_OBJECT", default="service")
+# Development only (refused unless DJANGO_DEBUG): T-Bank is answered by a local sandbox with a pay page.
+TBANK_SANDBOX = env.bool("TBANK_SANDBOX", default=False)
+# GetState polling of NEW orders whose notification never came: a payment is asked once it is
+# PAYMENT_POLL_AFTER_SECONDS old, then at most every PAYMENT_POLL_EVERY_SECONDS; each run asks
+# at most PAYMENT_POLL_BATCH payments and runs every PAYMENT_POLL_INTERVAL_SECONDS.
+PAYMENT_POLL_AFTER_SECONDS = env.int("PAYMENT_POLL_AFTER_SECONDS", default=300)
+PAYMENT_POLL_EVERY_SECONDS = env.int("PAYMENT_POLL_EVERY_SECONDS", default=300)
+PAYMENT_POLL_BATCH = env.int("PAYMENT_POLL_BATCH", default=50)
+PAYMENT_POLL_INTERVAL_SECONDS = env.int("PAYMENT_POLL_INTERVAL_SECONDS", default=60)
 # Raw bodies above this size are stored truncated (audit records must not grow unbounded).
 PAYMENT_NOTIFICATION_MAX_STORED_BYTES = env.int("PAYMENT_NOTIFICATION_MAX_STORED_BYTES", default=16384)
 

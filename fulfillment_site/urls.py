@@ -1,14 +1,25 @@
-"""URL routes: the admin, the T-Bank payment webhook and provider callbacks."""
+"""URL routes: the admin, the customer API and pages, the T-Bank webhook and provider callbacks."""
 
 from django.conf import settings
 from django.contrib import admin
 from django.urls import path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from fulfillment.views import DigiflazzCallbackView
+from orders.api.views import OrderCreateView, OrderStatusView, ProductListView
+from orders.pages import order_status_page, sandbox_pay_page
 from orders.views import TBankNotificationView
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("api/products", ProductListView.as_view(), name="product-list"),
+    path("api/orders", OrderCreateView.as_view(), name="order-create"),
+    path("api/orders/<str:public_id>", OrderStatusView.as_view(), name="order-status"),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("orders/<str:public_id>/", order_status_page, name="order-status-page"),
+    # Answers 404 unless TBANK_SANDBOX (development); routed always so its links can be built.
+    path("sandbox/tbank/pay/<str:payment_id>", sandbox_pay_page, name="tbank-sandbox-pay"),
     path("api/payments/tbank/notification", TBankNotificationView.as_view(), name="tbank-notification"),
     path("api/fulfillment/digiflazz/callback", DigiflazzCallbackView.as_view(), name="digiflazz-callback"),
 ]

@@ -7,14 +7,17 @@ Statuses are read-only here: they change through payments, deliveries and the
 from __future__ import annotations
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.db import transaction
 from django.db.models import Count, IntegerField, OuterRef, Q, Subquery, Sum
 from django.db.models.functions import Coalesce
 from django.utils.html import format_html
 
 from fulfillment.admin import DeliveryAttemptInline, DeliveryInline, ReadOnlyAdminMixin, retry_fulfillment
 from fulfillment.models import Delivery, DeliveryStatus
-from orders.models import Order, OrderItem, PaymentNotification, Product
+from orders.models import CustomerEmail, Order, OrderItem, Payment, PaymentNotification, Product, TBankCall
+from orders.services.emails import customer_email_enqueue
+from orders.state import OrderStatus
 
 
 class ProviderAvailabilityFilter(admin.SimpleListFilter):
@@ -37,7 +40,15 @@ class ProviderAvailabilityFilter(admin.SimpleListFilter):
 class ProductForm(forms.ModelForm):
     class Meta:
         model = Product
-        fields = ("name", "sku", "price_kopecks", "is_active", "max_provider_price")
+        fields = (
+            "name",
+            "sku",
+            "price_kopecks",
+            "is_active",
+            "max_provider_price",
+            "recipient_label",
+            "recipient_pattern",
+        )
 
     def clean(self):
         cleaned = super().clean()
@@ -82,6 +93,48 @@ class OrderItemInline(ReadOnlyAdminMixin, admin.TabularInline):
         return super().get_queryset(request).select_related("product")
 
 
+class PaymentInline(ReadOnlyAdminMixin, admin.TabularInline):
+    model = Payment
+    fields = ("payment_id", "amount_kopecks", "bank_status", "created_at", "expires_at", "last_polled_at")
+    readonly_fields = fields
+    extra = 0
+
+
+class TBankCallInline(ReadOnlyAdminMixin, admin.TabularInline):
+    model = TBankCall
+    fields = ("created_at", "method", "outcome", "payment_id", "error")
+    readonly_fields = fields
+    extra = 0
+
+
+class CustomerEmailInline(ReadOnlyAdminMixin, admin.TabularInline):
+    model = CustomerEmail
+    fields = ("kind", "send_no", "to", "state", "attempts", "last_error", "requested_by", "sent_at")
+    readonly_fields = fields
+    extra = 0
+
+
+@admin.action(description="Send the codes email again", permissions=["resend_customer_email"])
+def resend_codes_email(modeladmin, request, queryset) -> None:
+    sent, skipped = [], []
+    for order in queryset.only("pk", "status", "customer_email"):
+        if order.status != OrderStatus.FULFILLED or not order.customer_email:
+            skipped.append(f"#{order.pk} ({'no email' if not order.customer_email else order.status})")
+            continue
+        with transaction.atomic():
+            email = customer_email_enqueue(order_id=order.pk, kind="codes", requested_by=request.user.get_username())
+            modeladmin.log_change(request, order, f"Queued the codes email again (send #{email.send_no}).")
+        sent.append(f"#{order.pk}")
+    if sent:
+        modeladmin.message_user(request, f"Codes email queued again for {', '.join(sent)}.", messages.SUCCESS)
+    if skipped:
+        modeladmin.message_user(
+            request,
+            "Not sent (only fulfilled orders with an email have codes to send): " + ", ".join(skipped) + ".",
+            messages.WARNING,
+        )
+
+
 class PaymentNotificationInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = PaymentNotification
     fields = ("received_at", "bank_status", "payment_id", "amount_kopecks", "verdict", "http_status", "detail")
@@ -119,11 +172,20 @@ class OrderAdmin(admin.ModelAdmin):
         "fulfilled_at",
     )
     list_filter = ("status", "created_at", "paid_at", "fulfilled_at")
-    search_fields = ("=id", "customer_email", "=payment_id", "=deliveries__reference", "items__recipient")
+    search_fields = ("=id", "=public_id", "customer_email", "=payment_id", "=deliveries__reference", "items__recipient")
     date_hierarchy = "created_at"
-    actions = [retry_fulfillment]
-    inlines = [OrderItemInline, DeliveryInline, DeliveryAttemptInline, PaymentNotificationInline]
+    actions = [retry_fulfillment, resend_codes_email]
+    inlines = [
+        OrderItemInline,
+        DeliveryInline,
+        DeliveryAttemptInline,
+        PaymentInline,
+        TBankCallInline,
+        PaymentNotificationInline,
+        CustomerEmailInline,
+    ]
     readonly_fields = (
+        "public_id",
         "status",
         "amount_kopecks",
         "payment_id",
@@ -136,6 +198,7 @@ class OrderAdmin(admin.ModelAdmin):
         "units",
     )
     fields = (
+        "public_id",
         "status",
         "amount_kopecks",
         "customer_email",
@@ -162,6 +225,9 @@ class OrderAdmin(admin.ModelAdmin):
     def has_retry_fulfillment_permission(self, request) -> bool:
         return request.user.has_perm("orders.retry_fulfillment")
 
+    def has_resend_customer_email_permission(self, request) -> bool:
+        return request.user.has_perm("orders.resend_customer_email")
+
     @admin.display(description="Units delivered / total")
     def units(self, obj: Order) -> str:
         return f"{obj.units_delivered} / {obj.units_total}"
@@ -173,3 +239,11 @@ class PaymentNotificationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_filter = ("verdict", "bank_status", "http_status")
     search_fields = ("=order_ref", "=payment_id")
     readonly_fields = [f.name for f in PaymentNotification._meta.fields]
+
+
+@admin.register(CustomerEmail)
+class CustomerEmailAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("id", "order", "kind", "send_no", "to", "state", "attempts", "sent_at", "requested_by")
+    list_filter = ("state", "kind")
+    search_fields = ("=order__id", "=order__public_id", "to")
+    readonly_fields = [f.name for f in CustomerEmail._meta.fields]

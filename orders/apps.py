@@ -8,4 +8,4 @@ class OrdersConfig(AppConfig):
     verbose_name = "Orders"
 
     def ready(self) -> None:
-        from orders import checks  # noqa: F401  (registers the checks)
+        from orders import checks, receivers  # noqa: F401  (registers the checks and signal receivers)

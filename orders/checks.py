@@ -1,4 +1,4 @@
-"""System checks for the payment side: warn when notifications cannot be verified."""
+"""System checks for the payment side: notifications must be verifiable; the sandbox is for development only."""
 
 from django.conf import settings
 from django.core import checks
@@ -26,4 +26,32 @@ def tbank_allowed_networks_check(app_configs, **kwargs) -> list[checks.CheckMess
         allowed_networks()
     except PaymentConfigurationError as exc:
         return [checks.Error(str(exc), id="orders.E001", hint="Fix TBANK_ALLOWED_NETWORKS or leave it empty.")]
+    return []
+
+
+@checks.register()
+def tbank_sandbox_check(app_configs, **kwargs) -> list[checks.CheckMessage]:
+    if getattr(settings, "TBANK_SANDBOX", False) and not settings.DEBUG:
+        return [
+            checks.Error(
+                "TBANK_SANDBOX is on but DJANGO_DEBUG is off: the sandbox answers payments locally and must never "
+                "run in production.",
+                id="orders.E002",
+                hint="Set TBANK_SANDBOX=false (production) or DJANGO_DEBUG=true (development).",
+            )
+        ]
+    return []
+
+
+@checks.register()
+def public_base_url_check(app_configs, **kwargs) -> list[checks.CheckMessage]:
+    url = getattr(settings, "PUBLIC_BASE_URL", "")
+    if not url.startswith(("http://", "https://")):
+        return [
+            checks.Error(
+                f"PUBLIC_BASE_URL is {url!r}: T-Bank's NotificationURL and the customer's links are built on it.",
+                id="orders.E003",
+                hint="Set it to the site's public origin, e.g. https://shop.example.com.",
+            )
+        ]
     return []

@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 
+from django.core.exceptions import ValidationError
 from django.db import models
 
 from orders.state import OrderStatus
+
+
+def new_access_token() -> str:
+    """The secret that lets a customer see their order (and its codes) without an account."""
+    return secrets.token_urlsafe(24)
+
+
+def validate_regex(value: str) -> None:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValidationError(f"{value!r} is not a valid regular expression: {exc}.") from exc
 
 
 def new_public_id() -> str:
@@ -37,6 +51,17 @@ class Product(models.Model):
         null=True, blank=True, help_text="Whether the provider sold this SKU at the last sync."
     )
     provider_synced_at = models.DateTimeField(null=True, blank=True)
+    recipient_label = models.CharField(
+        max_length=100,
+        blank=True,
+        help_text='What the customer must give as the recipient, e.g. "Phone number" or "Player ID".',
+    )
+    recipient_pattern = models.CharField(
+        max_length=500,
+        blank=True,
+        validators=[validate_regex],
+        help_text="Regular expression the whole recipient must match (e.g. 08[0-9]{8,11}); empty: any non-blank text.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -45,6 +70,17 @@ class Product(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.sku})"
+
+    def recipient_is_valid(self, recipient: str) -> bool:
+        """Whether `recipient` (already stripped) is acceptable for this product."""
+        if not recipient:
+            return False
+        if not self.recipient_pattern:
+            return True
+        try:
+            return re.fullmatch(self.recipient_pattern, recipient) is not None
+        except re.error:
+            return False  # a broken pattern saved before validation: refuse rather than accept anything
 
 
 class StatusAssignmentError(Exception):
@@ -58,6 +94,10 @@ class Order(models.Model):
     status = models.CharField(max_length=20, choices=OrderStatus.choices, default=OrderStatus.NEW, db_index=True)
     amount_kopecks = models.PositiveBigIntegerField()
     customer_email = models.EmailField(blank=True)
+    access_token = models.CharField(
+        max_length=64, default=new_access_token, editable=False, help_text="The customer's key to the status page."
+    )
+    language = models.CharField(max_length=10, blank=True, help_text="The customer's language (emails, pages).")
     payment_id = models.CharField("T-Bank PaymentId", max_length=64, blank=True, db_index=True)
     created_at = models.DateTimeField(auto_now_add=True)
     status_changed_at = models.DateTimeField(null=True, blank=True)
@@ -144,6 +184,7 @@ class Payment(models.Model):
     expires_at = models.DateTimeField(null=True, blank=True, help_text="RedirectDueDate sent with Init.")
     captured_at = models.DateTimeField(null=True, blank=True, help_text="When CONFIRMED was applied.")
     refunded_kopecks = models.PositiveBigIntegerField(default=0)
+    last_polled_at = models.DateTimeField(null=True, blank=True, help_text="When GetState was last asked.")
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -195,3 +236,116 @@ class PaymentNotification(models.Model):
 
     def __str__(self) -> str:
         return f"{self.bank_status or '?'} for {self.order_ref or '?'} ({self.verdict})"
+
+
+class IdempotencyKey(models.Model):
+    """One `Idempotency-Key` of POST /api/orders: the body it came with and the answer given.
+
+    The unique key is what stops two concurrent requests from creating two orders; the stored
+    answer is what a repeat gets back. `init_started_at` is a lease: only one request at a time
+    calls Init for the key's order.
+    """
+
+    key = models.CharField(max_length=255, unique=True)
+    request_hash = models.CharField(max_length=64, help_text="SHA-256 of the canonical JSON body.")
+    order = models.ForeignKey(Order, related_name="idempotency_keys", on_delete=models.PROTECT)
+    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_body = models.JSONField(null=True, blank=True)
+    init_started_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"Idempotency-Key {self.key[:20]} -> order {self.order_id}"
+
+
+class TBankCallOutcome(models.TextChoices):
+    OK = "ok", "Answered (success)"
+    REFUSED = "refused", "Refused by the bank"
+    UNKNOWN = "unknown", "No answer (outcome unknown)"
+
+
+class TBankCall(models.Model):
+    """One call we made to T-Bank (Init, CheckOrder, Cancel, GetState) about an order, for audit.
+
+    Requests and answers are stored redacted (no Token). An Init with outcome UNKNOWN is what
+    makes the next Init of that order ask CheckOrder first.
+    """
+
+    order = models.ForeignKey(Order, related_name="tbank_calls", on_delete=models.PROTECT)
+    method = models.CharField(max_length=20)
+    outcome = models.CharField(max_length=10, choices=TBankCallOutcome.choices)
+    payment_id = models.CharField(max_length=64, blank=True)
+    error = models.TextField(blank=True)
+    request = models.JSONField(default=dict, blank=True)
+    answer = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        verbose_name = "T-Bank call"
+
+    def __str__(self) -> str:
+        return f"{self.method} for order {self.order_id}: {self.outcome}"
+
+
+class EmailState(models.TextChoices):
+    PENDING = "pending", "Pending"
+    SENT = "sent", "Sent"
+    FAILED = "failed", "Failed (gave up)"
+
+
+class CustomerEmail(models.Model):
+    """The outbox: one email to a customer, created in the transaction of the event it reports.
+
+    `(order, kind, send_no)` is unique: the automatic email of an event is send_no 0, so it
+    exists at most once whatever is retried; staff re-sends get the next numbers.
+    """
+
+    order = models.ForeignKey(Order, related_name="emails", on_delete=models.PROTECT)
+    kind = models.CharField(max_length=30)
+    send_no = models.PositiveIntegerField(default=0, help_text="0: the automatic email; 1, 2...: staff re-sends.")
+    to = models.EmailField(blank=True, help_text="Filled from the order when the email is sent.")
+    state = models.CharField(max_length=10, choices=EmailState.choices, default=EmailState.PENDING, db_index=True)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    requested_by = models.CharField(max_length=150, blank=True, help_text="Staff user who asked for a re-send.")
+    queued_at = models.DateTimeField(null=True, blank=True, help_text="When a send task was last queued.")
+    claimed_until = models.DateTimeField(null=True, blank=True, help_text="A worker is sending it until then.")
+    sent_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["order", "kind", "send_no"], name="one_customer_email_per_send"),
+        ]
+        permissions = [("resend_customer_email", "Can send the codes email again")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} email #{self.send_no} for order {self.order_id} ({self.state})"
+
+
+class SandboxPayment(models.Model):
+    """A payment of the local T-Bank sandbox (TBANK_SANDBOX=true, development only): the state
+    the sandbox answers GetState, CheckOrder and Cancel from, kept across restarts."""
+
+    payment_id = models.CharField(max_length=20, unique=True)
+    order_ref = models.CharField(max_length=36, db_index=True)
+    amount_kopecks = models.PositiveBigIntegerField()
+    status = models.CharField(max_length=30, default="NEW")
+    description = models.CharField(max_length=140, blank=True)
+    notification_url = models.CharField(max_length=500, blank=True)
+    success_url = models.CharField(max_length=500, blank=True)
+    fail_url = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"Sandbox payment {self.payment_id} ({self.status})"

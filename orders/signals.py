@@ -6,3 +6,5 @@ from django.dispatch import Signal
 order_paid = Signal()
 # kwargs: order_id. Sent when an order becomes REFUNDED.
 order_refunded = Signal()
+# kwargs: order_id. Sent when an order becomes FULFILLED (every unit delivered).
+order_fulfilled = Signal()

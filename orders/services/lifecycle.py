@@ -14,7 +14,7 @@ from django.db import transaction
 
 from orders import signals
 from orders.models import Order, OrderItem, Product
-from orders.state import OrderStatus, TransitionResult, order_transition
+from orders.state import IllegalTransition, OrderStatus, TransitionResult, order_transition
 
 logger = logging.getLogger(__name__)
 
@@ -80,5 +80,22 @@ def order_refund(*, order_id: int, current: str | None = None) -> TransitionResu
 
 
 def order_mark_fulfilled(*, order_id: int) -> TransitionResult:
-    """PAID -> FULFILLED; the caller has checked that every unit is delivered."""
-    return order_transition(order_id=order_id, target=OrderStatus.FULFILLED)
+    """PAID -> FULFILLED; the caller has checked that every unit is delivered.
+
+    Listeners of `order_fulfilled` (the codes email's outbox row) act in the same transaction.
+    """
+    # No savepoint, as in order_mark_paid: a database error rolls the caller's whole transaction
+    # back. An illegal transition is no database error: it leaves the block normally and is
+    # raised after it, so a caller's transaction stays usable (reconciliation catches it).
+    illegal = None
+    with transaction.atomic(savepoint=False):
+        try:
+            result = order_transition(order_id=order_id, target=OrderStatus.FULFILLED)
+        except IllegalTransition as exc:
+            illegal = exc
+        else:
+            if result.changed:
+                signals.order_fulfilled.send(sender=Order, order_id=order_id)
+    if illegal is not None:
+        raise illegal
+    return result

@@ -320,3 +320,16 @@ class TBankClient:
             external_request_id=str(answer.get("ExternalRequestId") or ""),
             raw=answer,
         )
+
+
+def tbank_client() -> TBankClient:
+    """The client every caller uses: the real bank, or the local sandbox when TBANK_SANDBOX is on.
+
+    The one place the choice is made, so no code path can talk to the real bank in sandbox
+    mode or to the sandbox in production (the sandbox also refuses to work unless DEBUG).
+    """
+    if getattr(settings, "TBANK_SANDBOX", False):
+        from orders.tbank.sandbox import SandboxTBankClient
+
+        return SandboxTBankClient.from_settings()
+    return TBankClient.from_settings()

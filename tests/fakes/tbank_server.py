@@ -310,6 +310,19 @@ class FakeTBank:
         if external_id and external_id in payment.cancels:
             # A repeat: the state of the payment, nothing refunded again.
             return {**payment.cancels[external_id], "Status": payment.status, "NewAmount": payment.remaining}
+        if payment.status in ("NEW", "FORM_SHOWED"):
+            # Cancel of an unpaid payment (reference: NEW -> CANCELED): no money moves, Amount ignored.
+            payment.status = "CANCELED"
+            return {
+                "Success": True,
+                "ErrorCode": "0",
+                "Status": "CANCELED",
+                "PaymentId": payment.payment_id,
+                "OrderId": payment.order_id,
+                "OriginalAmount": payment.amount,
+                "NewAmount": 0,
+                "ExternalRequestId": external_id,
+            }
         if payment.status not in ("CONFIRMED", "PARTIAL_REFUNDED"):
             return self._refusal("100", "Платеж уже отменен" if payment.status == "REFUNDED" else "Неверный статус")
         amount = body.get("Amount", payment.remaining)

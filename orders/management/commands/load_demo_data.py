@@ -22,6 +22,13 @@ DEMO_PRODUCTS = [
     ("Game top-up 86 diamonds", "ml86", 25000),
     ("Voucher 50k", "vc50", 55000),
 ]
+# What the customer gives as the recipient of each demo product (label, pattern).
+DEMO_RECIPIENTS = {
+    "xld10": ("Phone number", r"08[0-9]{8,11}"),
+    "xld25": ("Phone number", r"08[0-9]{8,11}"),
+    "ml86": ("Player ID", r"[0-9]{4,12}"),
+    "vc50": ("Email or phone for the voucher", ""),
+}
 
 
 class Command(BaseCommand):
@@ -36,7 +43,11 @@ class Command(BaseCommand):
             raise CommandError("load_demo_data is for development only; set DJANGO_DEBUG=true to use it.")
         products = []
         for name, sku, price in DEMO_PRODUCTS:
-            product, _ = Product.objects.get_or_create(sku=sku, defaults={"name": name, "price_kopecks": price})
+            label, pattern = DEMO_RECIPIENTS[sku]
+            product, _ = Product.objects.get_or_create(
+                sku=sku,
+                defaults={"name": name, "price_kopecks": price, "recipient_label": label, "recipient_pattern": pattern},
+            )
             products.append(product)
         missing = max(0, orders - Order.objects.filter(status=OrderStatus.NEW).count())
         for n in range(missing):

@@ -1,0 +1,71 @@
+"""HTML pages for people: the customer's order status page and the sandbox payment page."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.http import Http404, HttpResponseRedirect
+from django.shortcuts import render
+from django.utils import translation
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_http_methods
+
+from orders.models import SandboxPayment
+from orders.state import OrderStatus
+from orders.status import FINAL_ORDER_STATUSES, order_for_customer, order_status_data
+
+LANGUAGE_CODES = {code for code, _ in settings.LANGUAGES}
+
+
+def rubles(kopecks: int) -> str:
+    return f"{kopecks // 100}.{kopecks % 100:02d}"
+
+
+@never_cache
+def order_status_page(request, public_id: str):
+    """GET /orders/<id>/?token=...[&lang=ru|en]: the codes, refreshing itself until the order is final."""
+    order = order_for_customer(public_id=public_id, token=request.GET.get("token", ""))
+    if order is None:
+        raise Http404("No order with this id and token.")
+    lang = request.GET.get("lang", "")
+    if lang in LANGUAGE_CODES:
+        translation.activate(lang)
+        request.LANGUAGE_CODE = lang
+    data = order_status_data(order)
+    for item in data["items"]:
+        item["unit_price_text"] = rubles(item["unit_price"])
+    payment = None
+    if order.status == OrderStatus.NEW:
+        payment = order.payments.exclude(payment_url="").order_by("-id").first()
+    final = order.status in FINAL_ORDER_STATUSES
+    context = {
+        "order": data,
+        "amount_text": rubles(data["amount"]),
+        "refunded_text": rubles(data["refunded_amount"]),
+        "final": final,
+        "refresh_seconds": None if final else settings.STATUS_PAGE_REFRESH_SECONDS,
+        "payment_url": payment.payment_url if payment else "",
+        "codes": [unit["code"] for item in data["items"] for unit in item["units"] if unit["code"]],
+    }
+    context["codes_text"] = "\n".join(context["codes"])
+    return render(request, "orders/status.html", context)
+
+
+@never_cache
+@require_http_methods(["GET", "POST"])
+def sandbox_pay_page(request, payment_id: str):
+    """The sandbox's payment form (TBANK_SANDBOX only): Pay or Decline."""
+    from orders.tbank.sandbox import sandbox_payment_decide
+
+    if not (settings.TBANK_SANDBOX and settings.DEBUG):
+        raise Http404("The T-Bank sandbox is off.")
+    payment = SandboxPayment.objects.filter(payment_id=payment_id).first()
+    if payment is None:
+        raise Http404("No such sandbox payment.")
+    if request.method == "POST":
+        target = sandbox_payment_decide(payment_id=payment.payment_id, pay=request.POST.get("action") == "pay")
+        return HttpResponseRedirect(target or "/")
+    return render(
+        request,
+        "orders/sandbox_pay.html",
+        {"payment": payment, "amount_text": rubles(payment.amount_kopecks), "payable": payment.status == "NEW"},
+    )

@@ -1,0 +1,192 @@
+"""A local stand-in for T-Bank, for development (TBANK_SANDBOX=true, refused unless DEBUG).
+
+`SandboxTBankClient` answers Init, GetState, CheckOrder and Cancel like the bank, from
+SandboxPayment rows (so its payments survive a restart). Init's PaymentURL opens a local page
+(orders.sandbox_views) with "Pay" and "Decline"; pressing one changes the payment's status and
+hands our webhook processing a notification signed with the terminal password exactly as the
+bank signs it, so the rest of the shop cannot tell the sandbox from the bank.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.urls import reverse
+
+from orders.tbank.client import (
+    TBankClient,
+    TBankNotConfigured,
+    TBankRefused,
+)
+from orders.tbank.receipts import receipt_total
+from orders.tbank.signing import sign_notification
+
+PAYABLE = ("NEW", "FORM_SHOWED")
+
+
+class SandboxTBankClient(TBankClient):
+    """TBankClient's interface, answered locally; nothing leaves the process."""
+
+    @classmethod
+    def from_settings(cls) -> SandboxTBankClient:
+        if not settings.DEBUG:
+            raise TBankNotConfigured("TBANK_SANDBOX is for development only: it needs DJANGO_DEBUG=true.", method="")
+        if not settings.TBANK_TERMINAL_KEY or not settings.TBANK_PASSWORD:
+            raise TBankNotConfigured(
+                "TBANK_TERMINAL_KEY and TBANK_PASSWORD must be set, even in the sandbox.", method=""
+            )
+        return cls(terminal_key=settings.TBANK_TERMINAL_KEY, password=settings.TBANK_PASSWORD, base_url="sandbox:")
+
+    def call(self, method: str, payload: dict[str, Any]) -> dict[str, Any]:
+        handler = getattr(self, f"_sandbox_{method}", None)
+        if handler is None:
+            raise TBankRefused(f"Sandbox: unknown method {method}.", method=method, error_code="1")
+        answer = handler(payload)
+        if not answer.get("Success"):
+            raise TBankRefused(
+                f"T-Bank {method} refused: ErrorCode {answer['ErrorCode']} ({answer.get('Message', '')})",
+                method=method,
+                error_code=answer["ErrorCode"],
+                bank_message=answer.get("Message", ""),
+                details=answer.get("Details", ""),
+                answer=answer,
+                request=payload,
+            )
+        return {"TerminalKey": self.terminal_key, **answer}
+
+    @staticmethod
+    def _refusal(code: str, message: str, details: str = "") -> dict[str, Any]:
+        return {"Success": False, "ErrorCode": code, "Message": message, "Details": details}
+
+    def _sandbox_Init(self, body: dict[str, Any]) -> dict[str, Any]:
+        from orders.models import SandboxPayment
+
+        amount = body.get("Amount")
+        if not isinstance(amount, int) or amount <= 0 or not body.get("OrderId"):
+            return self._refusal("2", "Не переданы обязательные параметры")
+        receipt = body.get("Receipt")
+        if receipt is not None:
+            for item in receipt.get("Items", []):
+                if item["Amount"] != item["Price"] * item["Quantity"]:
+                    return self._refusal("334", "Неверные параметры", "Amount != Price x Quantity")
+            if receipt_total(receipt) != amount:
+                return self._refusal("308", "Неверные параметры", "Receipt items total differs from Amount")
+        payment = SandboxPayment.objects.create(
+            payment_id=str(secrets.randbelow(9 * 10**9) + 10**9),
+            order_ref=str(body["OrderId"]),
+            amount_kopecks=amount,
+            description=str(body.get("Description", ""))[:140],
+            notification_url=body.get("NotificationURL", ""),
+            success_url=body.get("SuccessURL", ""),
+            fail_url=body.get("FailURL", ""),
+        )
+        path = reverse("tbank-sandbox-pay", kwargs={"payment_id": payment.payment_id})
+        return {
+            "Success": True,
+            "ErrorCode": "0",
+            "Status": "NEW",
+            "PaymentId": payment.payment_id,
+            "OrderId": payment.order_ref,
+            "Amount": amount,
+            "PaymentURL": f"{settings.PUBLIC_BASE_URL}{path}",
+        }
+
+    def _sandbox_GetState(self, body: dict[str, Any]) -> dict[str, Any]:
+        from orders.models import SandboxPayment
+
+        payment = SandboxPayment.objects.filter(payment_id=str(body.get("PaymentId"))).first()
+        if payment is None:
+            return self._refusal("255", "Платеж не найден")
+        return {
+            "Success": True,
+            "ErrorCode": "0",
+            "Status": payment.status,
+            "PaymentId": payment.payment_id,
+            "OrderId": payment.order_ref,
+            "Amount": payment.amount_kopecks,
+        }
+
+    def _sandbox_CheckOrder(self, body: dict[str, Any]) -> dict[str, Any]:
+        from orders.models import SandboxPayment
+
+        payments = list(SandboxPayment.objects.filter(order_ref=str(body.get("OrderId"))))
+        if not payments:
+            return self._refusal("335", "OrderId не найден")
+        return {
+            "Success": True,
+            "ErrorCode": "0",
+            "OrderId": str(body.get("OrderId")),
+            "Payments": [
+                {
+                    "PaymentId": p.payment_id,
+                    "Amount": p.amount_kopecks,
+                    "Status": p.status,
+                    "Success": "true",
+                    "ErrorCode": 0,
+                }
+                for p in payments
+            ],
+        }
+
+    def _sandbox_Cancel(self, body: dict[str, Any]) -> dict[str, Any]:
+        from orders.models import SandboxPayment
+
+        with transaction.atomic():
+            payment = SandboxPayment.objects.select_for_update().filter(payment_id=str(body.get("PaymentId"))).first()
+            if payment is None:
+                return self._refusal("255", "Платеж не найден")
+            original = payment.amount_kopecks
+            if payment.status in PAYABLE:
+                payment.status = "CANCELED"
+            elif payment.status == "CONFIRMED":
+                payment.status = "REFUNDED"
+            else:
+                return self._refusal("100", "Неверный статус транзакции")
+            payment.save(update_fields=["status", "updated_at"])
+        return {
+            "Success": True,
+            "ErrorCode": "0",
+            "Status": payment.status,
+            "PaymentId": payment.payment_id,
+            "OrderId": payment.order_ref,
+            "OriginalAmount": original,
+            "NewAmount": 0,
+        }
+
+
+def sandbox_payment_decide(*, payment_id: str, pay: bool) -> str:
+    """The customer presses Pay (or Decline) on the sandbox page: the payment's status changes
+    and the webhook processing gets the notifications the bank would send, signed as it signs
+    them. Returns the URL to send the customer to (SuccessURL / FailURL)."""
+    from orders.models import SandboxPayment
+    from orders.services.notifications import payment_notification_process
+
+    with transaction.atomic():
+        payment = SandboxPayment.objects.select_for_update().get(payment_id=payment_id)
+        if payment.status not in PAYABLE:
+            return payment.success_url if payment.status == "CONFIRMED" else payment.fail_url
+        statuses = ["AUTHORIZED", "CONFIRMED"] if pay else ["REJECTED"]
+        payment.status = statuses[-1]
+        payment.save(update_fields=["status", "updated_at"])
+    for status in statuses:
+        payload = {
+            "TerminalKey": settings.TBANK_TERMINAL_KEY,
+            "OrderId": payment.order_ref,
+            "Success": pay,
+            "Status": status,
+            "PaymentId": int(payment.payment_id),
+            "ErrorCode": "0" if pay else "1051",
+            "Amount": payment.amount_kopecks,
+            "CardId": 100001,
+            "Pan": "430000******0777",
+            "ExpDate": "1230",
+        }
+        body = json.dumps(sign_notification(payload, settings.TBANK_PASSWORD)).encode()
+        # In-process rather than an HTTP POST to ourselves: a single-threaded development
+        # server would wait on itself. The bytes and the Token are exactly the bank's.
+        payment_notification_process(body=body, remote_addr=None)
+    return payment.success_url if pay else payment.fail_url

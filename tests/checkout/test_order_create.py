@@ -1,0 +1,357 @@
+"""POST /api/orders: the Init request it sends, validation, idempotent repeats, Init failures and
+unknown outcomes, throttling."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pytest
+from django.utils import timezone
+
+from orders.models import IdempotencyKey, Order, OrderItem, Payment, TBankCall, TBankCallOutcome
+from orders.services.checkout import init_request
+from orders.tbank.client import TBankClient
+from orders.tbank.receipts import receipt_total
+from orders.tbank.signing import compute_token
+from tests.checkout.conftest import order_body
+from tests.fakes.tbank_server import Fault
+
+pytestmark = pytest.mark.django_db
+
+
+def nothing_written() -> bool:
+    return not (Order.objects.exists() or OrderItem.objects.exists() or IdempotencyKey.objects.exists())
+
+
+# --- the Init request -------------------------------------------------------------------------
+
+
+def test_order_is_created_new_and_init_carries_everything_the_issue_lists(bank, post_order, phone_product, settings):
+    settings.TBANK_PAYMENT_TTL_MINUTES = 45
+    before = timezone.now().replace(microsecond=0)
+
+    response = post_order(order_body(phone_product, quantity=3), key="k-1")
+
+    assert response.status_code == 201, response.content
+    body = response.json()
+    order = Order.objects.get()
+    assert order.status == "new" and order.amount_kopecks == 45000
+    assert set(body) == {"id", "status", "amount", "payment_url", "status_url", "access_token", "expires_at"}
+    assert body["id"] == order.public_id and body["status"] == "new" and body["amount"] == 45000
+    assert body["access_token"] == order.access_token
+    status_url = f"https://shop.example.com/orders/{order.public_id}/?token={order.access_token}"
+    assert body["status_url"] == status_url
+    (sent,) = bank.calls("Init")
+    payment = bank.payment_for(order.public_id)
+    assert body["payment_url"] == f"{bank.base_url}/pay/{payment.payment_id}"
+    assert sent["Amount"] == 45000 and sent["OrderId"] == order.public_id
+    assert sent["NotificationURL"] == "https://shop.example.com/api/payments/tbank/notification"
+    assert sent["SuccessURL"] == status_url and sent["FailURL"] == status_url
+    assert sent["DATA"] == {"Email": "buyer@example.com"}
+    assert "Mobile credit 10k x3" in sent["Description"]
+    due = datetime.fromisoformat(sent["RedirectDueDate"])
+    assert sent["RedirectDueDate"][-6:] in ("+00:00",) and len(sent["RedirectDueDate"]) == 25
+    assert before + timedelta(minutes=45) <= due <= timezone.now() + timedelta(minutes=45)
+    assert datetime.fromisoformat(body["expires_at"]) == due
+    receipt = sent["Receipt"]
+    assert receipt["Email"] == "buyer@example.com" and receipt["Taxation"] == settings.TBANK_RECEIPT_TAXATION
+    assert receipt["Items"] == [
+        {
+            "Name": "Mobile credit 10k",
+            "Price": 15000,
+            "Quantity": 3,
+            "Amount": 45000,
+            "Tax": settings.TBANK_RECEIPT_TAX,
+            "PaymentMethod": "full_prepayment",
+            "PaymentObject": "service",
+        }
+    ]
+    stored = Payment.objects.get(order=order)
+    assert stored.payment_id == payment.payment_id and stored.payment_url == body["payment_url"]
+    assert stored.expires_at == due
+    call = TBankCall.objects.get(order=order)
+    assert call.method == "Init" and call.outcome == TBankCallOutcome.OK
+    assert order.access_token not in str(call.request)  # the status links stay out of the audit record
+
+
+def test_the_init_token_is_the_documented_one(bank, phone_product, voucher_product):
+    """TV3 from the reference, then the real request: the fake bank refuses (204) any other Token."""
+    tv3 = TBankClient(terminal_key="MerchantTerminalKey", password="usaf8fw8fsw21g", base_url="http://x/").sign(
+        {"Amount": 19200, "OrderId": "21090", "Description": "Подарочная карта на 1000 рублей", "DATA": {"a": 1}}
+    )
+    assert tv3["Token"] == "0024a00af7c350a3a67ca168ce06502aa72772456662e38696d48b56ee9c97d9"
+    from orders.services.lifecycle import ItemSpec, order_create
+
+    order = order_create(items=[ItemSpec(product=voucher_product, recipient="x")], customer_email="a@b.co")
+    client = TBankClient.from_settings()
+    request = init_request(order)
+    signed = client.sign(
+        {
+            "Amount": request["amount"],
+            "OrderId": request["order_id"],
+            "Description": request["description"],
+            "Receipt": request["receipt"],
+        }
+    )
+    root = {k: v for k, v in signed.items() if k not in ("Receipt", "Token")}
+    assert signed["Token"] == compute_token(root, client._password)
+    answer = client.init(**request)
+    assert answer.payment_id in bank.payments  # accepted: the Token and the receipt were right
+
+
+def test_receipt_items_add_up_to_the_amount(bank, post_order, phone_product, voucher_product):
+    body = {
+        "email": "buyer@example.com",
+        "items": [
+            {"product": phone_product.pk, "quantity": 2, "recipient": "0812345678"},
+            {"product": voucher_product.pk, "quantity": 3, "recipient": "me@example.com"},
+        ],
+    }
+    response = post_order(body)
+    assert response.status_code == 201, response.content
+    (sent,) = bank.calls("Init")
+    items = sent["Receipt"]["Items"]
+    assert [(i["Price"], i["Quantity"], i["Amount"]) for i in items] == [(15000, 2, 30000), (55000, 3, 165000)]
+    assert receipt_total(sent["Receipt"]) == sent["Amount"] == 195000 == response.json()["amount"]
+
+
+def test_no_receipt_when_the_terminal_has_no_kassa(bank, post_order, phone_product, settings):
+    settings.TBANK_RECEIPT_ENABLED = False
+    assert post_order(order_body(phone_product)).status_code == 201
+    assert "Receipt" not in bank.calls("Init")[0]
+
+
+def test_catalogue_lists_active_products_with_recipient_rules(client, phone_product, voucher_product):
+    voucher_product.is_active = False
+    voucher_product.save()
+    response = client.get("/api/products")
+    assert response.status_code == 200
+    assert response.json() == [
+        {
+            "id": phone_product.pk,
+            "name": "Mobile credit 10k",
+            "price": 15000,
+            "currency": "RUB",
+            "recipient_label": "Phone number",
+            "recipient_pattern": "08[0-9]{8,11}",
+        }
+    ]
+
+
+# --- validation ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("mutate", "path", "fragment"),
+    [
+        (lambda b, p: b.update(email="not-an-email"), ("email",), "valid email"),
+        (lambda b, p: b.pop("email"), ("email",), "required"),
+        (lambda b, p: b.update(items=[]), ("items",), "empty"),
+        (lambda b, p: b["items"][0].update(product=999999), ("items", 0, "product"), "No product with id 999999"),
+        (lambda b, p: b["items"][0].update(quantity=0), ("items", "0", "quantity"), "greater than or equal to 1"),
+        (lambda b, p: b["items"][0].update(quantity=21), ("items", "0", "quantity"), "At most 20 units"),
+        (lambda b, p: b["items"][0].update(quantity="2"), ("items", "0", "quantity"), "whole number"),
+        (lambda b, p: b["items"][0].update(quantity=True), ("items", "0", "quantity"), "whole number"),
+        (lambda b, p: b["items"][0].update(quantity=1.5), ("items", "0", "quantity"), "whole number"),
+        (lambda b, p: b["items"][0].update(recipient="12345"), ("items", 0, "recipient"), "valid Phone number"),
+        (lambda b, p: b["items"][0].update(recipient="   "), ("items", "0", "recipient"), "blank"),
+        (lambda b, p: b["items"][0].update(colour="red"), ("items", "0", "colour"), "Unknown field"),
+        (lambda b, p: b.update(coupon="X"), ("coupon",), "Unknown field"),
+    ],
+)
+def test_each_bad_field_is_named_and_nothing_is_written_or_sent(
+    bank, post_order, phone_product, mutate, path, fragment
+):
+    body = order_body(phone_product)
+    mutate(body, phone_product)
+    response = post_order(body, key="same-key")
+    assert response.status_code == 400, response.content
+    error = response.json()
+    for step in path:
+        error = error[step]
+    assert fragment in " ".join(error), response.json()
+    assert nothing_written() and not bank.requests
+
+
+def test_an_inactive_product_is_refused(bank, post_order, phone_product):
+    phone_product.is_active = False
+    phone_product.save()
+    response = post_order(order_body(phone_product))
+    assert response.status_code == 400
+    assert "is on sale" in response.json()["items"][0]["product"][0]
+    assert nothing_written()
+
+
+def test_units_across_items_are_capped_by_order_max_units(bank, post_order, phone_product, settings):
+    settings.ORDER_MAX_UNITS = 5
+    body = order_body(phone_product, quantity=3)
+    body["items"].append(dict(body["items"][0]))
+    response = post_order(body)
+    assert response.status_code == 400
+    assert response.json() == {"items": ["An order holds at most 5 units; this one has 6."]}
+    assert nothing_written()
+
+
+def test_a_bad_idempotency_key_header_is_refused(bank, post_order, phone_product):
+    response = post_order(order_body(phone_product), key="has space")
+    assert response.status_code == 400 and "Idempotency-Key" in response.json()
+    assert nothing_written()
+
+
+# --- idempotency ----------------------------------------------------------------------------------
+
+
+def test_same_key_and_body_get_the_same_answer_without_a_second_order_or_init(bank, post_order, phone_product):
+    first = post_order(order_body(phone_product), key="abc-1")
+    again = post_order(order_body(phone_product), key="abc-1")
+    assert first.status_code == again.status_code == 201
+    assert again.json() == first.json()
+    assert Order.objects.count() == 1 and len(bank.calls("Init")) == 1
+
+
+def test_key_order_and_spacing_of_the_body_do_not_matter(bank, post_order, phone_product):
+    first = post_order(order_body(phone_product), key="abc-2")
+    body = '{ "items": [{"recipient": "0812345678", "quantity": 1, "product": %d}], "email": "buyer@example.com" }'
+    again = post_order(body % phone_product.pk, key="abc-2")
+    assert again.status_code == 201 and again.json() == first.json()
+
+
+def test_same_key_with_another_body_is_refused(bank, post_order, phone_product):
+    assert post_order(order_body(phone_product), key="abc-3").status_code == 201
+    other = post_order(order_body(phone_product, quantity=2), key="abc-3")
+    assert other.status_code == 422
+    assert other.json()["code"] == "idempotency_key_reused" and "different request body" in other.json()["detail"]
+    assert Order.objects.count() == 1 and len(bank.calls("Init")) == 1
+
+
+def test_without_a_key_each_request_is_a_new_order(bank, post_order, phone_product):
+    assert post_order(order_body(phone_product)).status_code == 201
+    assert post_order(order_body(phone_product)).status_code == 201
+    assert Order.objects.count() == 2
+
+
+def test_a_key_being_processed_answers_409(bank, post_order, phone_product):
+    assert post_order(order_body(phone_product), key="busy").status_code == 201
+    record = IdempotencyKey.objects.get()
+    IdempotencyKey.objects.filter(pk=record.pk).update(response_status=None, init_started_at=timezone.now())
+    response = post_order(order_body(phone_product), key="busy")
+    assert response.status_code == 409 and response.json()["code"] == "idempotency_key_in_progress"
+    assert len(bank.calls("Init")) == 1
+
+
+def test_a_lost_race_on_the_key_creates_no_second_order(bank, phone_product):
+    """Two requests with one key: the second insert of the key fails on the unique constraint,
+    its order is rolled back with it, and it answers as a repeat."""
+    from orders.services.checkout import checkout_request_hash, order_checkout
+    from orders.services.lifecycle import ItemSpec
+
+    items = [ItemSpec(product=phone_product, recipient="0812345678")]
+    first = order_checkout(items=items, email="a@b.co", idempotency_key="race", request_hash=checkout_request_hash(1))
+    second = order_checkout(items=items, email="a@b.co", idempotency_key="race", request_hash=checkout_request_hash(1))
+    assert first == second and Order.objects.count() == 1 and len(bank.calls("Init")) == 1
+
+
+# --- Init failures ----------------------------------------------------------------------------------
+
+
+def test_init_refused_answers_503_keeps_the_order_new_and_a_repeat_pays_it(bank, post_order, phone_product):
+    bank.inject("Init", Fault("refuse", error_code="9999", message="Внутренняя ошибка системы"))
+    failed = post_order(order_body(phone_product), key="retry-1")
+    assert failed.status_code == 503
+    assert failed.json()["code"] == "payment_unavailable"
+    assert "refused" in failed.json()["detail"] and "9999" in failed.json()["detail"]
+    order = Order.objects.get()
+    assert order.status == "new" and not order.payments.exists()
+    assert TBankCall.objects.get().outcome == TBankCallOutcome.REFUSED
+
+    again = post_order(order_body(phone_product), key="retry-1")
+    assert again.status_code == 201 and again.json()["id"] == order.public_id
+    assert Order.objects.count() == 1 and len(bank.calls("Init")) == 2
+    assert not bank.calls("CheckOrder")  # a refusal created nothing: no need to ask
+    assert post_order(order_body(phone_product), key="retry-1").json() == again.json()
+
+
+def test_init_timeout_answers_503_and_the_repeat_cancels_the_unreachable_payment_first(bank, post_order, phone_product):
+    bank.inject("Init", Fault("lose_answer", delay=2.0))  # the bank creates it; the answer comes too late
+    failed = post_order(order_body(phone_product), key="timeout-1")
+    assert failed.status_code == 503 and "did not answer" in failed.json()["detail"]
+    order = Order.objects.get()
+    assert order.status == "new"
+    (lost,) = bank.payments.values()
+    assert lost.status == "NEW"
+
+    again = post_order(order_body(phone_product), key="timeout-1")
+
+    assert again.status_code == 201, again.content
+    assert [name for name, _ in bank.requests] == ["Init", "CheckOrder", "Cancel", "Init"]
+    assert lost.status == "CANCELED"
+    live = [p for p in bank.payments.values() if p.status == "NEW"]
+    assert len(live) == 1 and again.json()["payment_url"].endswith(live[0].payment_id)
+    assert set(Payment.objects.values_list("payment_id", "bank_status")) == {
+        (lost.payment_id, "CANCELED"),
+        (live[0].payment_id, "NEW"),
+    }
+    assert list(TBankCall.objects.values_list("method", "outcome")) == [
+        ("Init", "unknown"),
+        ("CheckOrder", "ok"),
+        ("Cancel", "ok"),
+        ("Init", "ok"),
+    ]
+
+
+def test_an_http_500_is_an_unknown_outcome_and_checkorder_finds_nothing(bank, post_order, phone_product):
+    bank.inject("Init", Fault("http500"))
+    assert post_order(order_body(phone_product), key="500").status_code == 503
+    again = post_order(order_body(phone_product), key="500")
+    assert again.status_code == 201
+    assert [name for name, _ in bank.requests] == ["Init", "CheckOrder", "Init"]
+
+
+def test_when_checkorder_fails_no_new_init_is_made(bank, post_order, phone_product):
+    bank.inject("Init", Fault("http500"))
+    assert post_order(order_body(phone_product), key="co").status_code == 503
+    bank.inject("CheckOrder", Fault("http500"))
+    second = post_order(order_body(phone_product), key="co")
+    assert second.status_code == 503 and "could not be verified" in second.json()["detail"]
+    assert [name for name, _ in bank.requests] == ["Init", "CheckOrder"]
+    assert post_order(order_body(phone_product), key="co").status_code == 201
+
+
+def test_a_payment_captured_behind_a_lost_init_pays_the_order_instead_of_a_new_init(bank, post_order, phone_product):
+    bank.inject("Init", Fault("lose_answer", delay=2.0))
+    assert post_order(order_body(phone_product), key="paid-lost").status_code == 503
+    (lost,) = bank.payments.values()
+    lost.status = "CONFIRMED"  # paid somehow; its notification never reached us
+
+    again = post_order(order_body(phone_product), key="paid-lost")
+
+    assert again.status_code == 201 and again.json()["status"] == "paid"
+    assert len(bank.calls("Init")) == 1 and not bank.calls("Cancel")
+    order = Order.objects.get()
+    assert order.status == "paid" and order.payment_id == lost.payment_id
+    assert order.notifications.get().source == "polling"
+
+
+def test_payments_not_configured_answers_503(bank, post_order, phone_product, settings):
+    settings.TBANK_PASSWORD = ""
+    response = post_order(order_body(phone_product))
+    assert response.status_code == 503 and "not configured" in response.json()["detail"]
+    assert "test-terminal-password" not in response.content.decode()
+
+
+# --- throttling -------------------------------------------------------------------------------
+
+
+def test_order_creation_is_throttled_per_client_address(bank, post_order, phone_product, settings):
+    from orders.api.views import OrderCreateThrottle
+
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"order_create": "2/min"}}
+    OrderCreateThrottle.THROTTLE_RATES = {"order_create": "2/min"}
+    try:
+        codes = [post_order(order_body(phone_product), REMOTE_ADDR="10.0.0.1").status_code for _ in range(3)]
+        other = post_order(order_body(phone_product), REMOTE_ADDR="10.0.0.2").status_code
+    finally:
+        from rest_framework.settings import api_settings
+
+        OrderCreateThrottle.THROTTLE_RATES = api_settings.DEFAULT_THROTTLE_RATES
+    assert codes == [201, 201, 429] and other == 201
