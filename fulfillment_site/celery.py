@@ -21,6 +21,11 @@ def _schedule_periodic_tasks(sender: Celery, **kwargs) -> None:
         sender.signature("fulfillment.reconcile_paid_orders"),
         name="reconcile paid orders",
     )
+    sender.add_periodic_task(
+        float(settings.FULFILLMENT_RECONCILE_INTERVAL_SECONDS),
+        sender.signature("orders.reconcile_refunds"),
+        name="reconcile refunds",
+    )
 
 
 @worker_init.connect

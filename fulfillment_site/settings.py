@@ -134,6 +134,20 @@ TBANK_TRUST_X_FORWARDED_FOR = env.bool("TBANK_TRUST_X_FORWARDED_FOR", default=Fa
 TBANK_API_URL = env("TBANK_API_URL", default="https://securepay.tinkoff.ru/v2/")
 # Seconds to wait for the bank's answer; past it the outcome is unknown and is checked before any repeat.
 TBANK_TIMEOUT_SECONDS = env.float("TBANK_TIMEOUT_SECONDS", default=15.0)
+# Receipts (54-FZ) sent with a partial refund: the terminal's taxation system and the items' VAT.
+TBANK_RECEIPT_TAXATION = env("TBANK_RECEIPT_TAXATION", default="usn_income")
+TBANK_RECEIPT_TAX = env("TBANK_RECEIPT_TAX", default="none")
+
+# --- Refunds ----------------------------------------------------------------------------------
+# auto: units that cannot be delivered are refunded by the service once nothing of the order is
+# still in progress; staff: nothing is sent until staff run "Refund undelivered units".
+REFUND_POLICY = env("REFUND_POLICY", default="auto")
+# How long a worker may hold a refund it is sending before it is considered dead (its Cancel is
+# then checked with GetState before any repeat). Longer than TBANK_TIMEOUT_SECONDS.
+REFUND_CLAIM_SECONDS = env.int("REFUND_CLAIM_SECONDS", default=120)
+# Wait between two GetState checks of a refund whose outcome is unknown.
+REFUND_CHECK_INTERVAL_SECONDS = env.int("REFUND_CHECK_INTERVAL_SECONDS", default=60)
+
 # Raw bodies above this size are stored truncated (audit records must not grow unbounded).
 PAYMENT_NOTIFICATION_MAX_STORED_BYTES = env.int("PAYMENT_NOTIFICATION_MAX_STORED_BYTES", default=16384)
 
@@ -161,6 +175,9 @@ MOCK_FULFILLMENT_DELAY_MAX = env.float("MOCK_FULFILLMENT_DELAY_MAX", default=3.0
 MOCK_FULFILLMENT_SUCCESS_RATE = env.float("MOCK_FULFILLMENT_SUCCESS_RATE", default=0.95)
 MOCK_FULFILLMENT_PENDING_RATE = env.float("MOCK_FULFILLMENT_PENDING_RATE", default=0.0)
 MOCK_FULFILLMENT_SEED = env.int("MOCK_FULFILLMENT_SEED", default=None)
+# Recipients the Mock refuses permanently (an undeliverable unit, for tests and demos); an entry
+# ending in "*" is a prefix: "FAIL-*" refuses every recipient starting with FAIL-.
+MOCK_FULFILLMENT_FAIL_RECIPIENTS = env.list("MOCK_FULFILLMENT_FAIL_RECIPIENTS", default=[])
 
 # Digiflazz buyer API.
 DIGIFLAZZ_USERNAME = env("DIGIFLAZZ_USERNAME", default="")

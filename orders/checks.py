@@ -27,3 +27,16 @@ def tbank_allowed_networks_check(app_configs, **kwargs) -> list[checks.CheckMess
     except PaymentConfigurationError as exc:
         return [checks.Error(str(exc), id="orders.E001", hint="Fix TBANK_ALLOWED_NETWORKS or leave it empty.")]
     return []
+
+
+@checks.register()
+def refund_policy_check(app_configs, **kwargs) -> list[checks.CheckMessage]:
+    if settings.REFUND_POLICY in ("auto", "staff"):
+        return []
+    return [
+        checks.Error(
+            f"REFUND_POLICY is {settings.REFUND_POLICY!r}; it must be auto or staff.",
+            id="orders.E002",
+            hint="auto refunds undeliverable units by itself; staff waits for the admin action.",
+        )
+    ]

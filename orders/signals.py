@@ -6,3 +6,6 @@ from django.dispatch import Signal
 order_paid = Signal()
 # kwargs: order_id. Sent when an order becomes REFUNDED.
 order_refunded = Signal()
+# kwargs: refund_id, order_id. Sent once the transaction that settled a refund (the bank
+# returned the money) has committed: the hook for the customer's email (orders.refund_emails).
+refund_settled = Signal()
