@@ -259,7 +259,8 @@ def _double_payment(order: Order, payload: dict[str, Any], payment_id: str, outc
         return outcome(
             200,
             NotificationVerdict.NEEDS_REVIEW,
-            f"PaymentId {payment_id} is recorded for order {payment.order_id}, not order {order.pk}: check both orders.",
+            f"PaymentId {payment_id} is recorded for order {payment.order_id}, not order {order.pk}: "
+            "check both orders.",
         )
     if payment is None or payment.captured_at is None:
         _payment_captured(order, payment_id, payload["Amount"])
@@ -323,7 +324,8 @@ def _money_returned(order: Order, payload: dict[str, Any], status: str, payment_
     payment = _payment_of(order, payment_id)
     if payment is None:
         if not full:
-            return outcome(200, NotificationVerdict.NEEDS_REVIEW, f"{status} recorded; partial refunds need staff review.")
+            detail = f"{status} recorded; partial refunds need staff review."
+            return outcome(200, NotificationVerdict.NEEDS_REVIEW, detail)
         if order.payment_id and payment_id and payment_id != order.payment_id:
             return outcome(
                 200,

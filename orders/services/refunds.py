@@ -94,7 +94,8 @@ def unit_customer_status(*, status: str) -> str:
     try:
         return _CUSTOMER_UNIT_STATUS[status]
     except KeyError:
-        raise ValueError(f"{status!r} is not a delivery status; use one of {', '.join(DeliveryStatus.values)}.") from None
+        known = ", ".join(DeliveryStatus.values)
+        raise ValueError(f"{status!r} is not a delivery status; use one of {known}.") from None
 
 
 # --- the order's books -----------------------------------------------------------------------
@@ -350,7 +351,10 @@ def _double_payment_receipt(order: Order, amount: int) -> dict[str, Any] | None:
         return None
     line = ReceiptLine(name=f"Order {order.public_id}: second payment", price=amount, quantity=1)
     return receipt_build(
-        lines=[line], email=order.customer_email, taxation=settings.TBANK_RECEIPT_TAXATION, tax=settings.TBANK_RECEIPT_TAX
+        lines=[line],
+        email=order.customer_email,
+        taxation=settings.TBANK_RECEIPT_TAXATION,
+        tax=settings.TBANK_RECEIPT_TAX,
     )
 
 
@@ -390,9 +394,7 @@ def order_settle_undelivered(*, order_id: int) -> str:
     that cannot be delivered, then close the order if it is done. Returns the order's status."""
     if settings.REFUND_POLICY == "auto":
         try:
-            refund_decide_undelivered(
-                order_id=order_id, decided_by="system: undeliverable units (REFUND_POLICY=auto)"
-            )
+            refund_decide_undelivered(order_id=order_id, decided_by="system: undeliverable units (REFUND_POLICY=auto)")
         except RefundNotPossible as exc:
             logger.info("No automatic refund: %s", exc)
     return order_settle(order_id=order_id)
@@ -556,7 +558,9 @@ def _cancel(refund: Refund, token: str, client: TBankClient) -> str | None:
         )  # fmt: skip
         _refuse(refund, token, code="config", message=str(exc))
         return None
-    _attempt(refund, method="Cancel", request=request, answer=answer.raw, outcome="succeeded", started=started, clock=clock)
+    _attempt(
+        refund, method="Cancel", request=request, answer=answer.raw, outcome="succeeded", started=started, clock=clock
+    )
     refund_mark_succeeded(refund_id=refund.pk, bank_status=answer.status, via="the Cancel answer")
     return None
 
@@ -618,9 +622,10 @@ def _check(refund: Refund, token: str, client: TBankClient) -> str | None:
         elif bank_refunded <= known:
             verdict, detail = "not_refunded", f"the bank reports {state.status}: our Cancel was not made"
         else:
-            verdict, detail = "unclear", (
-                f"the bank reports {state.status} with {bank_refunded} kopecks returned, we know of {known} and this "
-                f"refund is {refund.amount_kopecks}: check the payment in the T-Bank portal"
+            verdict = "unclear"
+            detail = (
+                f"the bank reports {state.status} with {bank_refunded} kopecks returned, we know of {known} "
+                f"and this refund is {refund.amount_kopecks}: check the payment in the T-Bank portal"
             )
         _attempt(
             refund, method="GetState", request=request, answer=state.raw, outcome=verdict, started=started,
@@ -673,7 +678,9 @@ def refund_mark_succeeded(*, refund_id: int, bank_status: str = "", via: str = "
         )
         order_settle(order_id=refund.order_id)
         order_id = refund.order_id
-        transaction.on_commit(lambda: signals.refund_settled.send(sender=Refund, refund_id=refund_id, order_id=order_id))
+        transaction.on_commit(
+            lambda: signals.refund_settled.send(sender=Refund, refund_id=refund_id, order_id=order_id)
+        )
     logger.info("Refund %s of order %s succeeded (%s)", refund_id, refund.order_id, via)
     return True
 
@@ -778,9 +785,8 @@ def refund_notification_apply(
             _settle_from_notification(refund, status=status, payload=payload)
         rest = new - total
         if rest > 0:  # a full refund: whatever ours did not cover was refunded in the portal
-            return RefundMatch(
-                "ours", refunds=matched, portal_amount=rest, portal_refund=portal_refund_record(order, payment, rest, status)
-            )
+            portal = portal_refund_record(order, payment, rest, status)
+            return RefundMatch("ours", refunds=matched, portal_amount=rest, portal_refund=portal)
         return RefundMatch("ours", refunds=matched)
     return RefundMatch("portal", portal_amount=new, portal_refund=portal_refund_record(order, payment, new, status))
 
@@ -818,7 +824,9 @@ def portal_refund_record(order: Order, payment: Payment, amount: int, status: st
     Payment.objects.filter(pk=payment.pk).update(
         refunded_kopecks=F("refunded_kopecks") + amount, bank_status=status[:40]
     )
-    logger.warning("Order %s: %s kopecks of PaymentId %s refunded outside the service", order.pk, amount, payment.payment_id)
+    logger.warning(
+        "Order %s: %s kopecks of PaymentId %s refunded outside the service", order.pk, amount, payment.payment_id
+    )
     return refund
 
 
