@@ -12,6 +12,13 @@ The Delivery status machine (its transitions live in fulfillment.services):
     PENDING --check refused (configuration fault, rate limit)--> PENDING, same reference
     SENDING/PENDING of a refunded order --failure--> CANCELLED
     FAILED --staff retry (new reference)--> WAITING
+    FAILED --refund decided (same transaction as the Refund)--> REFUNDING --refund succeeded--> REFUNDED
+
+A unit leaves FAILED by one conditional UPDATE (`WHERE status = 'failed'`), whether to WAITING
+(a staff retry) or to REFUNDING (a refund decision), so a refunded unit is never delivered
+and a unit being retried is never refunded. Only FAILED units are ever refunded by us, so a
+delivered unit never is; a refund made in the bank's portal links the units it covers
+(`refund`) whatever their status.
 
 A reference is re-used for every check of one purchase and replaced only after a final
 failure of that purchase, which is what keeps a unit from being bought twice.
@@ -30,9 +37,13 @@ class DeliveryStatus(models.TextChoices):
     DELIVERED = "delivered", "Delivered"
     FAILED = "failed", "Failed (needs staff)"
     CANCELLED = "cancelled", "Cancelled (refunded before sending)"
+    REFUNDING = "refunding", "Refund decided (never delivered)"
+    REFUNDED = "refunded", "Refunded"
 
 
 OPEN_STATUSES = (DeliveryStatus.WAITING, DeliveryStatus.SENDING, DeliveryStatus.PENDING)
+#: Units whose money goes (or went) back to the customer.
+REFUND_STATUSES = (DeliveryStatus.REFUNDING, DeliveryStatus.REFUNDED)
 
 
 class Delivery(models.Model):
@@ -58,6 +69,14 @@ class Delivery(models.Model):
     claim_token = models.CharField(max_length=64, blank=True)
     claim_expires_at = models.DateTimeField(null=True, blank=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
+    refund = models.ForeignKey(
+        "orders.Refund",
+        null=True,
+        blank=True,
+        related_name="units",
+        on_delete=models.PROTECT,
+        help_text="The refund that returns this unit's price; set once, never changed.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -66,6 +85,11 @@ class Delivery(models.Model):
         verbose_name_plural = "deliveries"
         constraints = [
             models.UniqueConstraint(fields=["item", "unit_index"], name="one_delivery_per_unit"),
+            # A unit we refund is one that was never delivered: REFUNDING/REFUNDED need a refund.
+            models.CheckConstraint(
+                condition=~Q(status__in=["refunding", "refunded"]) | Q(refund__isnull=False),
+                name="refunded_unit_has_refund",
+            ),
         ]
         indexes = [
             models.Index(

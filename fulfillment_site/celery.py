@@ -31,6 +31,11 @@ def _schedule_periodic_tasks(sender: Celery, **kwargs) -> None:
         sender.signature("orders.requeue_customer_emails"),
         name="re-queue customer emails whose task was lost",
     )
+    sender.add_periodic_task(
+        float(settings.FULFILLMENT_RECONCILE_INTERVAL_SECONDS),
+        sender.signature("orders.reconcile_refunds"),
+        name="reconcile refunds",
+    )
 
 
 @worker_init.connect

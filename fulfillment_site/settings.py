@@ -199,6 +199,17 @@ PAYMENT_POLL_AFTER_SECONDS = env.int("PAYMENT_POLL_AFTER_SECONDS", default=300)
 PAYMENT_POLL_EVERY_SECONDS = env.int("PAYMENT_POLL_EVERY_SECONDS", default=300)
 PAYMENT_POLL_BATCH = env.int("PAYMENT_POLL_BATCH", default=50)
 PAYMENT_POLL_INTERVAL_SECONDS = env.int("PAYMENT_POLL_INTERVAL_SECONDS", default=60)
+
+# --- Refunds ----------------------------------------------------------------------------------
+# auto: units that cannot be delivered are refunded by the service once nothing of the order is
+# still in progress; staff: nothing is sent until staff run "Refund undelivered units".
+REFUND_POLICY = env("REFUND_POLICY", default="auto")
+# How long a worker may hold a refund it is sending before it is considered dead (its Cancel is
+# then checked with GetState before any repeat). Longer than TBANK_TIMEOUT_SECONDS.
+REFUND_CLAIM_SECONDS = env.int("REFUND_CLAIM_SECONDS", default=120)
+# Wait between two GetState checks of a refund whose outcome is unknown.
+REFUND_CHECK_INTERVAL_SECONDS = env.int("REFUND_CHECK_INTERVAL_SECONDS", default=60)
+
 # Raw bodies above this size are stored truncated (audit records must not grow unbounded).
 PAYMENT_NOTIFICATION_MAX_STORED_BYTES = env.int("PAYMENT_NOTIFICATION_MAX_STORED_BYTES", default=16384)
 
@@ -226,6 +237,9 @@ MOCK_FULFILLMENT_DELAY_MAX = env.float("MOCK_FULFILLMENT_DELAY_MAX", default=3.0
 MOCK_FULFILLMENT_SUCCESS_RATE = env.float("MOCK_FULFILLMENT_SUCCESS_RATE", default=0.95)
 MOCK_FULFILLMENT_PENDING_RATE = env.float("MOCK_FULFILLMENT_PENDING_RATE", default=0.0)
 MOCK_FULFILLMENT_SEED = env.int("MOCK_FULFILLMENT_SEED", default=None)
+# Recipients the Mock refuses permanently (an undeliverable unit, for tests and demos); an entry
+# ending in "*" is a prefix: "FAIL-*" refuses every recipient starting with FAIL-.
+MOCK_FULFILLMENT_FAIL_RECIPIENTS = env.list("MOCK_FULFILLMENT_FAIL_RECIPIENTS", default=[])
 
 # Digiflazz buyer API.
 DIGIFLAZZ_USERNAME = env("DIGIFLAZZ_USERNAME", default="")

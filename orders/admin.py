@@ -15,6 +15,7 @@ from django.utils.html import format_html
 
 from fulfillment.admin import DeliveryAttemptInline, DeliveryInline, ReadOnlyAdminMixin, retry_fulfillment
 from fulfillment.models import Delivery, DeliveryStatus
+from orders.admin_refunds import extend_order_admin
 from orders.models import CustomerEmail, Order, OrderItem, Payment, PaymentNotification, Product, TBankCall
 from orders.services.emails import customer_email_enqueue
 from orders.state import OrderStatus
@@ -231,6 +232,9 @@ class OrderAdmin(admin.ModelAdmin):
     @admin.display(description="Units delivered / total")
     def units(self, obj: Order) -> str:
         return f"{obj.units_delivered} / {obj.units_total}"
+
+
+extend_order_admin(OrderAdmin)
 
 
 @admin.register(PaymentNotification)

@@ -55,3 +55,16 @@ def public_base_url_check(app_configs, **kwargs) -> list[checks.CheckMessage]:
             )
         ]
     return []
+
+
+@checks.register()
+def refund_policy_check(app_configs, **kwargs) -> list[checks.CheckMessage]:
+    if settings.REFUND_POLICY in ("auto", "staff"):
+        return []
+    return [
+        checks.Error(
+            f"REFUND_POLICY is {settings.REFUND_POLICY!r}; it must be auto or staff.",
+            id="orders.E004",
+            hint="auto refunds undeliverable units by itself; staff waits for the admin action.",
+        )
+    ]

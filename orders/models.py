@@ -1,13 +1,16 @@
-"""Products, orders, order items and the audit log of payment notifications."""
+"""Products, orders, order items, payments, refunds, customer emails and the audit of bank traffic."""
 
 from __future__ import annotations
 
 import re
 import secrets
+import uuid
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 
+from orders.refund_state import RefundState
 from orders.state import OrderStatus
 
 
@@ -27,6 +30,11 @@ def new_public_id() -> str:
     """A random order id for the outside world (the OrderId sent to T-Bank, the customer's URLs):
     not sequential, so one order's id tells nothing about another's."""
     return secrets.token_hex(12)
+
+
+def new_external_request_id() -> str:
+    """A refund's own random id, sent to T-Bank as ExternalRequestId (UUID v4, as «Долями» requires)."""
+    return str(uuid.uuid4())
 
 
 class Product(models.Model):
@@ -301,12 +309,14 @@ class EmailState(models.TextChoices):
 class CustomerEmail(models.Model):
     """The outbox: one email to a customer, created in the transaction of the event it reports.
 
-    `(order, kind, send_no)` is unique: the automatic email of an event is send_no 0, so it
-    exists at most once whatever is retried; staff re-sends get the next numbers.
+    `(order, kind, event, send_no)` is unique: the automatic email of an event is send_no 0, so
+    it exists at most once whatever is retried; staff re-sends get the next numbers. `event`
+    tells apart events of one kind on one order (each refund: `refund-<id>`).
     """
 
     order = models.ForeignKey(Order, related_name="emails", on_delete=models.PROTECT)
     kind = models.CharField(max_length=30)
+    event = models.CharField(max_length=40, blank=True, default="", help_text="Which event of this kind, if several.")
     send_no = models.PositiveIntegerField(default=0, help_text="0: the automatic email; 1, 2...: staff re-sends.")
     to = models.EmailField(blank=True, help_text="Filled from the order when the email is sent.")
     state = models.CharField(max_length=10, choices=EmailState.choices, default=EmailState.PENDING, db_index=True)
@@ -321,7 +331,7 @@ class CustomerEmail(models.Model):
     class Meta:
         ordering = ["id"]
         constraints = [
-            models.UniqueConstraint(fields=["order", "kind", "send_no"], name="one_customer_email_per_send"),
+            models.UniqueConstraint(fields=["order", "kind", "event", "send_no"], name="one_customer_email_per_send"),
         ]
         permissions = [("resend_customer_email", "Can send the codes email again")]
 
@@ -349,3 +359,99 @@ class SandboxPayment(models.Model):
 
     def __str__(self) -> str:
         return f"Sandbox payment {self.payment_id} ({self.status})"
+
+
+class RefundReason(models.TextChoices):
+    UNDELIVERABLE = "undeliverable", "Units that could not be delivered"
+    DOUBLE_PAYMENT = "double_payment", "Second payment for an order already paid"
+    STAFF = "staff", "Decided by staff"
+    PORTAL = "portal", "Made in the bank's portal (recorded, not sent by us)"
+
+
+class Refund(models.Model):
+    """Money returned to the customer: one decision, sent to T-Bank as one Cancel.
+
+    Created in the same transaction as the decision (with its units moved to REFUNDING), sent
+    by a worker after commit; `orders.refund_state` is the only writer of `state`. Refunds made
+    in the bank's portal are recorded here too (reason PORTAL, born SUCCEEDED), so that the
+    books of an order add up whoever returned the money.
+    """
+
+    order = models.ForeignKey(Order, related_name="refunds", on_delete=models.PROTECT)
+    payment = models.ForeignKey(Payment, related_name="refunds", on_delete=models.PROTECT)
+    amount_kopecks = models.PositiveBigIntegerField()
+    reason = models.CharField(max_length=20, choices=RefundReason.choices)
+    decided_by = models.CharField(max_length=150, help_text='A staff username, or "system: <why>".')
+    decided_by_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, related_name="+", on_delete=models.SET_NULL
+    )
+    state = models.CharField(max_length=20, choices=RefundState.choices, default=RefundState.DECIDED, db_index=True)
+    external_request_id = models.CharField(
+        "ExternalRequestId",
+        max_length=64,
+        unique=True,
+        default=new_external_request_id,
+        editable=False,
+        help_text="Sent with every Cancel of this refund: the bank refunds once per id.",
+    )
+    full = models.BooleanField(default=False, help_text="Cancel of the whole payment (no Amount, no Receipt).")
+    receipt = models.JSONField(null=True, blank=True, help_text="Receipt sent with a partial Cancel.")
+    claim_token = models.CharField(max_length=64, blank=True)
+    claim_expires_at = models.DateTimeField(null=True, blank=True)
+    next_check_at = models.DateTimeField(null=True, blank=True)
+    queued_at = models.DateTimeField(null=True, blank=True)
+    cancel_calls = models.PositiveIntegerField(default=0)
+    state_checks = models.PositiveIntegerField(default=0)
+    bank_status = models.CharField(max_length=40, blank=True)
+    last_error_code = models.CharField(max_length=20, blank=True)
+    last_message = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    settled_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-id"]
+        permissions = [("refund_undelivered_units", "Can refund undelivered units of paid orders")]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(amount_kopecks__gt=0), name="refund_amount_positive"),
+            # A double payment is refunded once, however many times its CONFIRMED arrives.
+            models.UniqueConstraint(
+                fields=["payment"], condition=models.Q(reason="double_payment"), name="one_double_payment_refund"
+            ),
+        ]
+        indexes = [models.Index(fields=["payment", "state"], name="refund_payment_state")]
+
+    def __str__(self) -> str:
+        return f"Refund {self.pk} of order {self.order_id}: {self.amount_kopecks / 100:.2f} RUB ({self.state})"
+
+    def save(self, *args, **kwargs) -> None:
+        # Like Order.status: the state column is written only by orders.refund_state.
+        if not self._state.adding:
+            update_fields = kwargs.get("update_fields")
+            if update_fields is None:
+                update_fields = [f.attname for f in self._meta.concrete_fields if not f.primary_key]
+            kwargs["update_fields"] = [name for name in update_fields if name != "state"]
+        super().save(*args, **kwargs)
+
+
+class RefundAttempt(models.Model):
+    """One call to T-Bank for a refund (Cancel or GetState), or a notification that settled it."""
+
+    refund = models.ForeignKey(Refund, related_name="attempts", on_delete=models.PROTECT)
+    method = models.CharField(max_length=20, help_text="Cancel, GetState or Notification.")
+    request = models.JSONField(default=dict, blank=True, help_text="What we sent, without Token or Password.")
+    answer = models.JSONField(default=dict, blank=True, help_text="What the bank answered, without Token.")
+    outcome = models.CharField(max_length=20, help_text="succeeded, refused, unavailable, not_refunded...")
+    error_code = models.CharField(max_length=20, blank=True)
+    message = models.CharField(max_length=500, blank=True)
+    worker = models.CharField(max_length=120, blank=True)
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField()
+    duration_ms = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.method} for refund {self.refund_id}: {self.outcome}"

@@ -8,3 +8,6 @@ order_paid = Signal()
 order_refunded = Signal()
 # kwargs: order_id. Sent when an order becomes FULFILLED (every unit delivered).
 order_fulfilled = Signal()
+# kwargs: refund_id, order_id. Sent once the transaction that settled a refund (the bank
+# returned the money) has committed: the hook for the customer's email (orders.refund_emails).
+refund_settled = Signal()

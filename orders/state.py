@@ -20,7 +20,14 @@ class OrderStatus(models.TextChoices):
     PAID = "paid", "Paid"
     FULFILLED = "fulfilled", "Fulfilled"
     CANCELLED = "cancelled", "Cancelled"
+    PARTIALLY_REFUNDED = "partially_refunded", "Partially refunded"
     REFUNDED = "refunded", "Refunded"
+
+
+#: Where a paid order ends: every unit delivered (FULFILLED), delivered or refunded
+#: (PARTIALLY_REFUNDED), or all the money returned (REFUNDED). In each, amount = delivered
+#: value + refunded value (tests/orders/test_refund_invariant.py).
+FINAL_STATUSES = (OrderStatus.FULFILLED, OrderStatus.PARTIALLY_REFUNDED, OrderStatus.REFUNDED)
 
 
 # target -> statuses it may be entered from.
@@ -28,11 +35,14 @@ class OrderStatus(models.TextChoices):
 # order was cancelled (a late CONFIRMED after DEADLINE_EXPIRED, say) must not be lost: the
 # order becomes PAID and is delivered, or staff refund it.
 # FULFILLED -> REFUNDED: a refund after delivery is still a refund; the books must show it.
+# PAID -> PARTIALLY_REFUNDED: every unit settled, some delivered, the others refunded by a
+# refund that succeeded. PARTIALLY_REFUNDED -> REFUNDED: the rest was refunded in the portal.
 TRANSITIONS: dict[str, frozenset[str]] = {
     OrderStatus.PAID: frozenset({OrderStatus.NEW, OrderStatus.CANCELLED}),
     OrderStatus.FULFILLED: frozenset({OrderStatus.PAID}),
     OrderStatus.CANCELLED: frozenset({OrderStatus.NEW}),
-    OrderStatus.REFUNDED: frozenset({OrderStatus.PAID, OrderStatus.FULFILLED}),
+    OrderStatus.PARTIALLY_REFUNDED: frozenset({OrderStatus.PAID}),
+    OrderStatus.REFUNDED: frozenset({OrderStatus.PAID, OrderStatus.FULFILLED, OrderStatus.PARTIALLY_REFUNDED}),
 }
 
 # The timestamp each target status stamps.
@@ -40,6 +50,7 @@ _STAMPS = {
     OrderStatus.PAID: "paid_at",
     OrderStatus.FULFILLED: "fulfilled_at",
     OrderStatus.CANCELLED: "cancelled_at",
+    OrderStatus.PARTIALLY_REFUNDED: "refunded_at",
     OrderStatus.REFUNDED: "refunded_at",
 }
 

@@ -15,7 +15,7 @@ from django.utils.http import urlencode
 
 from fulfillment.models import Delivery, DeliveryStatus
 from orders.models import Order
-from orders.state import OrderStatus
+from orders.state import FINAL_STATUSES, OrderStatus
 
 UNIT_WAITING = "waiting"
 UNIT_IN_PROGRESS = "in_progress"
@@ -30,23 +30,34 @@ _UNIT_STATUS = {
     DeliveryStatus.PENDING: UNIT_IN_PROGRESS,
     DeliveryStatus.DELIVERED: UNIT_DELIVERED,
     DeliveryStatus.FAILED: UNIT_FAILED,
+    # A unit whose refund is decided will never be delivered: the money follows within the bank's delay.
+    DeliveryStatus.REFUNDING: UNIT_REFUNDED,
+    DeliveryStatus.REFUNDED: UNIT_REFUNDED,
+    # Only an order refunded as a whole has cancelled units: their money went back with it.
     DeliveryStatus.CANCELLED: UNIT_REFUNDED,
 }
 
 # Order statuses after which nothing changes on its own: the status page stops refreshing.
-FINAL_ORDER_STATUSES = (OrderStatus.FULFILLED, OrderStatus.CANCELLED, OrderStatus.REFUNDED)
+FINAL_ORDER_STATUSES = (*FINAL_STATUSES, OrderStatus.CANCELLED)
 
 
 def unit_status(delivery_status: str | None) -> str:
     """The customer's word for a unit's delivery status (no Delivery yet: waiting)."""
     if delivery_status is None:
         return UNIT_WAITING
-    return _UNIT_STATUS[delivery_status]
+    try:
+        return _UNIT_STATUS[delivery_status]
+    except KeyError:
+        known = ", ".join(DeliveryStatus.values)
+        raise ValueError(f"{delivery_status!r} is not a delivery status; use one of {known}.") from None
 
 
 def order_refunded_kopecks(order: Order) -> int:
-    """Kopecks returned to the customer for `order` (the refunds work replaces this body)."""
-    return order.amount_kopecks if order.status == OrderStatus.REFUNDED else 0
+    """Kopecks returned to the customer for `order`'s own purchase (refunds of a second, extra
+    payment excluded); see orders.services.refunds."""
+    from orders.services.refunds import order_refunded_kopecks as refunded
+
+    return refunded(order_id=order.pk)
 
 
 def order_for_customer(*, public_id: str, token: str) -> Order | None:

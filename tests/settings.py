@@ -34,3 +34,10 @@ DIGIFLAZZ_TESTING = False
 CELERY_TASK_ALWAYS_EAGER = True
 CELERY_TASK_EAGER_PROPAGATES = True
 LOGGING["root"]["level"] = "WARNING"  # noqa: F405
+MOCK_FULFILLMENT_FAIL_RECIPIENTS = []
+# Refunds are sent eagerly in tests that capture on_commit: never towards the real bank. Port 9
+# (discard) refuses at once, which the client reports as an unknown outcome.
+TBANK_API_URL = "http://127.0.0.1:9/v2/"
+TBANK_TIMEOUT_SECONDS = 5.0
+# Delivery tests look at FAILED units as they are; refund tests choose their policy (production: auto).
+REFUND_POLICY = "staff"

@@ -4,7 +4,8 @@ Each purchase waits a random delay (uniform between MOCK_FULFILLMENT_DELAY_MIN a
 seconds) and succeeds with probability MOCK_FULFILLMENT_SUCCESS_RATE; failures are
 retryable (like "out of stock"). With MOCK_FULFILLMENT_PENDING_RATE a share of purchases
 answer PENDING and resolve on a later check. MOCK_FULFILLMENT_SEED makes the sequence
-repeatable.
+repeatable. Recipients listed in MOCK_FULFILLMENT_FAIL_RECIPIENTS (an entry ending in "*" is a
+prefix) are refused permanently, like a wrong phone number: an undeliverable unit on demand.
 
 Its ledger (MockLedgerEntry) lives in the database, keyed by reference, so the provider is
 idempotent across processes and restarts, and tests and benchmarks can count how many
@@ -94,7 +95,9 @@ class MockProvider(FulfillmentProvider):
         # one the ledger look-up took, or the pool's size would cap the calls in flight.
         release_database_connection()
         time.sleep(delay)
-        if draw < self.pending_rate:
+        if _refused_recipient(params.recipient):
+            outcome = Outcome.FAILED
+        elif draw < self.pending_rate:
             outcome = Outcome.PENDING
         elif draw < self.pending_rate + (1 - self.pending_rate) * self.success_rate:
             outcome = Outcome.DELIVERED
@@ -137,9 +140,24 @@ class MockProvider(FulfillmentProvider):
             return FulfillmentResult.delivered(serial=entry.serial, code="00", message="Mock: delivered", raw=raw)
         if entry.outcome == Outcome.PENDING:
             return FulfillmentResult.pending(code="03", message="Mock: pending at supplier", raw=raw)
+        if _refused_recipient(entry.recipient):
+            return FulfillmentResult.failed(
+                scope=FailureScope.PERMANENT,
+                code="MOCK_REFUSED",
+                message="Mock: recipient refused (MOCK_FULFILLMENT_FAIL_RECIPIENTS)",
+                raw=raw,
+            )
         return FulfillmentResult.failed(
             scope=FailureScope.RETRYABLE,
             code="MOCK_UNAVAILABLE",
             message="Mock: supplier temporarily out of stock",
             raw=raw,
         )
+
+
+def _refused_recipient(recipient: str) -> bool:
+    for entry in getattr(settings, "MOCK_FULFILLMENT_FAIL_RECIPIENTS", ()):
+        entry = entry.strip()
+        if entry and (recipient.startswith(entry[:-1]) if entry.endswith("*") else recipient == entry):
+            return True
+    return False

@@ -1,5 +1,6 @@
 """Pieces every delivery service shares: errors, references, backoff, the unit report, and
-the check that completes an order once every unit is delivered."""
+the check that completes an order once every unit is delivered (or, once nothing is in
+progress, hands the undelivered ones to refunds)."""
 
 import logging
 import os
@@ -92,13 +93,22 @@ _WORKABLE = Q(order__status=OrderStatus.PAID) | Q(
 def _unit_counts(order_id: int) -> dict[str, int]:
     from django.db.models import Count
 
+    from fulfillment.models import OPEN_STATUSES
+
     return Delivery.objects.filter(order_id=order_id).aggregate(
-        total=Count("id"), delivered=Count("id", filter=Q(status=DeliveryStatus.DELIVERED))
+        total=Count("id"),
+        delivered=Count("id", filter=Q(status=DeliveryStatus.DELIVERED)),
+        open=Count("id", filter=Q(status__in=OPEN_STATUSES)),
     )
 
 
 def _complete_if_delivered(order_id: int, *, counts: dict[str, int] | None = None) -> str:
-    """PAID -> FULFILLED when every unit is delivered; returns the order's status."""
+    """PAID -> FULFILLED when every unit is delivered; returns the order's status.
+
+    When nothing is in progress any more but some units did not get delivered, the refunds
+    service decides what they become (refunded under REFUND_POLICY=auto, or left to staff) and
+    closes the order once every unit is delivered or refunded.
+    """
     counts = counts or _unit_counts(order_id)
     if counts["total"] and counts["total"] == counts["delivered"]:
         from orders.state import IllegalTransition
@@ -107,4 +117,8 @@ def _complete_if_delivered(order_id: int, *, counts: dict[str, int] | None = Non
             return order_mark_fulfilled(order_id=order_id).current
         except IllegalTransition as exc:
             return exc.current  # refunded meanwhile: the order keeps that status
+    if counts["total"] and not counts.get("open", 1):
+        from orders.services.refunds import order_settle_undelivered
+
+        return order_settle_undelivered(order_id=order_id)
     return Order.objects.filter(pk=order_id).values_list("status", flat=True).get()

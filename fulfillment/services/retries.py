@@ -96,6 +96,8 @@ def order_fulfillment_reset_for_retry(*, order_id: int, rebuy_unknown: bool = Fa
                 order_id, queued=False, reason="only units with an unknown outcome remain", held_unknown=held_unknown
             )
         _complete_if_delivered(order_id)
+        if Delivery.objects.filter(order_id=order_id, refund__isnull=False).exists():
+            return RetryDecision(order_id, queued=False, reason="every unit is delivered or refunded")
         return RetryDecision(order_id, queued=False, reason="every unit is already delivered")
     return RetryDecision(order_id, queued=True, held_unknown=held_unknown)
 

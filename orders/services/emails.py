@@ -8,8 +8,9 @@ for a bounded time, so a task delivered twice sends once; an SMTP failure is rec
 retried with backoff by the task; a periodic sweep re-queues emails whose task was lost.
 Nothing here ever changes an order.
 
-A new kind of email (a refund notice, say) is an `EmailKind` with its templates and a context
-function, registered with `email_kind_register`, and one `customer_email_enqueue` call.
+A kind of email is an `EmailKind` with its templates and a context function, registered with
+`email_kind_register`: "codes" (the order is fulfilled) and "refund" (one per settled refund,
+told apart by its `event`).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ class EmailKind:
 
     name: str
     template: str
-    context: Callable[[Order], dict[str, Any]]
+    context: Callable[[Order, str], dict[str, Any]]  # (order, event) -> template context
 
 
 EMAIL_KINDS: dict[str, EmailKind] = {}
@@ -53,12 +54,25 @@ def email_kind_register(kind: EmailKind) -> EmailKind:
     return kind
 
 
-def _codes_context(order: Order) -> dict[str, Any]:
+def _codes_context(order: Order, event: str) -> dict[str, Any]:
     data = order_status_data(order)
     return {"order": data, "codes": [u["code"] for item in data["items"] for u in item["units"] if u["code"]]}
 
 
 CODES = email_kind_register(EmailKind(name="codes", template="orders/email/codes", context=_codes_context))
+
+
+def _refund_context(order: Order, event: str) -> dict[str, Any]:
+    from orders.refund_emails import refund_email_build
+
+    refund_id = int(event.removeprefix("refund-"))
+    email = refund_email_build(refund_id=refund_id)
+    if email is None:
+        raise ValueError(f"Refund {refund_id} of order {order.pk} is not settled; there is nothing to tell yet.")
+    return {"subject": email.subject, "text": email.text}
+
+
+REFUND = email_kind_register(EmailKind(name="refund", template="orders/email/refund", context=_refund_context))
 
 
 class EmailSendFailed(Exception):
@@ -68,7 +82,9 @@ class EmailSendFailed(Exception):
         super().__init__(message)
 
 
-def customer_email_enqueue(*, order_id: int, kind: str, requested_by: str = "") -> CustomerEmail | None:
+def customer_email_enqueue(
+    *, order_id: int, kind: str, event: str = "", requested_by: str = ""
+) -> CustomerEmail | None:
     """Record an email for the customer of `order_id`, sent after the current transaction commits.
 
     Without `requested_by` it is the event's automatic email (send_no 0): one INSERT that does
@@ -83,22 +99,31 @@ def customer_email_enqueue(*, order_id: int, kind: str, requested_by: str = "") 
     # statement is all the event pays for its email (see the fulfilment query budget).
     with transaction.atomic(savepoint=False):
         if requested_by:
-            last = CustomerEmail.objects.filter(order_id=order_id, kind=kind).aggregate(n=Max("send_no"))["n"]
+            sends = CustomerEmail.objects.filter(order_id=order_id, kind=kind, event=event)
+            last = sends.aggregate(n=Max("send_no"))["n"]
             email = CustomerEmail.objects.create(
-                order_id=order_id, kind=kind, send_no=(last or 0) + 1, requested_by=requested_by, queued_at=now
+                order_id=order_id,
+                kind=kind,
+                event=event,
+                send_no=(last or 0) + 1,
+                requested_by=requested_by,
+                queued_at=now,
             )
             transaction.on_commit(lambda: customer_email_publish(email_id=email.pk))
             return email
         CustomerEmail.objects.bulk_create(
-            [CustomerEmail(order_id=order_id, kind=kind, send_no=0, queued_at=now)], ignore_conflicts=True
+            [CustomerEmail(order_id=order_id, kind=kind, event=event, send_no=0, queued_at=now)],
+            ignore_conflicts=True,
         )
-        transaction.on_commit(lambda: _publish_automatic(order_id=order_id, kind=kind))
+        transaction.on_commit(lambda: _publish_automatic(order_id=order_id, kind=kind, event=event))
     return None
 
 
-def _publish_automatic(*, order_id: int, kind: str) -> None:
+def _publish_automatic(*, order_id: int, kind: str, event: str) -> None:
     email_id = (
-        CustomerEmail.objects.filter(order_id=order_id, kind=kind, send_no=0).values_list("pk", flat=True).first()
+        CustomerEmail.objects.filter(order_id=order_id, kind=kind, event=event, send_no=0)
+        .values_list("pk", flat=True)
+        .first()
     )
     if email_id is not None:
         customer_email_publish(email_id=email_id)
@@ -120,7 +145,7 @@ def customer_email_render(email: CustomerEmail) -> EmailMultiAlternatives:
     language = order.language or settings.LANGUAGE_CODE
     with translation.override(language):
         lang = translation.get_language()[:2]
-        context = {**kind.context(order), "status_url": order_status_url(order, lang=lang)}
+        context = {**kind.context(order, email.event), "status_url": order_status_url(order, lang=lang)}
         subject = " ".join(render_to_string(f"{kind.template}_subject.txt", context).split())
         text = render_to_string(f"{kind.template}.txt", context)
         html = render_to_string(f"{kind.template}.html", context)

@@ -71,12 +71,17 @@ def order_cancel(*, order_id: int, current: str | None = None) -> TransitionResu
 
 
 def order_refund(*, order_id: int, current: str | None = None) -> TransitionResult:
-    """PAID/FULFILLED -> REFUNDED; units not yet sent to a provider are never sent."""
+    """PAID/FULFILLED/PARTIALLY_REFUNDED -> REFUNDED; units not yet sent to a provider are never sent."""
     with transaction.atomic():
         result = order_transition(order_id=order_id, target=OrderStatus.REFUNDED, current=current)
         if result.changed:
             signals.order_refunded.send(sender=Order, order_id=order_id)
     return result
+
+
+def order_mark_partially_refunded(*, order_id: int) -> TransitionResult:
+    """PAID -> PARTIALLY_REFUNDED; the caller has checked that every unit is delivered or refunded."""
+    return order_transition(order_id=order_id, target=OrderStatus.PARTIALLY_REFUNDED)
 
 
 def order_mark_fulfilled(*, order_id: int) -> TransitionResult:

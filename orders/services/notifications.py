@@ -9,9 +9,11 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
 from orders import tbank
-from orders.models import NotificationSource, NotificationVerdict, Order, PaymentNotification
+from orders.models import NotificationSource, NotificationVerdict, Order, Payment, PaymentNotification
+from orders.services import refunds
 from orders.services.lifecycle import order_cancel, order_mark_paid, order_refund
 from orders.state import OrderStatus
 
@@ -181,17 +183,9 @@ def _apply(order: Order, payload: dict[str, Any]) -> NotificationOutcome:
                 f"Amount {payload['Amount']} does not match order {order.pk} amount {order.amount_kopecks}; "
                 "the order was not marked paid.",
             )
-        if current in (OrderStatus.PAID, OrderStatus.FULFILLED, OrderStatus.REFUNDED) and (
-            order.payment_id and payment_id and payment_id != order.payment_id
-        ):
-            logger.warning("Order %s captured twice: PaymentId %s and %s", order.pk, order.payment_id, payment_id)
-            return outcome(
-                200,
-                NotificationVerdict.NEEDS_REVIEW,
-                f"Second captured payment (PaymentId {payment_id}) for order {order.pk}, already paid by PaymentId "
-                f"{order.payment_id}: the customer may have paid twice; refund one in the T-Bank portal.",
-            )
-        if current in (OrderStatus.PAID, OrderStatus.FULFILLED):
+        if current in refunds.PAID_STATUSES and (order.payment_id and payment_id and payment_id != order.payment_id):
+            return _double_payment(order, payload, payment_id, outcome)
+        if current in (OrderStatus.PAID, OrderStatus.FULFILLED, OrderStatus.PARTIALLY_REFUNDED):
             return outcome(200, NotificationVerdict.DUPLICATE, f"Order is already {current}.")
         if current == OrderStatus.REFUNDED:
             return outcome(200, NotificationVerdict.IGNORED, "Order is already refunded; not paid again.")
@@ -199,7 +193,12 @@ def _apply(order: Order, payload: dict[str, Any]) -> NotificationOutcome:
             # The bank retried a CONFIRMED (we had answered non-OK) after the payment was already
             # refunded: the money came and went, so record both and deliver nothing.
             order_mark_paid(order_id=order.pk, payment_id=payment_id, current=current)
+            _payment_captured(order, payment_id, payload["Amount"])
             order_refund(order_id=order.pk, current=OrderStatus.PAID)
+            if payment_id:
+                payment = Payment.objects.get(payment_id=payment_id)
+                portal = refunds.portal_refund_record(order, payment, payment.amount_kopecks, "REFUNDED")
+                refunds.portal_full_refund_link_units(order_id=order.pk, refund=portal)
             return outcome(
                 200,
                 NotificationVerdict.APPLIED,
@@ -207,6 +206,7 @@ def _apply(order: Order, payload: dict[str, Any]) -> NotificationOutcome:
                 "arrived; nothing is delivered.",
             )
         order_mark_paid(order_id=order.pk, payment_id=payment_id, current=current)
+        _payment_captured(order, payment_id, payload["Amount"])
         return outcome(200, NotificationVerdict.APPLIED, f"Order {current} -> paid; delivery queued.")
 
     # Money returned before any capture reached us: the order will not be paid by this payment.
@@ -221,27 +221,181 @@ def _apply(order: Order, payload: dict[str, Any]) -> NotificationOutcome:
             return outcome(200, NotificationVerdict.DUPLICATE, "Order is already cancelled.")
         return outcome(200, NotificationVerdict.IGNORED, f"{status} cannot downgrade an order that is {current}.")
 
-    if status in tbank.MONEY_RETURNED_STATUSES:
+    if status in tbank.MONEY_RETURNED_STATUSES or status in tbank.PARTIAL_STATUSES:
+        return _money_returned(order, payload, status, payment_id, outcome)
+    if status == tbank.AUTHORIZED:
+        return outcome(200, NotificationVerdict.RECORDED, "Payment authorized (hold); waiting for CONFIRMED.")
+    return outcome(200, NotificationVerdict.RECORDED, f"Status {status} recorded; no action.")
+
+
+def _payment_captured(order: Order, payment_id: str, amount: int) -> None:
+    """Make sure the captured PaymentId has its Payment row (Init may not have created it: a
+    payment made before checkout recorded payments, or one the customer started again), marked
+    captured. One statement: an upsert on the unique PaymentId."""
+    if not payment_id:
+        return
+    now = timezone.now()
+    Payment.objects.bulk_create(
+        [
+            Payment(
+                order=order,
+                payment_id=payment_id,
+                amount_kopecks=amount,
+                bank_status=tbank.CONFIRMED,
+                captured_at=now,
+            )
+        ],
+        update_conflicts=True,
+        unique_fields=["payment_id"],
+        update_fields=["bank_status", "captured_at", "updated_at"],
+    )
+
+
+def _double_payment(order: Order, payload: dict[str, Any], payment_id: str, outcome) -> NotificationOutcome:
+    """A CONFIRMED for another PaymentId of an order already paid: the customer paid twice. The
+    order keeps its first payment and its deliveries; the second is refunded in full, once."""
+    payment = Payment.objects.filter(payment_id=payment_id).first()
+    if payment is not None and payment.order_id != order.pk:
+        return outcome(
+            200,
+            NotificationVerdict.NEEDS_REVIEW,
+            f"PaymentId {payment_id} is recorded for order {payment.order_id}, not order {order.pk}: "
+            "check both orders.",
+        )
+    if payment is None or payment.captured_at is None:
+        _payment_captured(order, payment_id, payload["Amount"])
+        payment = Payment.objects.get(payment_id=payment_id)
+    if _money_returned_before(order, payment_id) and payment.refunded_kopecks == 0:
+        # Its refund (made in the portal) arrived before this CONFIRMED: record it, refund nothing.
+        refunds.portal_refund_record(order, payment, payment.amount_kopecks, "REFUNDED")
+        return outcome(
+            200,
+            NotificationVerdict.RECORDED,
+            f"Second payment {payment_id} for order {order.pk} was refunded before this CONFIRMED arrived.",
+        )
+    refund, created = refunds.refund_decide_double_payment(order=order, payment=payment)
+    if refund is None:
+        return outcome(
+            200, NotificationVerdict.DUPLICATE, f"Second payment {payment_id} for order {order.pk} is already refunded."
+        )
+    logger.warning("Order %s captured twice: PaymentId %s and %s", order.pk, order.payment_id, payment_id)
+    if not created:
+        return outcome(
+            200,
+            NotificationVerdict.DUPLICATE,
+            f"Second captured payment (PaymentId {payment_id}) for order {order.pk}: refund {refund.pk} "
+            f"({refund.get_state_display().lower()}) already returns it.",
+        )
+    return outcome(
+        200,
+        NotificationVerdict.APPLIED,
+        f"Second captured payment (PaymentId {payment_id}) for order {order.pk}, already paid by PaymentId "
+        f"{order.payment_id}: the customer paid twice. Refund {refund.pk} of the whole second payment "
+        f"({refund.amount_kopecks / 100:.2f} RUB) is being sent automatically; the order keeps its first payment "
+        "and its deliveries.",
+    )
+
+
+def _payment_of(order: Order, payment_id: str) -> Payment | None:
+    """The Payment the bank talks about: one of this order's; the order's own payment gets its
+    row on first use (orders paid before Payment rows existed)."""
+    primary = order.payment_id
+    if payment_id:
+        payment = Payment.objects.filter(order=order, payment_id=payment_id).first()
+        if payment is not None or payment_id != primary:
+            return payment
+    if not primary or order.status not in refunds.PAID_STATUSES:
+        return None
+    payment, _ = Payment.objects.get_or_create(
+        payment_id=primary,
+        defaults={
+            "order": order,
+            "amount_kopecks": order.amount_kopecks,
+            "bank_status": tbank.CONFIRMED,
+            "captured_at": order.paid_at,
+        },
+    )
+    return payment if payment.order_id == order.pk else None
+
+
+def _money_returned(order: Order, payload: dict[str, Any], status: str, payment_id: str, outcome):
+    current = order.status
+    full = status in tbank.MONEY_RETURNED_STATUSES
+    payment = _payment_of(order, payment_id)
+    if payment is None:
+        if not full:
+            detail = f"{status} recorded; partial refunds need staff review."
+            return outcome(200, NotificationVerdict.NEEDS_REVIEW, detail)
         if order.payment_id and payment_id and payment_id != order.payment_id:
             return outcome(
                 200,
                 NotificationVerdict.IGNORED,
                 f"{status} is for PaymentId {payment_id}, but the order was paid by {order.payment_id}.",
             )
-        if current in (OrderStatus.PAID, OrderStatus.FULFILLED):
-            order_refund(order_id=order.pk, current=current)
-            return outcome(
-                200, NotificationVerdict.APPLIED, f"Order {current} -> refunded; undelivered units will not be sent."
-            )
         if current == OrderStatus.REFUNDED:
             return outcome(200, NotificationVerdict.DUPLICATE, "Order is already refunded.")
         return outcome(200, NotificationVerdict.IGNORED, f"{status} on an order that is {current}: nothing to refund.")
 
-    if status in tbank.PARTIAL_STATUSES:
-        return outcome(200, NotificationVerdict.NEEDS_REVIEW, f"{status} recorded; partial refunds need staff review.")
-    if status == tbank.AUTHORIZED:
-        return outcome(200, NotificationVerdict.RECORDED, "Payment authorized (hold); waiting for CONFIRMED.")
-    return outcome(200, NotificationVerdict.RECORDED, f"Status {status} recorded; no action.")
+    extra = payment.payment_id != order.payment_id
+    match = refunds.refund_notification_apply(
+        order=order, payment=payment, status=status, amount=payload.get("Amount"), payload=payload
+    )
+    which = f"extra payment {payment.payment_id}" if extra else f"PaymentId {payment.payment_id}"
+    if match.kind == "ours":
+        detail = f"Recorded: our refund {match.ids} of {which}."
+        if match.portal_refund is not None:
+            detail += (
+                f" The bank returned {match.portal_amount / 100:.2f} RUB more, refunded outside this service "
+                f"(recorded as refund {match.portal_refund.pk})."
+            )
+        if not extra and full and match.portal_refund is not None:
+            return _order_refunded_in_portal(order, match, outcome, prefix=detail + " ")
+        return outcome(200, NotificationVerdict.RECORDED, detail)
+    if match.kind == "duplicate":
+        ours = [refund for refund in match.refunds if refund.reason != "portal"]
+        if ours:
+            ids = ", ".join(str(refund.pk) for refund in ours)
+            return outcome(200, NotificationVerdict.DUPLICATE, f"Already recorded: our refund {ids} of {which}.")
+        if full and current == OrderStatus.REFUNDED and not extra:
+            return outcome(200, NotificationVerdict.DUPLICATE, "Order is already refunded.")
+        return outcome(200, NotificationVerdict.DUPLICATE, f"{status} for {which} is already recorded.")
+    if match.kind == "unknown":
+        return outcome(
+            200,
+            NotificationVerdict.NEEDS_REVIEW,
+            f"{status} recorded; partial refunds need staff review (the amount returned cannot be told from "
+            f"Amount {payload.get('Amount')!r}).",
+        )
+    # Refunded outside the service, in the bank's portal.
+    if extra:
+        return outcome(
+            200,
+            NotificationVerdict.RECORDED,
+            f"Refund of the extra payment {payment.payment_id} ({match.portal_amount / 100:.2f} RUB) made in the "
+            f"T-Bank portal, recorded as refund {match.portal_refund.pk}; the order's deliveries are untouched.",
+        )
+    if full:
+        return _order_refunded_in_portal(order, match, outcome)
+    return outcome(
+        200,
+        NotificationVerdict.NEEDS_REVIEW,
+        f"{status}: {match.portal_amount / 100:.2f} RUB of PaymentId {payment.payment_id} refunded outside this "
+        f"service (recorded as refund {match.portal_refund.pk}); partial refunds need staff review. "
+        + refunds.candidate_units_text(order_id=order.pk, amount=match.portal_amount),
+    )
+
+
+def _order_refunded_in_portal(order: Order, match, outcome, prefix: str = "") -> NotificationOutcome:
+    current = order.status
+    refunds.portal_full_refund_link_units(order_id=order.pk, refund=match.portal_refund)
+    if current in (OrderStatus.PAID, OrderStatus.FULFILLED, OrderStatus.PARTIALLY_REFUNDED):
+        order_refund(order_id=order.pk, current=current)
+        return outcome(
+            200,
+            NotificationVerdict.APPLIED,
+            f"{prefix}Order {current} -> refunded; undelivered units will not be sent.",
+        )
+    return outcome(200, NotificationVerdict.RECORDED, f"{prefix}Recorded: order is {current}.")
 
 
 def _money_returned_before(order: Order, payment_id: str) -> bool:

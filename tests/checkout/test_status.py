@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from fulfillment.models import Delivery, DeliveryStatus
-from orders.services import order_refund
 from orders.status import order_refunded_kopecks, unit_status
+from tests.conftest import notification
 
 pytestmark = pytest.mark.django_db
 
@@ -66,14 +66,19 @@ def test_unit_status_mapping_covers_every_delivery_status():
         "delivered": "delivered",
         "failed": "failed",
         "cancelled": "refunded",
+        "refunding": "refunded",
+        "refunded": "refunded",
     }
     assert unit_status(None) == "waiting"
 
 
-def test_refunded_amount_is_the_order_amount_once_refunded(client, paid_order_factory):
-    order = paid_order_factory(quantities=(1,), price=12345)
+def test_refunded_amount_is_the_order_amount_once_refunded(client, order_factory, post_notification):
+    order = order_factory(quantities=(1,), price=12345)
+    assert post_notification(notification(order, status="CONFIRMED")).status_code == 200
+    order.refresh_from_db()
     assert order_refunded_kopecks(order) == 0
-    order_refund(order_id=order.pk)
+    # Refunded in full in the bank's portal: recorded as a refund, the unsent unit cancelled.
+    assert post_notification(notification(order, status="REFUNDED", Amount=0)).status_code == 200
     order.refresh_from_db()
     assert order_refunded_kopecks(order) == 12345
     body = client.get(url(order)).json()

@@ -22,8 +22,8 @@ pytestmark = pytest.mark.django_db
 
 # Statements of a CONFIRMED notification that pays an order, inside one transaction (opened
 # as a savepoint by the test's own transaction): the order row lock, the status UPDATE, the
-# items read, the units INSERT, the audit INSERT.
-WEBHOOK_PAY_BUDGET = 7
+# items read, the units INSERT, the Payment upsert (the captured PaymentId), the audit INSERT.
+WEBHOOK_PAY_BUDGET = 8
 
 
 def _delivery_insert_statements(units: int) -> int:

@@ -18,12 +18,15 @@ LEGAL = {
     (OrderStatus.NEW, OrderStatus.CANCELLED),
     (OrderStatus.PAID, OrderStatus.REFUNDED),
     (OrderStatus.FULFILLED, OrderStatus.REFUNDED),
+    (OrderStatus.PAID, OrderStatus.PARTIALLY_REFUNDED),
+    (OrderStatus.PARTIALLY_REFUNDED, OrderStatus.REFUNDED),
 }
 PAIRS = [(a, b) for a, b in itertools.product(STATUSES, STATUSES) if a != b]
 STAMPS = {
     OrderStatus.PAID: "paid_at",
     OrderStatus.FULFILLED: "fulfilled_at",
     OrderStatus.CANCELLED: "cancelled_at",
+    OrderStatus.PARTIALLY_REFUNDED: "refunded_at",
     OrderStatus.REFUNDED: "refunded_at",
 }
 

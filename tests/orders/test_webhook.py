@@ -13,7 +13,7 @@ from fulfillment.models import Delivery, DeliveryStatus, MockLedgerEntry
 from fulfillment.services import fulfill_order
 from fulfillment.tasks import deliver_order
 from orders import signals
-from orders.models import NotificationVerdict, Order, PaymentNotification
+from orders.models import NotificationVerdict, Order, PaymentNotification, Refund, RefundReason
 from orders.state import OrderStatus, order_transition
 from orders.tbank import sign_notification
 from tests.conftest import WEBHOOK_URL, delivered_per_unit, notification
@@ -399,13 +399,23 @@ def test_other_statuses_are_recorded_without_action(paid_order_factory, post_not
     assert last_record().verdict == verdict
 
 
-def test_second_captured_payment_is_flagged_for_review(paid_order_factory, post_notification, queued_deliveries):
+def test_second_captured_payment_is_refunded_in_full_automatically(
+    paid_order_factory, post_notification, queued_deliveries
+):
     order = paid_order_factory(payment_id="8742591")
     assert_ok(post_notification(notification(order, PaymentId=9999001)))
     assert status_of(order) == OrderStatus.PAID
     record = last_record()
-    assert record.verdict == NotificationVerdict.NEEDS_REVIEW
-    assert "9999001" in record.detail and "8742591" in record.detail and "refund" in record.detail
+    # It used to be flagged for review ("refund one in the T-Bank portal"); it is now refunded.
+    assert record.verdict == NotificationVerdict.APPLIED
+    assert "9999001" in record.detail and "8742591" in record.detail and "Refund" in record.detail
+    refund = Refund.objects.get(order=order)
+    assert (refund.payment.payment_id, refund.amount_kopecks, refund.reason, refund.full) == (
+        "9999001",
+        order.amount_kopecks,
+        RefundReason.DOUBLE_PAYMENT,
+        True,
+    )
     assert queued_deliveries == []  # nothing delivered again
 
 

@@ -1,0 +1,76 @@
+"""The refund state machine: the one place that defines refund states and moves between them.
+
+    DECIDED --claim--> SENDING --bank answered Success--> SUCCEEDED
+                          |  \\--bank refused (Success=false)--> FAILED --staff "send again"--> DECIDED
+                          |                                         (or CHECKING if an earlier Cancel's
+                          |                                          outcome was unknown)
+                          |
+                          +--no readable answer / worker died--> CHECKING --GetState: refunded--> SUCCEEDED
+                                                                   |   \\--GetState: not refunded--> SENDING
+                                                                   +--GetState refused--> FAILED
+
+A PORTAL refund (made in the bank's portal) is born SUCCEEDED. A notification from the bank
+that our refund went through may settle it from SENDING or CHECKING, before our own call
+returns. Every move is a conditional UPDATE (`WHERE id = %s AND state IN (<sources>)`), so two
+processes racing on one refund cannot both win; moving to the state a refund already has is
+a no-op reporting `changed=False`.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils import timezone
+
+
+class RefundState(models.TextChoices):
+    DECIDED = "decided", "Decided, not sent yet"
+    SENDING = "sending", "Sent to the bank, no answer yet"
+    CHECKING = "checking", "Outcome unknown: checking with GetState"
+    SUCCEEDED = "succeeded", "Refunded"
+    FAILED = "failed", "Refused by the bank (needs staff)"
+
+
+#: States in which the bank may have done (or be doing) the refund without our knowing yet.
+IN_FLIGHT = (RefundState.SENDING, RefundState.CHECKING)
+#: States that still need work from us.
+OPEN = (RefundState.DECIDED, RefundState.SENDING, RefundState.CHECKING)
+
+# target -> states it may be entered from.
+REFUND_TRANSITIONS: dict[str, frozenset[str]] = {
+    RefundState.DECIDED: frozenset({RefundState.FAILED}),
+    RefundState.SENDING: frozenset({RefundState.DECIDED, RefundState.CHECKING}),
+    RefundState.CHECKING: frozenset({RefundState.SENDING, RefundState.FAILED}),
+    RefundState.SUCCEEDED: frozenset({RefundState.SENDING, RefundState.CHECKING}),
+    RefundState.FAILED: frozenset({RefundState.SENDING, RefundState.CHECKING}),
+}
+
+
+class IllegalRefundTransition(Exception):
+    def __init__(self, *, refund_id: int, current: str, target: str) -> None:
+        self.refund_id, self.current, self.target = refund_id, current, target
+        allowed = ", ".join(sorted(REFUND_TRANSITIONS.get(target, ())))
+        super().__init__(f"Refund {refund_id} is {current}; it cannot become {target} (only from {allowed}).")
+
+
+def refund_transition(
+    *, refund_id: int, target: str, sources: tuple[str, ...] | None = None, claim: str | None = None, **fields
+) -> bool:
+    """Move refund `refund_id` to `target` with `fields`, if it is in one of `sources` (default:
+    every legal source) and, with `claim`, still held by that claim token. Returns whether this
+    call moved it; False when it already was `target` or another process moved it first.
+    Raises for a source that can never lead there."""
+    from orders.models import Refund
+
+    legal = REFUND_TRANSITIONS.get(target, frozenset())
+    sources = tuple(sources) if sources is not None else tuple(legal)
+    illegal = set(sources) - legal
+    if illegal:
+        raise IllegalRefundTransition(refund_id=refund_id, current=sorted(illegal)[0], target=target)
+    values = {"state": target, **fields}
+    if target == RefundState.SUCCEEDED:
+        values.setdefault("settled_at", timezone.now())
+    # QuerySet.update bypasses Refund.save(), which never writes the state column.
+    rows = Refund.objects.filter(pk=refund_id, state__in=sources)
+    if claim is not None:
+        rows = rows.filter(claim_token=claim)
+    return bool(rows.update(**values))
