@@ -172,14 +172,18 @@ DIGIFLAZZ_CALLBACK_URL = env("DIGIFLAZZ_CALLBACK_URL", default="")
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="filesystem://localhost//")
 _broker_dir = VAR_DIR / "celery" / "broker"
 if CELERY_BROKER_URL.startswith("filesystem://"):
-    for _folder in ("broker", "processed"):
-        (VAR_DIR / "celery" / _folder).mkdir(parents=True, exist_ok=True)
+    # Every folder the transport writes is named here: an option left out falls back to a path
+    # relative to the working directory (kombu's `control_folder` default is ./control).
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir),
         "data_folder_out": str(_broker_dir),
         "processed_folder": str(VAR_DIR / "celery" / "processed"),
+        "control_folder": str(VAR_DIR / "celery" / "control"),
         "store_processed": False,
     }
+    for _option, _folder in CELERY_BROKER_TRANSPORT_OPTIONS.items():
+        if "folder" in _option:
+            Path(_folder).mkdir(parents=True, exist_ok=True)
 else:
     # Redis re-delivers an unacknowledged message after the visibility timeout. It must be
     # longer than any countdown we schedule, or a delayed retry would be delivered twice.
