@@ -1,6 +1,20 @@
 """Base view for endpoints called by machines (the bank, providers), not by people."""
 
+from django.http import HttpResponse
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.renderers import JSONRenderer
 from rest_framework.views import APIView
+
+
+class MachineContentNegotiation(BaseContentNegotiation):
+    """Always the first renderer, whatever the client's Accept header says: a caller that asks
+    for HTML gets JSON rather than a 406 refusal of a notification it meant to deliver."""
+
+    def select_parser(self, request, parsers):
+        return parsers[0] if parsers else None
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
 
 
 class SignedWebhookView(APIView):
@@ -10,4 +24,15 @@ class SignedWebhookView(APIView):
     authentication_classes: list = []
     permission_classes: list = []
     throttle_classes: list = []
+    # Machines are answered in JSON (DRF's own errors, e.g. 405) or plain text (the views'):
+    # never the browsable API page, which a browser would get with the view's docstring.
+    renderer_classes = [JSONRenderer]
+    content_negotiation_class = MachineContentNegotiation
+    # Bodies are read raw (signatures cover the exact bytes), never through DRF's parsers.
+    parser_classes: list = []
     http_method_names = ["post", "options"]
+
+    def options(self, request, *args, **kwargs) -> HttpResponse:
+        # DRF's default answer describes the view (its name and docstring); the Allow header
+        # (added by finalize_response) is all a client needs to know.
+        return HttpResponse(status=200, content_type="text/plain; charset=utf-8")
