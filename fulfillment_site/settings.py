@@ -55,6 +55,8 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "fulfillment_site.urls"
+# Variables marked with sensitive_variables stay hidden on error pages even with DEBUG on.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "fulfillment_site.error_reports.AlwaysSafeExceptionReporterFilter"
 WSGI_APPLICATION = "fulfillment_site.wsgi.application"
 
 TEMPLATES = [

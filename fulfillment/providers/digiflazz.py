@@ -32,6 +32,7 @@ from typing import Any, ClassVar
 import requests
 from django.conf import settings
 from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
 
 from fulfillment.providers.base import (
     UNKNOWN_OUTCOME_CODE,
@@ -145,6 +146,7 @@ DEFAULT_MIN_CHECK_INTERVAL = timedelta(seconds=60)
 DEFAULT_MAX_CHECK_AGE = timedelta(days=90)
 
 
+@sensitive_variables()
 def sign(username: str, api_key: str, suffix: str) -> str:
     """md5(username + key + suffix): "depo" for the balance, "pricelist", or the ref_id."""
     return hashlib.md5(f"{username}{api_key}{suffix}".encode(), usedforsecurity=False).hexdigest()
@@ -214,6 +216,7 @@ class DigiflazzError(Exception):
 class DigiflazzClient:
     """Signs and sends buyer API calls. Thread-safe: one HTTP session per thread."""
 
+    @sensitive_variables("api_key")
     def __init__(
         self,
         *,
@@ -470,6 +473,7 @@ class CallbackEvent:
     result: FulfillmentResult | None = None  # None: the callback does not say how it went
 
 
+@sensitive_variables()
 def callback_signature_valid(*, body: bytes, header: str | None, secret: str) -> bool:
     """X-Hub-Signature is "sha1=" + HMAC-SHA1 of the raw body keyed with the webhook secret."""
     if not header:
@@ -477,10 +481,13 @@ def callback_signature_valid(*, body: bytes, header: str | None, secret: str) ->
     scheme, _, given = header.strip().partition("=")
     if scheme.lower() != "sha1" or not given:
         return False
-    expected = hmac.new(secret.encode(), body, hashlib.sha1).hexdigest()
-    return hmac.compare_digest(expected, given.strip().lower())
+    expected = hmac.new(secret.encode(), body, hashlib.sha1).hexdigest().encode("ascii")
+    # Bytes on both sides: compare_digest raises TypeError for a str with non-ASCII characters
+    # ("sha1=é"), which would have answered a forged callback with a 500.
+    return hmac.compare_digest(expected, given.strip().lower().encode("utf-8", "replace"))
 
 
+@sensitive_variables("secret")
 def callback_parse(*, body: bytes, signature: str | None, secret: str) -> CallbackEvent:
     """Verify (when a secret is set) and read a callback body. Raises CallbackRejected:
     403 for a missing or wrong signature, 400 for a body that is not a Digiflazz callback."""
