@@ -125,6 +125,10 @@ REST_FRAMEWORK = {
     "UNAUTHENTICATED_USER": None,
 }
 
+# Bodies above this size are refused (413) by the webhook and callback endpoints before they
+# are read; real notifications and callbacks are a few KB.
+WEBHOOK_MAX_BODY_BYTES = env.int("WEBHOOK_MAX_BODY_BYTES", default=256 * 1024)
+
 # --- T-Bank internet acquiring ----------------------------------------------------------------
 TBANK_TERMINAL_KEY = env("TBANK_TERMINAL_KEY", default="")
 TBANK_PASSWORD = env("TBANK_PASSWORD", default="")

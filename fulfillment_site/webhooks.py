@@ -1,8 +1,11 @@
 """Base view for endpoints called by machines (the bank, providers), not by people."""
 
+from django.conf import settings
 from django.http import HttpResponse
 from django.utils.decorators import method_decorator
 from django.views.decorators.debug import sensitive_post_parameters
+from rest_framework import status
+from rest_framework.exceptions import APIException, ParseError
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.renderers import JSONRenderer
 from rest_framework.views import APIView
@@ -17,6 +20,11 @@ class MachineContentNegotiation(BaseContentNegotiation):
 
     def select_renderer(self, request, renderers, format_suffix=None):
         return renderers[0], renderers[0].media_type
+
+
+class BodyTooLarge(APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_code = "body_too_large"
 
 
 # Form-encoded parameters of a request to these endpoints are signature material: error
@@ -36,6 +44,20 @@ class SignedWebhookView(APIView):
     # Bodies are read raw (signatures cover the exact bytes), never through DRF's parsers.
     parser_classes: list = []
     http_method_names = ["post", "options"]
+
+    def initial(self, request, *args, **kwargs) -> None:
+        super().initial(request, *args, **kwargs)
+        # Refused before the body is read: nothing a machine sends us comes near the limit, and
+        # a junk body is not worth reading, hashing or parsing. Django would read up to
+        # DATA_UPLOAD_MAX_MEMORY_SIZE (and a Content-Length that is not a number made it fail).
+        declared = request.META.get("CONTENT_LENGTH") or "0"
+        try:
+            size = int(declared)
+        except ValueError:
+            raise ParseError("Content-Length is not a number.") from None
+        limit = settings.WEBHOOK_MAX_BODY_BYTES
+        if size > limit:
+            raise BodyTooLarge(f"The body is {size} bytes; this endpoint takes at most {limit}.")
 
     def options(self, request, *args, **kwargs) -> HttpResponse:
         # DRF's default answer describes the view (its name and docstring); the Allow header

@@ -163,8 +163,10 @@ class NotificationVerdict(models.TextChoices):
 class PaymentNotification(models.Model):
     """One notification as received from T-Bank, with what we made of it.
 
-    `raw_body` is the body as received with the Token replaced (it is derived from the
-    terminal password); nothing else secret is ever in a notification.
+    For an authenticated notification `raw_body` is the body as received with the Token
+    replaced (it is derived from the terminal password); nothing else secret is ever in a
+    notification. For a request that failed authentication (wrong source, not a notification,
+    bad Token) it is only the first characters: the size and SHA-256 identify the rest.
     """
 
     received_at = models.DateTimeField(auto_now_add=True, db_index=True)
@@ -176,7 +178,14 @@ class PaymentNotification(models.Model):
     verdict = models.CharField(max_length=20, choices=NotificationVerdict.choices)
     http_status = models.PositiveSmallIntegerField()
     detail = models.TextField(blank=True, help_text="What was done, or why not.")
-    raw_body = models.TextField(blank=True)
+    authenticated = models.BooleanField(
+        default=False, help_text="Came from an allowed source with a valid TerminalKey and Token."
+    )
+    raw_body = models.TextField(
+        blank=True, help_text="The body as sent, Token masked; only its beginning when not authenticated."
+    )
+    body_sha256 = models.CharField("body SHA-256", max_length=64, blank=True)
+    body_size = models.PositiveIntegerField("body size (bytes)", null=True, blank=True)
     remote_addr = models.GenericIPAddressField(null=True, blank=True)
 
     class Meta:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
 import threading
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ from fulfillment.providers.base import (
     FulfillmentResult,
     Outcome,
 )
+from fulfillment_site.untrusted import json_text_problem, loads_strict
 
 logger = logging.getLogger(__name__)
 
@@ -456,6 +456,10 @@ def _setting_text(name: str) -> str:
 # --- callbacks ---------------------------------------------------------------------------------
 
 
+#: Our references are shorter (Delivery.reference is 40 characters); a longer ref_id is not ours.
+MAX_REF_ID_CHARS = 100
+
+
 class CallbackRejected(Exception):
     """A callback that is not accepted; `http_status` is what to answer."""
 
@@ -497,16 +501,25 @@ def callback_parse(*, body: bytes, signature: str | None, secret: str) -> Callba
             f"X-Hub-Signature is {reason}: the callback is not signed with DIGIFLAZZ_WEBHOOK_SECRET.", http_status=403
         )
     try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise CallbackRejected("The body is not JSON.", http_status=400) from None
+        payload = loads_strict(body)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise CallbackRejected(f"The body is not JSON ({str(exc)[:200]}).", http_status=400) from None
     if not isinstance(payload, dict):
         raise CallbackRejected("The body is not a JSON object.", http_status=400)
+    # Before anything is looked up or stored: surrogates and NUL characters cannot be.
+    problem = json_text_problem(payload)
+    if problem:
+        raise CallbackRejected(problem, http_status=400)
     data = payload.get("data")
     if data is None and ("hook_id" in payload or "hook" in payload):
         return CallbackEvent(ping=True)
     if not isinstance(data, dict) or not str(data.get("ref_id") or "").strip():
         raise CallbackRejected("The body has no data.ref_id.", http_status=400)
+    for name in ("ref_id", "status", "rc", "sn", "message"):
+        if isinstance(data.get(name), (dict, list)):
+            raise CallbackRejected(f"Field data.{name} must be text or a number.", http_status=400)
+    if len(str(data["ref_id"])) > MAX_REF_ID_CHARS:
+        raise CallbackRejected(f"Field data.ref_id is longer than {MAX_REF_ID_CHARS} characters.", http_status=400)
     data = {key: value for key, value in data.items() if key != "sign"}
     return CallbackEvent(ref_id=str(data["ref_id"]).strip(), result=result_from_data(data))
 
