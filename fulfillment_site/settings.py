@@ -32,6 +32,41 @@ if not SECRET_KEY:
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 
+# --- HTTPS ------------------------------------------------------------------------------------
+# One switch for a site served over HTTPS behind a TLS-terminating proxy: redirect plain HTTP,
+# cookies only over HTTPS, HSTS for a year (subdomains and preload included), and the proxy's
+# X-Forwarded-Proto trusted to say a request came in over HTTPS. Each value has its own variable.
+HTTPS = env.bool("DJANGO_HTTPS", default=False)
+SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=HTTPS)
+SESSION_COOKIE_SECURE = env.bool("DJANGO_SESSION_COOKIE_SECURE", default=HTTPS)
+CSRF_COOKIE_SECURE = env.bool("DJANGO_CSRF_COOKIE_SECURE", default=HTTPS)
+SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=365 * 24 * 3600 if HTTPS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", default=HTTPS)
+SECURE_HSTS_PRELOAD = env.bool("DJANGO_SECURE_HSTS_PRELOAD", default=HTTPS)
+
+
+def _proxy_ssl_header(value: str) -> tuple[str, str] | None:
+    """ "X-Forwarded-Proto=https" -> ("HTTP_X_FORWARDED_PROTO", "https"); empty -> None."""
+    if not value.strip():
+        return None
+    header, sep, expected = value.partition("=")
+    if not sep or not header.strip() or not expected.strip():
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(
+            f"DJANGO_SECURE_PROXY_SSL_HEADER must look like X-Forwarded-Proto=https (or be empty), not {value!r}."
+        )
+    name = header.strip().upper().replace("-", "_")
+    return (name if name.startswith("HTTP_") else f"HTTP_{name}", expected.strip())
+
+
+# Only behind a proxy that sets (and overwrites) this header: a client could otherwise claim HTTPS.
+SECURE_PROXY_SSL_HEADER = _proxy_ssl_header(
+    env("DJANGO_SECURE_PROXY_SSL_HEADER", default="X-Forwarded-Proto=https" if HTTPS else "")
+)
+# Checks to silence (ids, comma separated), e.g. security.W021 when HSTS preload is turned off on purpose.
+SILENCED_SYSTEM_CHECKS = env.list("DJANGO_SILENCED_SYSTEM_CHECKS", default=[])
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
@@ -46,6 +81,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Serves collected static files (the admin's styles) from the WSGI process itself.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -113,7 +150,12 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = VAR_DIR / "static"
+# `manage.py collectstatic` fills it; WhiteNoise serves it (compressed copies included).
+STATIC_ROOT = Path(env("STATIC_ROOT", default=str(VAR_DIR / "static")))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
 
 # Benchmarks only (bench/run.py): routes bench/floor, an unauthenticated endpoint that inserts a
 # row for every request. Never enable it on a server that anyone else can reach.

@@ -1,4 +1,5 @@
-"""System checks for the payment side: warn when notifications cannot be verified."""
+"""System checks for the payment side: warn when notifications cannot be verified, refuse demo
+credentials outside development."""
 
 from django.conf import settings
 from django.core import checks
@@ -27,3 +28,18 @@ def tbank_allowed_networks_check(app_configs, **kwargs) -> list[checks.CheckMess
     except PaymentConfigurationError as exc:
         return [checks.Error(str(exc), id="orders.E001", hint="Fix TBANK_ALLOWED_NETWORKS or leave it empty.")]
     return []
+
+
+@checks.register()
+def tbank_demo_credentials_check(app_configs, **kwargs) -> list[checks.CheckMessage]:
+    from orders.services.notifications import demo_credentials_in_use
+
+    return [
+        checks.Error(
+            f"{name} is a published demo value (from .env.example or T-Bank's documentation) and DJANGO_DEBUG "
+            "is off: anyone could sign payment notifications for this shop.",
+            id="orders.E002",
+            hint=f"Set {name} to your terminal's value from the T-Bank merchant portal.",
+        )
+        for name in demo_credentials_in_use()
+    ]

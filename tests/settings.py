@@ -34,3 +34,6 @@ DIGIFLAZZ_TESTING = False
 CELERY_TASK_ALWAYS_EAGER = True
 CELERY_TASK_EAGER_PROPAGATES = True
 LOGGING["root"]["level"] = "WARNING"  # noqa: F405
+# No collectstatic before the tests: WhiteNoise looks files up per request instead of warning
+# that STATIC_ROOT is missing (tests/test_static_files.py checks the production mode).
+WHITENOISE_AUTOREFRESH = True

@@ -39,6 +39,21 @@ class PaymentConfigurationError(Exception):
     """The shop cannot verify notifications: terminal credentials are not configured."""
 
 
+#: Credentials anyone can read: .env.example's and the public examples of T-Bank's documentation.
+#: A shop running with one of them (DEBUG off) would take notifications signed by anybody.
+DEMO_CREDENTIALS: dict[str, frozenset[str]] = {
+    "TBANK_PASSWORD": frozenset({"demo-password-change-me", "Dfsfh56dgKl", "11111111111", "usaf8fw8fsw21g"}),
+    "TBANK_TERMINAL_KEY": frozenset({"DemoTerminal", "1234567890DEMO", "1321054611234DEMO"}),
+}
+
+
+def demo_credentials_in_use() -> list[str]:
+    """The T-Bank settings that hold a published demo value; empty in development (DEBUG on)."""
+    if settings.DEBUG:
+        return []
+    return [name for name, values in DEMO_CREDENTIALS.items() if str(getattr(settings, name, "")).strip() in values]
+
+
 def allowed_networks() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
     """TBANK_ALLOWED_NETWORKS parsed; raises PaymentConfigurationError naming a bad entry."""
     networks = []
@@ -96,6 +111,11 @@ def payment_notification_process(*, body: bytes, remote_addr: str | None = None)
     if not settings.TBANK_TERMINAL_KEY or not settings.TBANK_PASSWORD:
         raise PaymentConfigurationError(
             "TBANK_TERMINAL_KEY and TBANK_PASSWORD must be set to verify payment notifications."
+        )
+    demo = demo_credentials_in_use()
+    if demo:
+        raise PaymentConfigurationError(
+            f"{' and '.join(demo)} hold the published demo value; set the terminal's own credentials."
         )
     source = source_address(remote_addr)
     if not _source_allowed(source, allowed_networks()):
