@@ -32,6 +32,41 @@ if not SECRET_KEY:
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 
+# --- HTTPS ------------------------------------------------------------------------------------
+# One switch for a site served over HTTPS behind a TLS-terminating proxy: redirect plain HTTP,
+# cookies only over HTTPS, HSTS for a year (subdomains and preload included), and the proxy's
+# X-Forwarded-Proto trusted to say a request came in over HTTPS. Each value has its own variable.
+HTTPS = env.bool("DJANGO_HTTPS", default=False)
+SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=HTTPS)
+SESSION_COOKIE_SECURE = env.bool("DJANGO_SESSION_COOKIE_SECURE", default=HTTPS)
+CSRF_COOKIE_SECURE = env.bool("DJANGO_CSRF_COOKIE_SECURE", default=HTTPS)
+SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=365 * 24 * 3600 if HTTPS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", default=HTTPS)
+SECURE_HSTS_PRELOAD = env.bool("DJANGO_SECURE_HSTS_PRELOAD", default=HTTPS)
+
+
+def _proxy_ssl_header(value: str) -> tuple[str, str] | None:
+    """ "X-Forwarded-Proto=https" -> ("HTTP_X_FORWARDED_PROTO", "https"); empty -> None."""
+    if not value.strip():
+        return None
+    header, sep, expected = value.partition("=")
+    if not sep or not header.strip() or not expected.strip():
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(
+            f"DJANGO_SECURE_PROXY_SSL_HEADER must look like X-Forwarded-Proto=https (or be empty), not {value!r}."
+        )
+    name = header.strip().upper().replace("-", "_")
+    return (name if name.startswith("HTTP_") else f"HTTP_{name}", expected.strip())
+
+
+# Only behind a proxy that sets (and overwrites) this header: a client could otherwise claim HTTPS.
+SECURE_PROXY_SSL_HEADER = _proxy_ssl_header(
+    env("DJANGO_SECURE_PROXY_SSL_HEADER", default="X-Forwarded-Proto=https" if HTTPS else "")
+)
+# Checks to silence (ids, comma separated), e.g. security.W021 when HSTS preload is turned off on purpose.
+SILENCED_SYSTEM_CHECKS = env.list("DJANGO_SILENCED_SYSTEM_CHECKS", default=[])
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
@@ -47,6 +82,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Serves collected static files (the admin's styles) from the WSGI process itself.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     # Customer pages and emails speak the visitor's language (Accept-Language), else LANGUAGE_CODE.
     "django.middleware.locale.LocaleMiddleware",
@@ -58,6 +95,8 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "fulfillment_site.urls"
+# Variables marked with sensitive_variables stay hidden on error pages even with DEBUG on.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "fulfillment_site.error_reports.AlwaysSafeExceptionReporterFilter"
 WSGI_APPLICATION = "fulfillment_site.wsgi.application"
 
 TEMPLATES = [
@@ -117,7 +156,12 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = VAR_DIR / "static"
+# `manage.py collectstatic` fills it; WhiteNoise serves it (compressed copies included).
+STATIC_ROOT = Path(env("STATIC_ROOT", default=str(VAR_DIR / "static")))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
 
 # Benchmarks only (bench/run.py): routes bench/floor, an unauthenticated endpoint that inserts a
 # row for every request. Never enable it on a server that anyone else can reach.
@@ -170,6 +214,9 @@ EMAIL_RETRY_BASE_SECONDS = env.int("EMAIL_RETRY_BASE_SECONDS", default=60)
 # The sweep re-queues an unsent email whose task was queued longer ago than this.
 EMAIL_SWEEP_INTERVAL_SECONDS = env.int("EMAIL_SWEEP_INTERVAL_SECONDS", default=300)
 EMAIL_STALE_AFTER_SECONDS = env.int("EMAIL_STALE_AFTER_SECONDS", default=900)
+# Bodies above this size are refused (413) by the webhook and callback endpoints before they
+# are read; real notifications and callbacks are a few KB.
+WEBHOOK_MAX_BODY_BYTES = env.int("WEBHOOK_MAX_BODY_BYTES", default=256 * 1024)
 
 # --- T-Bank internet acquiring ----------------------------------------------------------------
 TBANK_TERMINAL_KEY = env("TBANK_TERMINAL_KEY", default="")
@@ -255,14 +302,18 @@ DIGIFLAZZ_CALLBACK_URL = env("DIGIFLAZZ_CALLBACK_URL", default="")
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="filesystem://localhost//")
 _broker_dir = VAR_DIR / "celery" / "broker"
 if CELERY_BROKER_URL.startswith("filesystem://"):
-    for _folder in ("broker", "processed"):
-        (VAR_DIR / "celery" / _folder).mkdir(parents=True, exist_ok=True)
+    # Every folder the transport writes is named here: an option left out falls back to a path
+    # relative to the working directory (kombu's `control_folder` default is ./control).
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir),
         "data_folder_out": str(_broker_dir),
         "processed_folder": str(VAR_DIR / "celery" / "processed"),
+        "control_folder": str(VAR_DIR / "celery" / "control"),
         "store_processed": False,
     }
+    for _option, _folder in CELERY_BROKER_TRANSPORT_OPTIONS.items():
+        if "folder" in _option:
+            Path(_folder).mkdir(parents=True, exist_ok=True)
 else:
     # Redis re-delivers an unacknowledged message after the visibility timeout. It must be
     # longer than any countdown we schedule, or a delayed retry would be delivered twice.

@@ -239,8 +239,17 @@ extend_order_admin(OrderAdmin)
 
 @admin.register(PaymentNotification)
 class PaymentNotificationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ("received_at", "order_ref", "bank_status", "payment_id", "amount_kopecks", "verdict", "http_status")
-    list_filter = ("verdict", "bank_status", "http_status")
+    list_display = (
+        "received_at",
+        "order_ref",
+        "bank_status",
+        "payment_id",
+        "amount_kopecks",
+        "verdict",
+        "http_status",
+        "authenticated",
+    )
+    list_filter = ("verdict", "authenticated", "bank_status", "http_status")
     search_fields = ("=order_ref", "=payment_id")
     readonly_fields = [f.name for f in PaymentNotification._meta.fields]
 

@@ -1,4 +1,5 @@
-"""System checks for the payment side: notifications must be verifiable; the sandbox is for development only."""
+"""System checks for the payment side: notifications must be verifiable; demo credentials and the
+sandbox are for development only; the refund policy must be one we know."""
 
 from django.conf import settings
 from django.core import checks
@@ -67,4 +68,19 @@ def refund_policy_check(app_configs, **kwargs) -> list[checks.CheckMessage]:
             id="orders.E004",
             hint="auto refunds undeliverable units by itself; staff waits for the admin action.",
         )
+    ]
+
+
+@checks.register()
+def tbank_demo_credentials_check(app_configs, **kwargs) -> list[checks.CheckMessage]:
+    from orders.services.notifications import demo_credentials_in_use
+
+    return [
+        checks.Error(
+            f"{name} is a published demo value (from .env.example or T-Bank's documentation) and DJANGO_DEBUG "
+            "is off: anyone could sign payment notifications for this shop.",
+            id="orders.E005",
+            hint=f"Set {name} to your terminal's value from the T-Bank merchant portal.",
+        )
+        for name in demo_credentials_in_use()
     ]

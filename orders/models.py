@@ -92,7 +92,14 @@ class Product(models.Model):
 
 
 class StatusAssignmentError(Exception):
-    """Raised when code tries to change an order's status by saving the model."""
+    """Raised when code tries to change an order's status (or a field the status machine owns,
+    such as payment_id or paid_at) by saving the model."""
+
+
+#: Written only by the status machine (orders.state), in the conditional UPDATE of a transition.
+MACHINE_FIELDS = frozenset(
+    {"status", "payment_id", "status_changed_at", "paid_at", "fulfilled_at", "cancelled_at", "refunded_at"}
+)
 
 
 class Order(models.Model):
@@ -122,42 +129,63 @@ class Order(models.Model):
         return f"Order {self.pk}"
 
     def save(self, *args, **kwargs) -> None:
-        # The status machine (orders.state) is the only writer of `status`; a save() that
-        # changed it would bypass the legality check and the race protection.
-        update_fields = kwargs.get("update_fields")
+        """Insert a NEW order, or write the fields changed since this instance was loaded.
+
+        An instance may have been loaded before a transition (the admin's change form, a
+        long-running task): writing all its fields back would silently undo the payment. So an
+        existing row gets only the fields this instance changed, and never a field the status
+        machine owns (MACHINE_FIELDS): changing one of those here raises StatusAssignmentError.
+        """
         if self._state.adding:
             if self.status != OrderStatus.NEW:
                 raise StatusAssignmentError("A new order starts as NEW; use orders.state to move it.")
             super().save(*args, **kwargs)
-            self._loaded_status = self.status
+            self._remember_loaded_values()
             return
-        assigned = "status" in self.__dict__  # False when the field was deferred and never set
-        if (update_fields is None or "status" in update_fields) and assigned:
-            if self.status != getattr(self, "_loaded_status", None):
-                raise StatusAssignmentError(
-                    f"Order {self.pk}: status changes go through orders.state.order_transition()."
-                )
-        # An existing row's status column is never written here: this instance may have been
-        # loaded before a transition, and writing its status back would silently undo it.
-        if update_fields is None:
-            deferred = self.get_deferred_fields()
-            update_fields = [
-                f.attname
-                for f in self._meta.concrete_fields
-                if not f.primary_key and f.name != "status" and f.attname not in deferred
-            ]
-        kwargs["update_fields"] = [name for name in update_fields if name != "status"]
+        loaded = getattr(self, "_loaded_values", {})
+        update_fields = kwargs.get("update_fields")
+        candidates = (
+            [f.attname for f in self._meta.concrete_fields if not f.primary_key]
+            if update_fields is None
+            else [self._meta.get_field(name).attname for name in update_fields]
+        )
+        changed = []
+        for attname in candidates:
+            if attname not in self.__dict__:
+                continue  # deferred and never assigned: nothing to write
+            if attname in loaded and self.__dict__[attname] == loaded[attname]:
+                continue  # unchanged since load: writing it back could only revert someone else's change
+            if attname in MACHINE_FIELDS:
+                what = "status changes" if attname == "status" else f"{attname} (written with the status)"
+                raise StatusAssignmentError(f"Order {self.pk}: {what} go through orders.state.order_transition().")
+            changed.append(attname)
+        kwargs["update_fields"] = changed
         super().save(*args, **kwargs)
+        loaded.update({attname: self.__dict__[attname] for attname in changed})
+
+    def _remember_loaded_values(self) -> None:
+        self._loaded_values = {
+            f.attname: self.__dict__[f.attname] for f in self._meta.concrete_fields if f.attname in self.__dict__
+        }
 
     @classmethod
     def from_db(cls, db, field_names, values):
         instance = super().from_db(db, field_names, values)
-        instance._loaded_status = instance.__dict__.get("status")
+        instance._remember_loaded_values()
         return instance
 
-    def refresh_from_db(self, *args, **kwargs) -> None:
-        super().refresh_from_db(*args, **kwargs)
-        self._loaded_status = self.status
+    def refresh_from_db(self, using=None, fields=None, from_queryset=None) -> None:
+        super().refresh_from_db(using=using, fields=fields, from_queryset=from_queryset)
+        if fields is None:
+            self._remember_loaded_values()
+            return
+        # Only what was read is known to match the row; other in-memory edits stay unsaved changes.
+        loaded = getattr(self, "_loaded_values", {})
+        for name in fields:
+            attname = self._meta.get_field(name).attname
+            if attname in self.__dict__:
+                loaded[attname] = self.__dict__[attname]
+        self._loaded_values = loaded
 
     @property
     def tbank_order_id(self) -> str:
@@ -222,8 +250,10 @@ class NotificationVerdict(models.TextChoices):
 class PaymentNotification(models.Model):
     """One notification as received from T-Bank, with what we made of it.
 
-    `raw_body` is the body as received with the Token replaced (it is derived from the
-    terminal password); nothing else secret is ever in a notification.
+    For an authenticated notification `raw_body` is the body as received with the Token
+    replaced (it is derived from the terminal password); nothing else secret is ever in a
+    notification. For a request that failed authentication (wrong source, not a notification,
+    bad Token) it is only the first characters: the size and SHA-256 identify the rest.
     """
 
     received_at = models.DateTimeField(auto_now_add=True, db_index=True)
@@ -235,7 +265,14 @@ class PaymentNotification(models.Model):
     verdict = models.CharField(max_length=20, choices=NotificationVerdict.choices)
     http_status = models.PositiveSmallIntegerField()
     detail = models.TextField(blank=True, help_text="What was done, or why not.")
-    raw_body = models.TextField(blank=True)
+    authenticated = models.BooleanField(
+        default=False, help_text="Came from an allowed source with a valid TerminalKey and Token."
+    )
+    raw_body = models.TextField(
+        blank=True, help_text="The body as sent, Token masked; only its beginning when not authenticated."
+    )
+    body_sha256 = models.CharField("body SHA-256", max_length=64, blank=True)
+    body_size = models.PositiveIntegerField("body size (bytes)", null=True, blank=True)
     remote_addr = models.GenericIPAddressField(null=True, blank=True)
     source = models.CharField(max_length=10, choices=NotificationSource.choices, default=NotificationSource.WEBHOOK)
 

@@ -41,3 +41,6 @@ TBANK_API_URL = "http://127.0.0.1:9/v2/"
 TBANK_TIMEOUT_SECONDS = 5.0
 # Delivery tests look at FAILED units as they are; refund tests choose their policy (production: auto).
 REFUND_POLICY = "staff"
+# No collectstatic before the tests: WhiteNoise looks files up per request instead of warning
+# that STATIC_ROOT is missing (tests/test_static_files.py checks the production mode).
+WHITENOISE_AUTOREFRESH = True

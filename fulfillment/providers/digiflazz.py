@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
 import threading
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from typing import Any, ClassVar
 import requests
 from django.conf import settings
 from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
 
 from fulfillment.providers.base import (
     UNKNOWN_OUTCOME_CODE,
@@ -41,6 +41,7 @@ from fulfillment.providers.base import (
     FulfillmentResult,
     Outcome,
 )
+from fulfillment_site.untrusted import json_text_problem, loads_strict
 
 logger = logging.getLogger(__name__)
 
@@ -145,6 +146,7 @@ DEFAULT_MIN_CHECK_INTERVAL = timedelta(seconds=60)
 DEFAULT_MAX_CHECK_AGE = timedelta(days=90)
 
 
+@sensitive_variables()
 def sign(username: str, api_key: str, suffix: str) -> str:
     """md5(username + key + suffix): "depo" for the balance, "pricelist", or the ref_id."""
     return hashlib.md5(f"{username}{api_key}{suffix}".encode(), usedforsecurity=False).hexdigest()
@@ -214,6 +216,7 @@ class DigiflazzError(Exception):
 class DigiflazzClient:
     """Signs and sends buyer API calls. Thread-safe: one HTTP session per thread."""
 
+    @sensitive_variables("api_key")
     def __init__(
         self,
         *,
@@ -453,6 +456,10 @@ def _setting_text(name: str) -> str:
 # --- callbacks ---------------------------------------------------------------------------------
 
 
+#: Our references are shorter (Delivery.reference is 40 characters); a longer ref_id is not ours.
+MAX_REF_ID_CHARS = 100
+
+
 class CallbackRejected(Exception):
     """A callback that is not accepted; `http_status` is what to answer."""
 
@@ -470,6 +477,7 @@ class CallbackEvent:
     result: FulfillmentResult | None = None  # None: the callback does not say how it went
 
 
+@sensitive_variables()
 def callback_signature_valid(*, body: bytes, header: str | None, secret: str) -> bool:
     """X-Hub-Signature is "sha1=" + HMAC-SHA1 of the raw body keyed with the webhook secret."""
     if not header:
@@ -477,10 +485,13 @@ def callback_signature_valid(*, body: bytes, header: str | None, secret: str) ->
     scheme, _, given = header.strip().partition("=")
     if scheme.lower() != "sha1" or not given:
         return False
-    expected = hmac.new(secret.encode(), body, hashlib.sha1).hexdigest()
-    return hmac.compare_digest(expected, given.strip().lower())
+    expected = hmac.new(secret.encode(), body, hashlib.sha1).hexdigest().encode("ascii")
+    # Bytes on both sides: compare_digest raises TypeError for a str with non-ASCII characters
+    # ("sha1=é"), which would have answered a forged callback with a 500.
+    return hmac.compare_digest(expected, given.strip().lower().encode("utf-8", "replace"))
 
 
+@sensitive_variables("secret")
 def callback_parse(*, body: bytes, signature: str | None, secret: str) -> CallbackEvent:
     """Verify (when a secret is set) and read a callback body. Raises CallbackRejected:
     403 for a missing or wrong signature, 400 for a body that is not a Digiflazz callback."""
@@ -490,16 +501,25 @@ def callback_parse(*, body: bytes, signature: str | None, secret: str) -> Callba
             f"X-Hub-Signature is {reason}: the callback is not signed with DIGIFLAZZ_WEBHOOK_SECRET.", http_status=403
         )
     try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise CallbackRejected("The body is not JSON.", http_status=400) from None
+        payload = loads_strict(body)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise CallbackRejected(f"The body is not JSON ({str(exc)[:200]}).", http_status=400) from None
     if not isinstance(payload, dict):
         raise CallbackRejected("The body is not a JSON object.", http_status=400)
+    # Before anything is looked up or stored: surrogates and NUL characters cannot be.
+    problem = json_text_problem(payload)
+    if problem:
+        raise CallbackRejected(problem, http_status=400)
     data = payload.get("data")
     if data is None and ("hook_id" in payload or "hook" in payload):
         return CallbackEvent(ping=True)
     if not isinstance(data, dict) or not str(data.get("ref_id") or "").strip():
         raise CallbackRejected("The body has no data.ref_id.", http_status=400)
+    for name in ("ref_id", "status", "rc", "sn", "message"):
+        if isinstance(data.get(name), (dict, list)):
+            raise CallbackRejected(f"Field data.{name} must be text or a number.", http_status=400)
+    if len(str(data["ref_id"])) > MAX_REF_ID_CHARS:
+        raise CallbackRejected(f"Field data.ref_id is longer than {MAX_REF_ID_CHARS} characters.", http_status=400)
     data = {key: value for key, value in data.items() if key != "sign"}
     return CallbackEvent(ref_id=str(data["ref_id"]).strip(), result=result_from_data(data))
 

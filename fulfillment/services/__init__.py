@@ -2,7 +2,8 @@
 
 One module per family: `queueing` (units and task messages), `running` (claiming and the
 delivery run), `results` (provider answers and callbacks), `retries` (staff and operator
-retries), `halts`, `reconciliation`; `common` holds what they share.
+retries), `halts`, `reconciliation`, `retention` (what `purge_audit` may delete of the attempt
+log); `common` holds what they share.
 
 Money-safety rules, and where each is enforced:
 

@@ -1,5 +1,6 @@
 """Write operations on orders, one module per family: `lifecycle` (create, pay, cancel,
-refund, fulfil) and `notifications` (T-Bank payment notifications)."""
+refund, fulfil), `notifications` (T-Bank payment notifications) and `retention` (what
+`purge_audit` may delete of the notification log)."""
 
 from orders.services.lifecycle import (
     ItemSpec,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import logging
 from dataclasses import dataclass, field
@@ -40,6 +41,21 @@ class PaymentConfigurationError(Exception):
     """The shop cannot verify notifications: terminal credentials are not configured."""
 
 
+#: Credentials anyone can read: .env.example's and the public examples of T-Bank's documentation.
+#: A shop running with one of them (DEBUG off) would take notifications signed by anybody.
+DEMO_CREDENTIALS: dict[str, frozenset[str]] = {
+    "TBANK_PASSWORD": frozenset({"demo-password-change-me", "Dfsfh56dgKl", "11111111111", "usaf8fw8fsw21g"}),
+    "TBANK_TERMINAL_KEY": frozenset({"DemoTerminal", "1234567890DEMO", "1321054611234DEMO"}),
+}
+
+
+def demo_credentials_in_use() -> list[str]:
+    """The T-Bank settings that hold a published demo value; empty in development (DEBUG on)."""
+    if settings.DEBUG:
+        return []
+    return [name for name, values in DEMO_CREDENTIALS.items() if str(getattr(settings, name, "")).strip() in values]
+
+
 def allowed_networks() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
     """TBANK_ALLOWED_NETWORKS parsed; raises PaymentConfigurationError naming a bad entry."""
     networks = []
@@ -53,43 +69,79 @@ def allowed_networks() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
     return networks
 
 
-def _remote_addr_allowed(remote_addr: str | None) -> bool:
-    networks = allowed_networks()
+#: Characters of a body that failed authentication kept in its record (Token masked).
+REJECTED_PREFIX_CHARS = 120
+
+
+def source_address(remote_addr: str | None) -> str | None:
+    """`remote_addr` as a canonical IP address, or None when it is not one.
+
+    A proxy may forward anything (`91.194.226.10:51234`, a host name, garbage): that is an
+    unknown source, never an error (PostgreSQL's inet column would refuse it).
+    """
+    if not remote_addr:
+        return None
+    try:
+        address = ipaddress.ip_address(remote_addr.strip())
+    except ValueError:
+        return None
+    if getattr(address, "scope_id", None):
+        return None  # fe80::1%eth0: a zone is local to the proxy's host, and inet cannot hold one
+    return str(address)
+
+
+def _source_allowed(source: str | None, networks: list) -> bool:
     if not networks:
         return True
-    if not remote_addr:
+    if source is None:
         return False
-    try:
-        address = ipaddress.ip_address(remote_addr)
-    except ValueError:
-        return False
+    address = ipaddress.ip_address(source)
     return any(address in network for network in networks)
 
 
 def payment_notification_process(*, body: bytes, remote_addr: str | None = None) -> NotificationOutcome:
     """Verify, apply and record one T-Bank notification.
 
-    Every notification leaves a PaymentNotification row, whatever its verdict, written in
-    the same transaction as the order change it causes: either both happen or neither, and
-    the bank, seeing a non-OK answer, sends it again.
+    Every notification leaves a PaymentNotification row, whatever its verdict. One that is
+    authenticated (Token and TerminalKey valid) is stored as sent, Token masked, in the same
+    transaction as the order change it causes: either both happen or neither, and the bank,
+    seeing a non-OK answer, sends it again. One that is not (a source outside
+    TBANK_ALLOWED_NETWORKS, checked first and before the body is even parsed, a body that is
+    not a notification, a bad Token) leaves only a bounded summary: its SHA-256, its size, the
+    source, the reason and its first REJECTED_PREFIX_CHARS characters.
     """
     if not settings.TBANK_TERMINAL_KEY or not settings.TBANK_PASSWORD:
         raise PaymentConfigurationError(
             "TBANK_TERMINAL_KEY and TBANK_PASSWORD must be set to verify payment notifications."
         )
-    limit = settings.PAYMENT_NOTIFICATION_MAX_STORED_BYTES
+    demo = demo_credentials_in_use()
+    if demo:
+        raise PaymentConfigurationError(
+            f"{' and '.join(demo)} hold the published demo value; set the terminal's own credentials."
+        )
+    source = source_address(remote_addr)
+    if not _source_allowed(source, allowed_networks()):
+        shown = source or (f"{remote_addr[:60]!r}, not an IP address" if remote_addr else "unknown")
+        outcome = NotificationOutcome(
+            403, NotificationVerdict.FORBIDDEN, f"Source address ({shown}) is not in TBANK_ALLOWED_NETWORKS."
+        )
+        _record_rejected(outcome, body=body, address=source)
+        return outcome
     try:
         payload = tbank.parse_notification(body)
     except tbank.MalformedNotification as exc:
         outcome = NotificationOutcome(400, NotificationVerdict.MALFORMED, str(exc))
-        _record(outcome, body=body, limit=limit, remote_addr=remote_addr)
+        _record_rejected(outcome, body=body, address=source)
+        return outcome
+    outcome = _authenticate(payload)
+    if outcome is not None:
+        _record_rejected(outcome, body=body, address=source)
         return outcome
 
-    outcome = _authenticate(payload, remote_addr)
-    if outcome is None:
-        outcome = _validate_fields(payload)
+    limit = settings.PAYMENT_NOTIFICATION_MAX_STORED_BYTES
+    outcome = _validate_fields(payload)
     if outcome is not None:
-        _record(outcome, body=body, limit=limit, remote_addr=remote_addr)
+        _record(outcome, body=body, limit=limit, address=source)
         return outcome
 
     order_ref = str(payload["OrderId"])
@@ -102,9 +154,9 @@ def payment_notification_process(*, body: bytes, remote_addr: str | None = None)
             outcome = NotificationOutcome(
                 404, NotificationVerdict.UNKNOWN_ORDER, f"No order with OrderId {order_ref!r}.", payload=payload
             )
-            _record(outcome, body=body, limit=limit, remote_addr=remote_addr)
+            _record(outcome, body=body, limit=limit, address=source)
             return outcome
-        return payment_status_apply(order=order, payload=payload, body=body, remote_addr=remote_addr)
+        return payment_status_apply(order=order, payload=payload, body=body, remote_addr=source)
 
 
 def payment_status_apply(
@@ -126,17 +178,13 @@ def payment_status_apply(
         outcome,
         body=body,
         limit=settings.PAYMENT_NOTIFICATION_MAX_STORED_BYTES,
-        remote_addr=remote_addr,
-        source=source,
+        address=source_address(remote_addr),
+        notification_source=source,
     )
     return outcome
 
 
-def _authenticate(payload: dict[str, Any], remote_addr: str | None) -> NotificationOutcome | None:
-    if not _remote_addr_allowed(remote_addr):
-        return NotificationOutcome(
-            403, NotificationVerdict.FORBIDDEN, "Source address is not in TBANK_ALLOWED_NETWORKS.", payload=payload
-        )
+def _authenticate(payload: dict[str, Any]) -> NotificationOutcome | None:
     if not tbank.terminal_key_is_valid(payload, settings.TBANK_TERMINAL_KEY):
         return NotificationOutcome(403, NotificationVerdict.FORBIDDEN, "Unknown TerminalKey.", payload=payload)
     if not tbank.token_is_valid(payload, settings.TBANK_PASSWORD):
@@ -161,6 +209,11 @@ def _validate_fields(payload: dict[str, Any]) -> NotificationOutcome | None:
     if payment_id is not None and not tbank._is_id(payment_id):
         return NotificationOutcome(
             400, NotificationVerdict.MALFORMED, "Field PaymentId must be a string or an integer.", payload=payload
+        )
+    if payment_id is not None and len(str(payment_id)) > Order._meta.get_field("payment_id").max_length:
+        # The bank's ids are 20 digits at most; a longer one would not fit the order (a 503 on PostgreSQL).
+        return NotificationOutcome(
+            400, NotificationVerdict.MALFORMED, "Field PaymentId must be at most 64 characters.", payload=payload
         )
     return None
 
@@ -425,8 +478,36 @@ def _record(
     *,
     body: bytes,
     limit: int,
-    remote_addr: str | None,
-    source: str = NotificationSource.WEBHOOK,
+    address: str | None,
+    notification_source: str = NotificationSource.WEBHOOK,
+) -> None:
+    """Store an authenticated notification (or a status we polled): the body as sent, Token
+    masked, cut at `limit`."""
+    _create_record(
+        outcome,
+        body=body,
+        address=address,
+        authenticated=True,
+        raw_body=tbank.redact_body(body, limit),
+        notification_source=notification_source,
+    )
+
+
+def _record_rejected(outcome: NotificationOutcome, *, body: bytes, address: str | None) -> None:
+    """Store a bounded summary of a request that failed authentication: never its whole body,
+    which anyone can make as large as the web server accepts."""
+    prefix = tbank.redact_body(body, len(body))[:REJECTED_PREFIX_CHARS]
+    _create_record(outcome, body=body, address=address, authenticated=False, raw_body=prefix)
+
+
+def _create_record(
+    outcome: NotificationOutcome,
+    *,
+    body: bytes,
+    address: str | None,
+    authenticated: bool,
+    raw_body: str,
+    notification_source: str = NotificationSource.WEBHOOK,
 ) -> None:
     payload = outcome.payload
     amount = payload.get("Amount")
@@ -439,7 +520,10 @@ def _record(
         verdict=outcome.verdict,
         http_status=outcome.http_status,
         detail=_text(outcome.detail, 2000),
-        raw_body=_text(tbank.redact_body(body, limit)),
-        remote_addr=remote_addr,
-        source=source,
+        authenticated=authenticated,
+        raw_body=_text(raw_body),
+        body_sha256=hashlib.sha256(body).hexdigest(),
+        body_size=len(body),
+        remote_addr=address,
+        source=notification_source,
     )

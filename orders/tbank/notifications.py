@@ -12,6 +12,7 @@ import json
 import re
 from typing import Any
 
+from fulfillment_site.untrusted import json_text_problem
 from orders.tbank.signing import (  # noqa: F401 - re-exported for callers of this module
     compute_token,
     sign_notification,
@@ -51,6 +52,10 @@ def parse_notification(body: bytes) -> dict[str, Any]:
         raise MalformedNotification(f"The body is not valid JSON: {exc}") from exc
     if not isinstance(payload, dict):
         raise MalformedNotification("The body must be a JSON object.")
+    # Before anything is looked up or stored: surrogates and NUL characters cannot be.
+    problem = json_text_problem(payload)
+    if problem:
+        raise MalformedNotification(problem)
     for field in ("TerminalKey", "OrderId", "Status", "Token"):
         if field not in payload:
             raise MalformedNotification(f"Required field {field} is missing.")

@@ -13,6 +13,8 @@ import hmac
 from collections.abc import Mapping
 from typing import Any
 
+from django.views.decorators.debug import sensitive_variables
+
 
 def _render(value: Any) -> str:
     if value is True:
@@ -24,6 +26,9 @@ def _render(value: Any) -> str:
     return str(value)
 
 
+# Each function holding the password (or a string built from it) hides its variables from
+# error reports: see fulfillment_site/error_reports.py.
+@sensitive_variables()
 def compute_token(payload: Mapping[str, Any], password: str) -> str:
     """The Token T-Bank puts on `payload`, for the terminal password `password`."""
     pairs = {key: value for key, value in payload.items() if key != "Token" and not isinstance(value, (dict, list))}
@@ -32,6 +37,7 @@ def compute_token(payload: Mapping[str, Any], password: str) -> str:
     return hashlib.sha256(joined.encode("utf-8")).hexdigest()
 
 
+@sensitive_variables()
 def token_is_valid(payload: Mapping[str, Any], password: str) -> bool:
     received = payload.get("Token")
     if not isinstance(received, str):
@@ -47,6 +53,7 @@ def terminal_key_is_valid(payload: Mapping[str, Any], terminal_key: str) -> bool
     return hmac.compare_digest(received.encode("utf-8"), terminal_key.encode("utf-8"))
 
 
+@sensitive_variables()
 def sign_notification(payload: dict[str, Any], password: str) -> dict[str, Any]:
     """Return `payload` with the Token the bank would put on it (for simulate_payment and tests)."""
     signed = {key: value for key, value in payload.items() if key != "Token"}

@@ -63,8 +63,12 @@ def test_permanent_failure_callback_marks_the_unit_failed(fake_digiflazz, pendin
         "sha1=0000000000000000000000000000000000000000",
         "sha256=abcdef",
         "garbage",
+        "sha1=é",
+        "sha1=" + "é" * 40,
+        "sha1=\u202e0000",
+        "sha1= ",
     ],
-    ids=["missing", "wrong-hex", "wrong-scheme", "garbage"],
+    ids=["missing", "wrong-hex", "wrong-scheme", "garbage", "non-ascii", "non-ascii-40", "bidi", "blank"],
 )
 def test_bad_or_missing_signature_is_refused_and_changes_nothing(
     fake_digiflazz, pending_unit, post_digiflazz_callback, signature

@@ -313,7 +313,7 @@ def test_database_connection_killed_mid_notification_answers_non_ok_and_writes_n
     order.refresh_from_db()
     assert order.status == "new"
     assert not Delivery.objects.filter(order=order).exists()
-    assert not PaymentNotification.objects.filter(order_ref=str(order.pk)).exists()
+    assert not PaymentNotification.objects.filter(order_ref=order.public_id).exists()
     assert stack.queue_length() == 0 and ledger().entries == 0
 
     # The bank sends the notification again; now it is processed normally.

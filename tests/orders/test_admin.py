@@ -147,3 +147,17 @@ def test_notifications_are_searchable_by_order_and_payment_id(admin_client, two_
     for term in (target.public_id, "1111111"):
         response = admin_client.get(url, {"q": term})
         assert [record.order_id for record in response.context["cl"].result_list] == [target.pk]
+
+
+def test_notifications_can_be_filtered_by_authentication(admin_client, two_orders, post_notification):
+    target, _ = two_orders
+    post_notification(b"\x01junk" * 100)
+    url = reverse("admin:orders_paymentnotification_changelist")
+
+    rejected = admin_client.get(url, {"authenticated__exact": "0"}).context["cl"].result_list
+    accepted = admin_client.get(url, {"authenticated__exact": "1"}).context["cl"].result_list
+
+    assert [(record.verdict, record.body_size) for record in rejected] == [("malformed", 500)]
+    assert [record.order_id for record in accepted] == [target.pk]
+    page = admin_client.get(reverse("admin:orders_paymentnotification_change", args=[rejected[0].pk]))
+    assert rejected[0].body_sha256 in page.content.decode()

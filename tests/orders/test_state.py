@@ -1,4 +1,5 @@
-"""The order status machine (orders.state) and Order.save()'s refusal to change a status."""
+"""The order status machine (orders.state) and Order.save()'s refusal to change a status or
+write back what a stale instance holds."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ import itertools
 
 import pytest
 from django.db.models.query import QuerySet
+from django.utils import timezone
 
 from orders.models import Order, StatusAssignmentError
+from orders.services import order_mark_paid
 from orders.state import TRANSITIONS, IllegalTransition, OrderStatus, can_transition, order_transition
 
 STATUSES = list(OrderStatus)
@@ -256,3 +259,74 @@ def test_save_with_deferred_status_cannot_smuggle_a_status_change(order_factory)
     with pytest.raises(StatusAssignmentError):
         order.save()
     assert Order.objects.get(pk=order.pk).status == OrderStatus.NEW
+
+
+def test_a_stale_instance_saved_after_a_payment_keeps_the_payment(order_factory):
+    # Loaded while NEW (an admin form, a task); the webhook pays the order meanwhile. Saving the
+    # stale instance used to write its old payment_id and paid_at back over the payment.
+    stale = Order.objects.get(pk=order_factory().pk)
+    order_mark_paid(order_id=stale.pk, payment_id="8742591")
+    paid = Order.objects.get(pk=stale.pk)
+
+    stale.customer_email = "new@example.com"
+    stale.save()
+
+    stored = Order.objects.get(pk=stale.pk)
+    assert (stored.status, stored.payment_id, stored.paid_at, stored.status_changed_at) == (
+        OrderStatus.PAID,
+        "8742591",
+        paid.paid_at,
+        paid.status_changed_at,
+    )
+    assert stored.customer_email == "new@example.com"
+
+
+def test_a_stale_instance_saving_named_payment_fields_keeps_the_payment(order_factory):
+    stale = Order.objects.get(pk=order_factory().pk)
+    order_mark_paid(order_id=stale.pk, payment_id="8742591")
+
+    stale.save(update_fields=["payment_id", "paid_at", "status_changed_at"])
+
+    stored = Order.objects.get(pk=stale.pk)
+    assert (stored.payment_id, stored.paid_at is not None) == ("8742591", True)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("payment_id", "forged-1"), ("paid_at", "now"), ("refunded_at", "now"), ("status_changed_at", "now")],
+)
+def test_save_refuses_to_change_a_field_the_status_machine_owns(order_factory, field, value):
+    order = Order.objects.get(pk=order_factory().pk)
+    setattr(order, field, timezone.now() if value == "now" else value)
+    order.customer_email = "new@example.com"
+
+    with pytest.raises(StatusAssignmentError, match=f"Order {order.pk}: {field}"):
+        order.save()
+
+    stored = Order.objects.get(pk=order.pk)
+    assert (getattr(stored, field) or None, stored.customer_email) == (None, "c@example.com")
+
+
+def test_save_writes_only_the_changed_fields(order_factory, django_assert_num_queries):
+    order = Order.objects.get(pk=order_factory().pk)
+    order.customer_email = "new@example.com"
+    with django_assert_num_queries(1) as captured:
+        order.save()
+    sql = captured.captured_queries[0]["sql"]
+    assert "customer_email" in sql and "amount_kopecks" not in sql and "paid_at" not in sql
+    with django_assert_num_queries(0):
+        order.save()  # nothing changed since: nothing to write
+
+
+def test_refreshed_fields_are_not_written_back(order_factory):
+    order = Order.objects.get(pk=order_factory().pk)
+    order_mark_paid(order_id=order.pk, payment_id="8742591")
+    order.refresh_from_db(fields=["payment_id", "paid_at"])
+    order.customer_email = "new@example.com"
+    order.save()
+    stored = Order.objects.get(pk=order.pk)
+    assert (stored.status, stored.payment_id, stored.customer_email) == (
+        OrderStatus.PAID,
+        "8742591",
+        "new@example.com",
+    )

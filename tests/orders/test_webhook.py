@@ -3,6 +3,7 @@ and the audit record each notification leaves."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -14,6 +15,7 @@ from fulfillment.services import fulfill_order
 from fulfillment.tasks import deliver_order
 from orders import signals
 from orders.models import NotificationVerdict, Order, PaymentNotification, Refund, RefundReason
+from orders.services.notifications import REJECTED_PREFIX_CHARS
 from orders.state import OrderStatus, order_transition
 from orders.tbank import sign_notification
 from tests.conftest import WEBHOOK_URL, delivered_per_unit, notification
@@ -685,6 +687,9 @@ AUDITED = {
 }
 
 
+NOT_AUTHENTICATED = {"forbidden", "wrong-terminal"}
+
+
 @pytest.mark.parametrize("case", AUDITED)
 def test_every_notification_is_stored_with_the_token_redacted(order_factory, post_notification, case):
     order = order_factory()
@@ -701,8 +706,16 @@ def test_every_notification_is_stored_with_the_token_redacted(order_factory, pos
     assert record.order_ref == str(payload["OrderId"])
     assert record.payment_id == "8742591"
     assert record.remote_addr == "127.0.0.1"
-    stored = json.loads(record.raw_body)
-    assert stored == {**payload, "Token": "***"}
+    body = json.dumps(payload).encode()
+    assert (record.body_sha256, record.body_size) == (hashlib.sha256(body).hexdigest(), len(body))
+    if case in NOT_AUTHENTICATED:
+        # Only a summary of what failed authentication: the beginning of the body, Token masked.
+        assert not record.authenticated
+        assert record.raw_body == body.decode().replace(payload["Token"], "***")[:REJECTED_PREFIX_CHARS]
+    else:
+        assert record.authenticated
+        stored = json.loads(record.raw_body)
+        assert stored == {**payload, "Token": "***"}
     assert payload["Token"] not in record.raw_body
     for text in (record.raw_body, record.detail, response.content.decode()):
         assert settings.TBANK_PASSWORD not in text
@@ -728,12 +741,13 @@ def test_oversized_body_is_stored_truncated(order_factory, post_notification, se
 
 
 def test_nul_characters_do_not_lose_the_audit_record(db, post_notification):
-    # PostgreSQL text cannot hold NUL: the record must still be written, with a replacement.
+    # PostgreSQL text cannot hold NUL: the body is refused (400), and its record is still written.
     payload = notification(Order(pk=1, amount_kopecks=100), OrderId="7\x007")
 
     response = post_notification(payload)
 
-    assert response.status_code == 404
+    assert response.status_code == 400
+    assert "OrderId contains a NUL character" in response.content.decode()
     record = PaymentNotification.objects.get()
-    assert record.order_ref == "7\ufffd7"
+    assert (record.verdict, record.authenticated) == (NotificationVerdict.MALFORMED, False)
     assert "\x00" not in record.raw_body
