@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from orders.models import IdempotencyKey, Order
+from tests.fuzz_strategies import hostile_json_bodies
 
 pytestmark = pytest.mark.django_db
 
@@ -94,3 +95,12 @@ def test_hostile_bodies_are_refused_with_a_message(bank, client, raw, phone_prod
 def test_a_huge_body_is_413(bank, client):
     response = client.post("/api/orders", data=b" " * (200 * 1024), content_type="application/json")
     assert response.status_code == 413 and b"larger than" in response.content
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(raw=hostile_json_bodies(size_limit=64 * 1024))
+def test_the_webhooks_hostile_bodies_are_refused_cleanly_here_too(bank, client, raw):
+    # The same generator as the webhook fuzzing: raw bytes, surrogates, NUL, huge numbers,
+    # deep nesting and bodies around the size limit.
+    response = client.post("/api/orders", data=raw, content_type="application/json")
+    assert_refused(response)
