@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import models
+from django.db.models import Q
 
 from orders.state import OrderStatus
 
@@ -58,6 +60,11 @@ class Order(models.Model):
     class Meta:
         ordering = ["-id"]
         permissions = [("retry_fulfillment", "Can retry fulfillment of paid orders")]
+        indexes = [
+            # The admin's date filter and sort; PAID orders by age for "paid for too long".
+            models.Index(fields=["created_at"], name="order_created"),
+            models.Index(fields=["paid_at"], name="order_paid_open", condition=Q(status="paid")),
+        ]
 
     def __str__(self) -> str:
         return f"Order {self.pk}"
@@ -115,6 +122,7 @@ class OrderItem(models.Model):
 
     class Meta:
         ordering = ["id"]
+        indexes = [models.Index(fields=["recipient"], name="orderitem_recipient")]
 
     def __str__(self) -> str:
         return f"{self.quantity} x {self.product.name} for {self.recipient}"
@@ -150,9 +158,24 @@ class PaymentNotification(models.Model):
     detail = models.TextField(blank=True, help_text="What was done, or why not.")
     raw_body = models.TextField(blank=True)
     remote_addr = models.GenericIPAddressField(null=True, blank=True)
+    reviewed_at = models.DateTimeField(null=True, blank=True, help_text="When staff marked it reviewed.")
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, related_name="+", on_delete=models.SET_NULL
+    )
 
     class Meta:
         ordering = ["-id"]
+        permissions = [("review_paymentnotification", "Can mark payment notifications as reviewed")]
+        indexes = [
+            # The admin's list filters, newest first.
+            models.Index(fields=["verdict", "id"], name="notification_verdict_id"),
+            models.Index(fields=["bank_status", "id"], name="notification_status_id"),
+            models.Index(
+                fields=["id"],
+                name="notification_to_review",
+                condition=Q(verdict="needs_review", reviewed_at__isnull=True),
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.bank_status or '?'} for {self.order_ref or '?'} ({self.verdict})"

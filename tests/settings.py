@@ -34,3 +34,10 @@ DIGIFLAZZ_TESTING = False
 CELERY_TASK_ALWAYS_EAGER = True
 CELERY_TASK_EAGER_PROPAGATES = True
 LOGGING["root"]["level"] = "WARNING"  # noqa: F405
+# The halt banner's per-process cache would carry a halt from one test into the next.
+CONSOLE_HALT_CACHE_SECONDS = 0
+STAFF_ALERT_EMAILS = []
+PROVIDER_BALANCE_ALERT = None
+METRICS_TOKEN = ""
+METRICS_ALLOWED_NETWORKS = []
+METRICS_SETTLE_SECONDS = 0

@@ -1,5 +1,6 @@
 """Write operations on orders, one module per family: `lifecycle` (create, pay, cancel,
-refund, fulfil) and `notifications` (T-Bank payment notifications)."""
+refund, fulfil), `notifications` (T-Bank payment notifications) and `review` (staff review of
+notifications)."""
 
 from orders.services.lifecycle import (
     ItemSpec,
@@ -15,9 +16,11 @@ from orders.services.notifications import (
     allowed_networks,
     payment_notification_process,
 )
+from orders.services.review import NotificationNotReviewable, payment_notification_mark_reviewed
 
 __all__ = [
     "ItemSpec",
+    "NotificationNotReviewable",
     "NotificationOutcome",
     "PaymentConfigurationError",
     "allowed_networks",
@@ -26,5 +29,6 @@ __all__ = [
     "order_mark_fulfilled",
     "order_mark_paid",
     "order_refund",
+    "payment_notification_mark_reviewed",
     "payment_notification_process",
 ]
