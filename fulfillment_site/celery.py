@@ -21,6 +21,13 @@ def _schedule_periodic_tasks(sender: Celery, **kwargs) -> None:
         sender.signature("fulfillment.reconcile_paid_orders"),
         name="reconcile paid orders",
     )
+    # Reads the problem counts (and ProviderAccount.balance) and emails staff; sends nothing
+    # without STAFF_ALERT_EMAILS.
+    sender.add_periodic_task(
+        float(settings.STAFF_ALERT_INTERVAL_SECONDS),
+        sender.signature("console.send_staff_alerts"),
+        name="staff alerts",
+    )
 
 
 @worker_init.connect

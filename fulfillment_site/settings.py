@@ -187,6 +187,8 @@ ORDER_PAID_TOO_LONG_MINUTES = env.int("ORDER_PAID_TOO_LONG_MINUTES", default=30)
 # or consolemail:// (printed, the default). See django-environ's email_url.
 vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
 DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="fulfillment@localhost")
+# The public address of this site (https://shop.example.com): alert emails link to admin pages there.
+STAFF_CONSOLE_URL = env("STAFF_CONSOLE_URL", default="")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 # /metrics (Prometheus) answers only a request with `Authorization: Bearer <METRICS_TOKEN>` and/or
 # from METRICS_ALLOWED_NETWORKS (CIDR); with neither set it does not exist (404).

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.models import LogEntry
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, IntegerField, OuterRef, Q, Subquery, Sum
 from django.db.models.functions import Coalesce
@@ -16,6 +17,7 @@ from django.http import HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html
 
 from console.formatting import provider_amount, rubles_html, timestamp
@@ -252,6 +254,7 @@ class OrderAdmin(HugeTableAdminMixin, ExactSearchMixin, admin.ModelAdmin):
                 "status_label": order_status_badge(order, units_failed=failed)[0],
             }
             return TemplateResponse(request, "console/order_retry_confirm.html", context)
+        pressed_at = timezone.now()
         try:
             decision = order_fulfillment_retry(order_id=order.pk)
         except (OrderNotFound, OrderNotFulfillable) as exc:
@@ -263,7 +266,10 @@ class OrderAdmin(HugeTableAdminMixin, ExactSearchMixin, admin.ModelAdmin):
         else:
             outcome = f"Nothing to retry: {decision.reason}."
             self.message_user(request, f"Order {order.pk}: {outcome}", messages.WARNING)
-        self.log_change(request, order, f"Retried fulfillment. {outcome}")
+        entry = self.log_change(request, order, f"Retried fulfillment. {outcome}")
+        # Dated when staff pressed the button: the delivery it queued may already have run (eager
+        # or fast workers), and the timeline must show the cause before its effect.
+        LogEntry.objects.filter(pk=entry.pk).update(action_time=pressed_at)
         retry_messages(self, request, [decision])
         return HttpResponseRedirect(order_url)
 
