@@ -17,7 +17,7 @@ from django.utils.functional import cached_property
 
 
 class CappedCountPaginator(Paginator):
-    cap = 10_000
+    cap = 1_000
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)

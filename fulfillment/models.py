@@ -75,7 +75,8 @@ class Delivery(models.Model):
             ),
             models.Index(fields=["order", "status"], name="delivery_order_status"),
             # The admin's list filters, newest first; failed units for the staff dashboard.
-            models.Index(fields=["status", "id"], name="delivery_status_id"),
+            # order_id included: the orders behind failed units are read from the index alone.
+            models.Index(fields=["status", "id"], name="delivery_status_id", include=["order_id"]),
             models.Index(fields=["provider", "id"], name="delivery_provider_id"),
         ]
 

@@ -63,7 +63,7 @@ class Order(models.Model):
         indexes = [
             # The admin's date filter and sort; PAID orders by age for "paid for too long".
             models.Index(fields=["created_at"], name="order_created"),
-            models.Index(fields=["paid_at"], name="order_paid_open", condition=Q(status="paid")),
+            models.Index(fields=["paid_at"], name="order_paid_open", condition=Q(status="paid"), include=["id"]),
         ]
 
     def __str__(self) -> str:
@@ -174,6 +174,7 @@ class PaymentNotification(models.Model):
                 fields=["id"],
                 name="notification_to_review",
                 condition=Q(verdict="needs_review", reviewed_at__isnull=True),
+                include=["order_id"],
             ),
         ]
 

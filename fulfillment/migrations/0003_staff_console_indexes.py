@@ -13,7 +13,7 @@ class Migration(migrations.Migration):
     operations = [
         migrations.AddIndex(
             model_name='delivery',
-            index=models.Index(fields=['status', 'id'], name='delivery_status_id'),
+            index=models.Index(fields=['status', 'id'], include=('order_id',), name='delivery_status_id'),
         ),
         migrations.AddIndex(
             model_name='delivery',

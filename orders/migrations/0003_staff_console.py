@@ -50,7 +50,7 @@ class Migration(migrations.Migration):
         ),
         migrations.AddIndex(
             model_name='order',
-            index=models.Index(condition=models.Q(('status', 'paid')), fields=['paid_at'], name='order_paid_open'),
+            index=models.Index(condition=models.Q(('status', 'paid')), fields=['paid_at'], include=('id',), name='order_paid_open'),
         ),
         migrations.AddIndex(
             model_name='orderitem',
@@ -66,7 +66,7 @@ class Migration(migrations.Migration):
         ),
         migrations.AddIndex(
             model_name='paymentnotification',
-            index=models.Index(condition=models.Q(('reviewed_at__isnull', True), ('verdict', 'needs_review')), fields=['id'], name='notification_to_review'),
+            index=models.Index(condition=models.Q(('reviewed_at__isnull', True), ('verdict', 'needs_review')), fields=['id'], include=('order_id',), name='notification_to_review'),
         ),
         migrations.RunPython(create_email_index, drop_email_index),
     ]
