@@ -16,7 +16,7 @@ def active_halts() -> list[dict]:
     """[{"provider", "code", "reason", "created_at"}] of every active provider halt."""
     from fulfillment.models import ProviderHalt
 
-    ttl = getattr(settings, "CONSOLE_HALT_CACHE_SECONDS", 5)
+    ttl = settings.CONSOLE_HALT_CACHE_SECONDS
     now = time.monotonic()
     with _lock:
         if _cache["halts"] is not None and now - _cache["at"] < ttl:

@@ -190,6 +190,8 @@ DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="fulfillment@localhost")
 # The public address of this site (https://shop.example.com): alert emails link to admin pages there.
 STAFF_CONSOLE_URL = env("STAFF_CONSOLE_URL", default="")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
+# The halt banner on every admin page reads the halts at most once per this many seconds per process.
+CONSOLE_HALT_CACHE_SECONDS = env.int("CONSOLE_HALT_CACHE_SECONDS", default=5)
 # /metrics (Prometheus) answers only a request with `Authorization: Bearer <METRICS_TOKEN>` and/or
 # from METRICS_ALLOWED_NETWORKS (CIDR); with neither set it does not exist (404).
 METRICS_TOKEN = env("METRICS_TOKEN", default="")
