@@ -401,7 +401,7 @@ class PaymentNotificationAdmin(HugeTableAdminMixin, ExactSearchMixin, ReadOnlyAd
         if not obj.reviewed_at:
             return "—"
         who = obj.reviewed_by.get_username() if obj.reviewed_by else "staff"
-        return f"by {who} at {obj.reviewed_at.astimezone():%Y-%m-%d %H:%M:%S}"
+        return f"by {who} at {timestamp(obj.reviewed_at)}"
 
     def has_review_permission(self, request) -> bool:
         return request.user.has_perm("orders.review_paymentnotification")

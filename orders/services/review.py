@@ -31,6 +31,7 @@ def payment_notification_mark_reviewed(*, notification_id: int, user_id: int | N
             )
         who = record.reviewed_by.get_username() if record.reviewed_by else "someone"
         raise NotificationNotReviewable(
-            f"Notification {notification_id} was already reviewed by {who} at {record.reviewed_at:%Y-%m-%d %H:%M:%S}."
+            f"Notification {notification_id} was already reviewed by {who} at "
+            f"{timezone.localtime(record.reviewed_at):%Y-%m-%d %H:%M:%S}."
         )
     return record

@@ -7,9 +7,13 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth.models import Permission
 from django.utils import timezone
-from selenium.webdriver.common.by import By
-from selenium.webdriver.support import expected_conditions
-from selenium.webdriver.support.ui import WebDriverWait
+
+try:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+except ImportError:  # the `browser` fixture skips, or fails under REQUIRE_SERVICES=1, saying why
+    By = expected_conditions = WebDriverWait = None
 
 from fulfillment.models import Delivery, DeliveryStatus, ProviderAccount
 from fulfillment.providers.base import FailureScope, FulfillmentResult
@@ -117,6 +121,7 @@ def test_staff_find_a_failed_order_on_the_dashboard_and_retry_it(
     browser.find_element(By.ID, "retry-button").click()
     WebDriverWait(browser, 30).until(expected_conditions.presence_of_element_located((By.ID, "confirm-retry")))
     assert Delivery.objects.get(order=failed_order, status=DeliveryStatus.FAILED)  # nothing happens before confirming
+    screenshot(browser, "admin-order-retry-confirm")
     browser.find_element(By.ID, "confirm-retry").click()
 
     WebDriverWait(browser, 30).until(expected_conditions.presence_of_element_located((By.CSS_SELECTOR, ".messagelist")))
