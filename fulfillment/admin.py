@@ -6,9 +6,9 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib import admin, messages
 from django.urls import reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
-from console.formatting import provider_amount
+from console.formatting import provider_amount, timestamp
 from console.order_page import UNIT_TONES
 from console.pagination import HugeTableAdminMixin
 from console.search import SEARCH_CAP, ExactSearchMixin, as_id
@@ -36,11 +36,8 @@ class ReadOnlyAdminMixin:
         return False
 
 
-class DeliveryAttemptInline(ReadOnlyAdminMixin, admin.TabularInline):
-    model = DeliveryAttempt
-    fields = ("started_at", "kind", "provider", "reference", "outcome", "code", "message", "serial", "duration_ms")
-    readonly_fields = fields
-    extra = 0
+#: Provider calls listed on a unit's page; the attempt list has the rest.
+UNIT_ATTEMPTS_SHOWN = 100
 
 
 def order_link(order_id: int):
@@ -135,8 +132,9 @@ class DeliveryAdmin(HugeTableAdminMixin, ExactSearchMixin, ReadOnlyAdminMixin, a
     sortable_by = ("unit_key",)
     ordering = ("-id",)
     search_help_text = "Provider reference, unit key, order id or recipient — exact."
-    inlines = [DeliveryAttemptInline]
-    readonly_fields = [f.name for f in Delivery._meta.fields]
+    # Not an inline: a unit checked for days has hundreds of attempts, and a formset renders all.
+    fields = [f.name for f in Delivery._meta.fields] + ["attempts_table"]
+    readonly_fields = fields
 
     def search_ids(self, word: str) -> set[int]:
         from orders.models import OrderItem
@@ -155,6 +153,47 @@ class DeliveryAdmin(HugeTableAdminMixin, ExactSearchMixin, ReadOnlyAdminMixin, a
     @admin.display(description="Order", ordering="order_id")
     def order_column(self, obj: Delivery):
         return order_link(obj.order_id)
+
+    @admin.display(description="Provider calls (newest first)")
+    def attempts_table(self, obj: Delivery):
+        attempts = list(obj.attempts.order_by("-id")[:UNIT_ATTEMPTS_SHOWN])
+        if not attempts:
+            return "None yet."
+        rows = format_html_join(
+            "",
+            "<tr><td class='nowrap'>{}</td><td>{}</td><td>{}</td><td class='mono'>{}</td><td>{}</td><td>{}</td>"
+            "<td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    timestamp(a.started_at),
+                    a.get_kind_display(),
+                    a.provider,
+                    a.reference,
+                    a.outcome,
+                    a.code,
+                    a.message,
+                    f"{a.duration_ms} ms",
+                )
+                for a in attempts
+            ),
+        )
+        more = ""
+        if len(attempts) == UNIT_ATTEMPTS_SHOWN:
+            url = reverse("admin:fulfillment_deliveryattempt_changelist")
+            more = format_html(
+                '<p class="help">The latest {} are shown: <a href="{}?q={}">every attempt of order {}</a>.</p>',
+                UNIT_ATTEMPTS_SHOWN,
+                url,
+                obj.order_id,
+                obj.order_id,
+            )
+        return format_html(
+            '<table class="console-table"><thead><tr><th>Started</th><th>Kind</th><th>Provider</th>'
+            "<th>Reference</th><th>Outcome</th><th>Code</th><th>Message</th><th>Took</th></tr></thead>"
+            "<tbody>{}</tbody></table>{}",
+            rows,
+            more,
+        )
 
     @admin.display(description="Status", ordering="status")
     def status_badge(self, obj: Delivery):

@@ -242,3 +242,34 @@ def test_marking_a_notification_reviewed_needs_the_permission_and_is_recorded(
 
     again = reviewer.post(review, follow=True)
     assert "was already reviewed by" in again.content.decode()
+
+
+def test_a_unit_page_lists_its_latest_provider_calls_and_links_to_the_rest(admin_client, paid_order_factory):
+    from django.utils import timezone
+
+    from fulfillment.admin import UNIT_ATTEMPTS_SHOWN
+    from fulfillment.models import DeliveryAttempt
+
+    order = paid_order_factory()
+    unit = Delivery.objects.get(order=order)
+    url = reverse("admin:fulfillment_delivery_change", args=[unit.pk])
+    assert "None yet." in admin_client.get(url).content.decode()
+
+    now = timezone.now()
+    DeliveryAttempt.objects.bulk_create(
+        DeliveryAttempt(
+            delivery=unit,
+            order=order,
+            provider="mock",
+            reference=unit.reference,
+            kind="check",
+            outcome="pending",
+            started_at=now,
+            finished_at=now,
+            message=f"check {n}",
+        )
+        for n in range(UNIT_ATTEMPTS_SHOWN + 3)
+    )
+    page = admin_client.get(url).content.decode()
+    assert f"check {UNIT_ATTEMPTS_SHOWN + 2}<" in page and "check 2<" not in page and "check 3<" in page
+    assert f"every attempt of order {order.pk}" in page
