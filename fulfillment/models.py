@@ -98,6 +98,10 @@ class Delivery(models.Model):
                 condition=Q(status__in=["waiting", "sending", "pending"]),
             ),
             models.Index(fields=["order", "status"], name="delivery_order_status"),
+            # The admin's list filters, newest first; failed units for the staff dashboard.
+            # order_id included: the orders behind failed units are read from the index alone.
+            models.Index(fields=["status", "id"], name="delivery_status_id", include=["order_id"]),
+            models.Index(fields=["provider", "id"], name="delivery_provider_id"),
         ]
 
     def __str__(self) -> str:
@@ -131,6 +135,12 @@ class DeliveryAttempt(models.Model):
 
     class Meta:
         ordering = ["id"]
+        indexes = [
+            # The admin's list filters, newest first.
+            models.Index(fields=["outcome", "id"], name="attempt_outcome_id"),
+            models.Index(fields=["provider", "id"], name="attempt_provider_id"),
+            models.Index(fields=["kind", "id"], name="attempt_kind_id"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.kind} {self.reference}: {self.outcome}"

@@ -36,6 +36,13 @@ def _schedule_periodic_tasks(sender: Celery, **kwargs) -> None:
         sender.signature("orders.reconcile_refunds"),
         name="reconcile refunds",
     )
+    # Reads the problem counts (and ProviderAccount.balance) and emails staff; sends nothing
+    # without STAFF_ALERT_EMAILS.
+    sender.add_periodic_task(
+        float(settings.STAFF_ALERT_INTERVAL_SECONDS),
+        sender.signature("console.send_staff_alerts"),
+        name="staff alerts",
+    )
 
 
 @worker_init.connect

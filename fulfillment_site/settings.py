@@ -68,7 +68,9 @@ SECURE_PROXY_SSL_HEADER = _proxy_ssl_header(
 SILENCED_SYSTEM_CHECKS = env.list("DJANGO_SILENCED_SYSTEM_CHECKS", default=[])
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    # Before the admin so its templates (dashboard, banner, order page) override the admin's.
+    "console.apps.ConsoleConfig",
+    "console.apps.StaffAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -154,6 +156,9 @@ LOCALE_PATHS = [BASE_DIR / "locale"]
 TIME_ZONE = env("TIME_ZONE", default="UTC")
 USE_I18N = True
 USE_TZ = True
+
+# Dates in the admin: ISO, every time with seconds (console/formats/en/formats.py).
+FORMAT_MODULE_PATH = ["console.formats"]
 
 STATIC_URL = "static/"
 # `manage.py collectstatic` fills it; WhiteNoise serves it (compressed copies included).
@@ -296,6 +301,34 @@ DIGIFLAZZ_TESTING = env.bool("DIGIFLAZZ_TESTING", default=False)
 DIGIFLAZZ_WEBHOOK_SECRET = env("DIGIFLAZZ_WEBHOOK_SECRET", default="")
 DIGIFLAZZ_TIMEOUT_SECONDS = env.float("DIGIFLAZZ_TIMEOUT_SECONDS", default=30.0)
 DIGIFLAZZ_CALLBACK_URL = env("DIGIFLAZZ_CALLBACK_URL", default="")
+
+# --- Staff console: alerts and metrics ---------------------------------------------------------
+# Staff emailed about problems (comma list); empty sends nothing. Sent by the Celery task
+# console.send_staff_alerts every STAFF_ALERT_INTERVAL_SECONDS, each problem at most once per
+# STAFF_ALERT_REPEAT_MINUTES.
+STAFF_ALERT_EMAILS = env.list("STAFF_ALERT_EMAILS", default=[])
+STAFF_ALERT_INTERVAL_SECONDS = env.int("STAFF_ALERT_INTERVAL_SECONDS", default=60)
+STAFF_ALERT_REPEAT_MINUTES = env.int("STAFF_ALERT_REPEAT_MINUTES", default=60)
+# A provider deposit (ProviderAccount.balance, in the provider's currency) under this is a problem.
+PROVIDER_BALANCE_ALERT = env.int("PROVIDER_BALANCE_ALERT", default=None)
+# A PAID order not fulfilled after this many minutes is a problem.
+ORDER_PAID_TOO_LONG_MINUTES = env.int("ORDER_PAID_TOO_LONG_MINUTES", default=30)
+# How email leaves: smtp+tls://user:password@host:587 (STARTTLS), smtp+ssl://user:password@host:465,
+# or consolemail:// (printed, the default). See django-environ's email_url.
+vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
+DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="fulfillment@localhost")
+# The public address of this site (https://shop.example.com): alert emails link to admin pages there.
+STAFF_CONSOLE_URL = env("STAFF_CONSOLE_URL", default="")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+# The halt banner on every admin page reads the halts at most once per this many seconds per process.
+CONSOLE_HALT_CACHE_SECONDS = env.int("CONSOLE_HALT_CACHE_SECONDS", default=5)
+# /metrics (Prometheus) answers only a request with `Authorization: Bearer <METRICS_TOKEN>` and/or
+# from METRICS_ALLOWED_NETWORKS (CIDR); with neither set it does not exist (404).
+METRICS_TOKEN = env("METRICS_TOKEN", default="")
+METRICS_ALLOWED_NETWORKS = env.list("METRICS_ALLOWED_NETWORKS", default=[])
+# Counters count rows whose id was first seen this long ago, so a transaction still open when
+# a scrape runs is never skipped.
+METRICS_SETTLE_SECONDS = env.int("METRICS_SETTLE_SECONDS", default=60)
 
 # --- Celery -----------------------------------------------------------------------------------
 # The default broker is Celery's filesystem transport: no server, works on any laptop.

@@ -1,10 +1,12 @@
-"""URL routes: the admin, the customer API and pages, the T-Bank webhook and provider callbacks."""
+"""URL routes: the admin (staff console), the customer API and pages, the T-Bank webhook, provider
+callbacks and /metrics."""
 
 from django.conf import settings
 from django.contrib import admin
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from console.views import metrics_view
 from fulfillment.views import DigiflazzCallbackView
 from orders.api.views import OrderCreateView, OrderStatusView, ProductListView
 from orders.pages import order_status_page, sandbox_pay_page
@@ -22,6 +24,7 @@ urlpatterns = [
     path("sandbox/tbank/pay/<str:payment_id>", sandbox_pay_page, name="tbank-sandbox-pay"),
     path("api/payments/tbank/notification", TBankNotificationView.as_view(), name="tbank-notification"),
     path("api/fulfillment/digiflazz/callback", DigiflazzCallbackView.as_view(), name="digiflazz-callback"),
+    path("metrics", metrics_view, name="metrics"),
 ]
 
 if settings.BENCHMARK_FLOOR_ENDPOINT:

@@ -1,24 +1,50 @@
 """Admin for products, orders and payment notifications.
 
-Statuses are read-only here: they change through payments, deliveries and the
-"Retry fulfillment" action, never by editing a field.
+Statuses are read-only here: they change through payments, deliveries and the Retry button,
+never by editing a field. Lists stay fast on millions of rows: exact indexed search
+(console.search), capped counts (console.pagination), filters with fixed choices.
 """
 
 from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.models import LogEntry
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
-from django.db.models import Count, IntegerField, OuterRef, Q, Subquery, Sum
+from django.db.models import Count, Exists, IntegerField, OuterRef, Subquery, Sum
 from django.db.models.functions import Coalesce
+from django.http import HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html
 
-from fulfillment.admin import DeliveryAttemptInline, DeliveryInline, ReadOnlyAdminMixin, retry_fulfillment
+from console.formatting import provider_amount, rubles_html, timestamp
+from console.order_page import order_page_context, order_status_badge
+from console.pagination import HugeTableAdminMixin
+from console.problems import paid_too_long_cutoff
+from console.search import SEARCH_CAP, ExactSearchMixin, as_id, order_ids_for
+from console.timeline import REJECTED_VERDICTS
+from fulfillment.admin import ReadOnlyAdminMixin, retry_fulfillment, retry_messages
 from fulfillment.models import Delivery, DeliveryStatus
+from fulfillment.services import OrderNotFound, OrderNotFulfillable, order_fulfillment_retry
 from orders.admin_refunds import extend_order_admin
-from orders.models import CustomerEmail, Order, OrderItem, Payment, PaymentNotification, Product, TBankCall
+from orders.models import (
+    CustomerEmail,
+    NotificationVerdict,
+    Order,
+    OrderItem,
+    Payment,
+    PaymentNotification,
+    Product,
+    TBankCall,
+)
+from orders.services import NotificationNotReviewable, payment_notification_mark_reviewed
 from orders.services.emails import customer_email_enqueue
 from orders.state import OrderStatus
+from orders.tbank import notifications as tbank_statuses
 
 
 class ProviderAvailabilityFilter(admin.SimpleListFilter):
@@ -50,6 +76,8 @@ class ProductForm(forms.ModelForm):
             "recipient_label",
             "recipient_pattern",
         )
+        labels = {"price_kopecks": "Shop price (kopecks)"}
+        help_texts = {"price_kopecks": "In kopecks: 80000 is 800.00 ₽."}
 
     def clean(self):
         cleaned = super().clean()
@@ -62,18 +90,18 @@ class ProductForm(forms.ModelForm):
 @admin.register(Product)
 class ProductAdmin(admin.ModelAdmin):
     form = ProductForm
-    list_display = (
-        "name",
-        "sku",
-        "price_kopecks",
-        "is_active",
-        "provider_price",
-        "provider_status",
-        "provider_synced_at",
-    )
+    list_display = ("name", "sku", "price", "is_active", "provider_price_text", "provider_status", "provider_synced_at")
     list_filter = ("is_active", ProviderAvailabilityFilter)
     search_fields = ("name", "sku")
     readonly_fields = ("provider_price", "provider_available", "provider_synced_at", "created_at", "updated_at")
+
+    @admin.display(description="Shop price", ordering="price_kopecks")
+    def price(self, obj: Product):
+        return rubles_html(obj.price_kopecks)
+
+    @admin.display(description="Provider price", ordering="provider_price")
+    def provider_price_text(self, obj: Product) -> str:
+        return provider_amount(obj.provider_price) if obj.provider_price is not None else "—"
 
     @admin.display(description="At provider", ordering="provider_available")
     def provider_status(self, obj: Product) -> str:
@@ -84,14 +112,69 @@ class ProductAdmin(admin.ModelAdmin):
         return format_html('<strong style="color: #ba2121;">{}</strong>', "DISABLED by provider")
 
 
-class OrderItemInline(ReadOnlyAdminMixin, admin.TabularInline):
-    model = OrderItem
-    fields = ("product", "quantity", "unit_price_kopecks", "recipient")
-    readonly_fields = fields
-    extra = 0
+def _units_annotations() -> dict:
+    units_total = (
+        OrderItem.objects.filter(order=OuterRef("pk")).values("order").annotate(total=Sum("quantity")).values("total")
+    )
 
-    def get_queryset(self, request):
-        return super().get_queryset(request).select_related("product")
+    def units_in(status: str):
+        return (
+            Delivery.objects.filter(order=OuterRef("pk"), status=status)
+            .values("order")
+            .annotate(n=Count("id"))
+            .values("n")
+        )
+
+    return {
+        "units_total": Coalesce(Subquery(units_total, output_field=IntegerField()), 0),
+        "units_delivered": Coalesce(Subquery(units_in(DeliveryStatus.DELIVERED), output_field=IntegerField()), 0),
+        "units_failed": Coalesce(Subquery(units_in(DeliveryStatus.FAILED), output_field=IntegerField()), 0),
+    }
+
+
+def orders_needing_attention(kind: str):
+    """Ids (a subquery) of orders behind a problem: PAID with a failed unit, PAID for too long, or
+    with a notification to review; "any" is their union. Each starts from a small indexed set
+    (partial or covering indexes), never from the million orders."""
+    if kind == "failed_units":
+        units = Delivery.objects.filter(status=DeliveryStatus.FAILED, order__status=OrderStatus.PAID)
+        return units.order_by().values("order_id")
+    if kind == "paid_too_long":
+        return Order.objects.filter(status=OrderStatus.PAID, paid_at__lt=paid_too_long_cutoff()).order_by().values("id")
+    if kind == "to_review":
+        records = PaymentNotification.objects.filter(
+            verdict=NotificationVerdict.NEEDS_REVIEW, reviewed_at__isnull=True, order__isnull=False
+        )
+        return records.order_by().values("order_id")
+    first, *others = (orders_needing_attention(each) for each in ("failed_units", "paid_too_long", "to_review"))
+    return first.union(*others)
+
+
+def _has_failed_unit():
+    return Exists(Delivery.objects.filter(order=OuterRef("pk"), status=DeliveryStatus.FAILED))
+
+
+class NeedsAttentionFilter(admin.SimpleListFilter):
+    title = "needs attention"
+    parameter_name = "attention"
+
+    def lookups(self, request, model_admin):
+        return [
+            ("any", "Any problem"),
+            ("failed_units", "A unit failed"),
+            ("paid_too_long", "Paid, not delivered for too long"),
+            ("to_review", "A notification to review"),
+        ]
+
+    def queryset(self, request, queryset):
+        if self.value() == "failed_units":
+            # Walks PAID orders newest first, probing (order, status): the page stops at 100.
+            return queryset.filter(_has_failed_unit(), status=OrderStatus.PAID)
+        if self.value() == "paid_too_long":
+            return queryset.filter(status=OrderStatus.PAID, paid_at__lt=paid_too_long_cutoff())
+        if self.value() in {"any", "to_review"}:
+            return queryset.filter(pk__in=orders_needing_attention(self.value()))
+        return queryset
 
 
 class PaymentInline(ReadOnlyAdminMixin, admin.TabularInline):
@@ -110,7 +193,7 @@ class TBankCallInline(ReadOnlyAdminMixin, admin.TabularInline):
 
 class CustomerEmailInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = CustomerEmail
-    fields = ("kind", "send_no", "to", "state", "attempts", "last_error", "requested_by", "sent_at")
+    fields = ("kind", "event", "send_no", "to", "state", "attempts", "last_error", "requested_by", "sent_at")
     readonly_fields = fields
     extra = 0
 
@@ -136,85 +219,39 @@ def resend_codes_email(modeladmin, request, queryset) -> None:
         )
 
 
-class PaymentNotificationInline(ReadOnlyAdminMixin, admin.TabularInline):
-    model = PaymentNotification
-    fields = ("received_at", "bank_status", "payment_id", "amount_kopecks", "verdict", "http_status", "detail")
-    readonly_fields = fields
-    extra = 0
-
-
-def _units_annotations() -> dict:
-    units_total = (
-        OrderItem.objects.filter(order=OuterRef("pk")).values("order").annotate(total=Sum("quantity")).values("total")
-    )
-    units_delivered = (
-        Delivery.objects.filter(order=OuterRef("pk"))
-        .values("order")
-        .annotate(n=Count("id", filter=Q(status=DeliveryStatus.DELIVERED)))
-        .values("n")
-    )
-    return {
-        "units_total": Coalesce(Subquery(units_total, output_field=IntegerField()), 0),
-        "units_delivered": Coalesce(Subquery(units_delivered, output_field=IntegerField()), 0),
-    }
-
-
 @admin.register(Order)
-class OrderAdmin(admin.ModelAdmin):
-    list_display = (
-        "id",
-        "status",
-        "amount_kopecks",
-        "customer_email",
-        "units",
-        "payment_id",
-        "created_at",
-        "paid_at",
-        "fulfilled_at",
+class OrderAdmin(HugeTableAdminMixin, ExactSearchMixin, admin.ModelAdmin):
+    list_display = ("id", "status_badge", "amount", "customer_email", "units", "payment", "created", "paid")
+    list_display_links = ("id",)
+    list_filter = (NeedsAttentionFilter, "status", "created_at", "paid_at")
+    # Only indexed columns: sorting a million rows by anything else is a full sort.
+    sortable_by = ("id", "created", "paid")
+    ordering = ("-id",)
+    search_help_text = (
+        "Order id, customer email (or its beginning), PaymentId, recipient, or a provider reference — exact."
     )
-    list_filter = ("status", "created_at", "paid_at", "fulfilled_at")
-    search_fields = ("=id", "=public_id", "customer_email", "=payment_id", "=deliveries__reference", "items__recipient")
-    date_hierarchy = "created_at"
     actions = [retry_fulfillment, resend_codes_email]
-    inlines = [
-        OrderItemInline,
-        DeliveryInline,
-        DeliveryAttemptInline,
-        PaymentInline,
-        TBankCallInline,
-        PaymentNotificationInline,
-        CustomerEmailInline,
-    ]
-    readonly_fields = (
-        "public_id",
-        "status",
-        "amount_kopecks",
-        "payment_id",
-        "created_at",
-        "status_changed_at",
-        "paid_at",
-        "fulfilled_at",
-        "cancelled_at",
-        "refunded_at",
-        "units",
-    )
-    fields = (
-        "public_id",
-        "status",
-        "amount_kopecks",
-        "customer_email",
-        "payment_id",
-        "units",
-        "created_at",
-        "status_changed_at",
-        "paid_at",
-        "fulfilled_at",
-        "cancelled_at",
-        "refunded_at",
-    )
+    change_form_template = "console/order_change_form.html"
+    fields = ("customer_email",)
+    inlines = [PaymentInline, TBankCallInline, CustomerEmailInline]
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(**_units_annotations())
+
+    @admin.display(description="PaymentId")
+    def payment(self, obj: Order) -> str:
+        return obj.payment_id or "—"
+
+    @admin.display(description="Created", ordering="created_at")
+    def created(self, obj: Order) -> str:
+        return timestamp(obj.created_at)
+
+    @admin.display(description="Paid", ordering="paid_at")
+    def paid(self, obj: Order) -> str:
+        return timestamp(obj.paid_at)
+
+    def search_ids(self, word: str) -> set[int]:
+        return order_ids_for(word)
 
     def has_add_permission(self, request) -> bool:
         # Orders come from the shop front with their items and a computed amount.
@@ -229,34 +266,262 @@ class OrderAdmin(admin.ModelAdmin):
     def has_resend_customer_email_permission(self, request) -> bool:
         return request.user.has_perm("orders.resend_customer_email")
 
-    @admin.display(description="Units delivered / total")
+    @admin.display(description="Status", ordering="status")
+    def status_badge(self, obj: Order):
+        label, tone = order_status_badge(obj, units_failed=obj.units_failed)
+        return format_html('<span class="badge {}">{}</span>', tone, label)
+
+    @admin.display(description="Amount")
+    def amount(self, obj: Order):
+        return rubles_html(obj.amount_kopecks)
+
+    @admin.display(description="Units")
     def units(self, obj: Order) -> str:
-        return f"{obj.units_delivered} / {obj.units_total}"
+        text = f"{obj.units_delivered} / {obj.units_total}"
+        if obj.units_failed:
+            return format_html('{} <span class="badge bad">{} failed</span>', text, obj.units_failed)
+        return text
+
+    # --- the order page ---------------------------------------------------------------------
+
+    def get_urls(self):
+        urls = super().get_urls()
+        retry = path(
+            "<path:object_id>/retry/",
+            self.admin_site.admin_view(self.retry_view),
+            name="orders_order_retry",
+        )
+        return [retry, *urls]
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        order = self.get_object(request, object_id)
+        extra = dict(extra_context or {})
+        if order is not None:
+            extra.update(order_page_context(order))
+            extra["can_retry"] = order.status == OrderStatus.PAID and self.has_retry_fulfillment_permission(request)
+            extra["retry_url"] = reverse("admin:orders_order_retry", args=[order.pk])
+        return super().change_view(request, object_id, form_url, extra)
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        # One Save for the one editable field; no "save and add another" on a page that cannot add.
+        context.update(show_save_and_continue=False, show_save_and_add_another=False)
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def retry_view(self, request, object_id):
+        """GET: what a retry will do, with a confirm button. POST: retry, record it, show the outcome."""
+        if not (self.has_view_permission(request) and self.has_retry_fulfillment_permission(request)):
+            raise PermissionDenied
+        order = get_object_or_404(Order, pk=as_id(object_id) or 0)
+        order_url = reverse("admin:orders_order_change", args=[order.pk])
+        if request.method != "POST":
+            failed = Delivery.objects.filter(order=order, status=DeliveryStatus.FAILED).count()
+            context = {
+                **self.admin_site.each_context(request),
+                "title": f"Retry fulfillment of order {order.pk}?",
+                "opts": self.opts,
+                "order": order,
+                "order_url": order_url,
+                "failed": failed,
+                "status_label": order_status_badge(order, units_failed=failed)[0],
+            }
+            return TemplateResponse(request, "console/order_retry_confirm.html", context)
+        pressed_at = timezone.now()
+        try:
+            decision = order_fulfillment_retry(order_id=order.pk)
+        except (OrderNotFound, OrderNotFulfillable) as exc:
+            self.message_user(request, f"Nothing retried: {exc}", messages.ERROR)
+            return HttpResponseRedirect(order_url)
+        if decision.queued:
+            outcome = "Retry queued: failed units get a new purchase, waiting ones are sent now."
+            self.message_user(request, f"Order {order.pk}: {outcome}", messages.SUCCESS)
+        else:
+            outcome = f"Nothing to retry: {decision.reason}."
+            self.message_user(request, f"Order {order.pk}: {outcome}", messages.WARNING)
+        entry = self.log_change(request, order, f"Retried fulfillment. {outcome}")
+        # Dated when staff pressed the button: the delivery it queued may already have run (eager
+        # or fast workers), and the timeline must show the cause before its effect.
+        LogEntry.objects.filter(pk=entry.pk).update(action_time=pressed_at)
+        retry_messages(self, request, [decision])
+        return HttpResponseRedirect(order_url)
 
 
 extend_order_admin(OrderAdmin)
 
 
+class ReviewFilter(admin.SimpleListFilter):
+    title = "staff review"
+    parameter_name = "review"
+
+    def lookups(self, request, model_admin):
+        return [("pending", "Needs review"), ("done", "Reviewed")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "pending":
+            return queryset.filter(verdict=NotificationVerdict.NEEDS_REVIEW, reviewed_at__isnull=True)
+        if self.value() == "done":
+            return queryset.filter(verdict=NotificationVerdict.NEEDS_REVIEW, reviewed_at__isnull=False)
+        return queryset
+
+
+class RejectedFilter(admin.SimpleListFilter):
+    title = "answer"
+    parameter_name = "answer"
+
+    def lookups(self, request, model_admin):
+        return [("rejected", "Rejected (not OK)"), ("ok", "Accepted (OK)")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "rejected":
+            return queryset.filter(verdict__in=sorted(REJECTED_VERDICTS))
+        if self.value() == "ok":
+            return queryset.exclude(verdict__in=sorted(REJECTED_VERDICTS))
+        return queryset
+
+
+class BankStatusFilter(admin.SimpleListFilter):
+    """The statuses T-Bank sends, as fixed choices: no SELECT DISTINCT over millions of rows."""
+
+    title = "bank status"
+    parameter_name = "bank_status"
+
+    def lookups(self, request, model_admin):
+        statuses = (
+            {tbank_statuses.CONFIRMED, tbank_statuses.AUTHORIZED}
+            | tbank_statuses.FAILED_PAYMENT_STATUSES
+            | tbank_statuses.MONEY_RETURNED_STATUSES
+            | tbank_statuses.PARTIAL_STATUSES
+        )
+        return [(status, status) for status in sorted(statuses)]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(bank_status=self.value()) if self.value() else queryset
+
+
 @admin.register(PaymentNotification)
-class PaymentNotificationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = (
+class PaymentNotificationAdmin(HugeTableAdminMixin, ExactSearchMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("received_at", "order_link", "bank_status", "verdict_badge", "amount", "payment_id", "http_status")
+    list_display_links = ("received_at",)
+    list_filter = (ReviewFilter, RejectedFilter, "verdict", BankStatusFilter)
+    sortable_by = ("received_at",)
+    ordering = ("-id",)
+    search_help_text = "Order id (OrderId as sent) or PaymentId — exact."
+    list_select_related = False
+    change_form_template = "console/notification_change_form.html"
+    fields = (
+        "order_link",
         "received_at",
-        "order_ref",
+        "verdict_badge",
+        "http_status",
+        "detail",
         "bank_status",
         "payment_id",
-        "amount_kopecks",
-        "verdict",
-        "http_status",
+        "amount",
+        "order_ref",
+        "remote_addr",
+        "source",
         "authenticated",
+        "body_size",
+        "body_sha256",
+        "reviewed",
+        "raw_body",
     )
-    list_filter = ("verdict", "authenticated", "bank_status", "http_status")
-    search_fields = ("=order_ref", "=payment_id")
-    readonly_fields = [f.name for f in PaymentNotification._meta.fields]
+    readonly_fields = fields
+
+    def search_ids(self, word: str) -> set[int]:
+        ids = set(
+            PaymentNotification.objects.filter(order_ref=word).order_by("-id").values_list("id", flat=True)[:SEARCH_CAP]
+        )
+        ids |= set(
+            PaymentNotification.objects.filter(payment_id=word)
+            .order_by("-id")
+            .values_list("id", flat=True)[:SEARCH_CAP]
+        )
+        number = as_id(word)
+        if number is not None:
+            ids |= set(
+                PaymentNotification.objects.filter(order_id=number)
+                .order_by("-id")
+                .values_list("id", flat=True)[:SEARCH_CAP]
+            )
+        return ids
+
+    @admin.display(description="Order")
+    def order_link(self, obj: PaymentNotification):
+        if obj.order_id is None:
+            return format_html('<span class="mono">{}</span> (no such order)', obj.order_ref or "?")
+        url = reverse("admin:orders_order_change", args=[obj.order_id])
+        return format_html('<a href="{}">Order {}</a>', url, obj.order_id)
+
+    @admin.display(description="Verdict", ordering="verdict")
+    def verdict_badge(self, obj: PaymentNotification):
+        label = obj.get_verdict_display()
+        if obj.verdict in REJECTED_VERDICTS:
+            return format_html('<span class="badge bad">Rejected: {}</span>', label)
+        if obj.verdict == NotificationVerdict.NEEDS_REVIEW:
+            if obj.reviewed_at:
+                return format_html('<span class="badge muted">{} — reviewed</span>', label)
+            return format_html('<span class="badge warn">{}</span>', label)
+        if obj.verdict == NotificationVerdict.APPLIED:
+            return format_html('<span class="badge ok">{}</span>', label)
+        return label
+
+    @admin.display(description="Amount")
+    def amount(self, obj: PaymentNotification):
+        return rubles_html(obj.amount_kopecks)
+
+    @admin.display(description="Reviewed")
+    def reviewed(self, obj: PaymentNotification) -> str:
+        if not obj.reviewed_at:
+            return "—"
+        who = obj.reviewed_by.get_username() if obj.reviewed_by else "staff"
+        return f"by {who} at {timestamp(obj.reviewed_at)}"
+
+    def has_review_permission(self, request) -> bool:
+        return request.user.has_perm("orders.review_paymentnotification")
+
+    def get_urls(self):
+        review = path(
+            "<path:object_id>/review/",
+            self.admin_site.admin_view(self.review_view),
+            name="orders_paymentnotification_review",
+        )
+        return [review, *super().get_urls()]
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        record = self.get_object(request, object_id)
+        extra = dict(extra_context or {})
+        if record is not None:
+            extra["can_review"] = (
+                record.verdict == NotificationVerdict.NEEDS_REVIEW
+                and record.reviewed_at is None
+                and self.has_review_permission(request)
+            )
+            extra["review_url"] = reverse("admin:orders_paymentnotification_review", args=[record.pk])
+        return super().change_view(request, object_id, form_url, extra)
+
+    def review_view(self, request, object_id):
+        """POST only: mark a notification that needs review as reviewed, recorded in the history."""
+        if request.method != "POST":
+            return HttpResponseRedirect(reverse("admin:orders_paymentnotification_change", args=[object_id]))
+        if not (self.has_view_permission(request) and self.has_review_permission(request)):
+            raise PermissionDenied
+        record = get_object_or_404(PaymentNotification, pk=as_id(object_id) or 0)
+        try:
+            payment_notification_mark_reviewed(notification_id=record.pk, user_id=request.user.pk)
+        except NotificationNotReviewable as exc:
+            self.message_user(request, str(exc), messages.WARNING)
+        else:
+            self.log_change(request, record, "Marked reviewed.")
+            if record.order_id:
+                order = Order.objects.get(pk=record.order_id)
+                self.log_change(request, order, f"Marked payment notification {record.pk} reviewed.")
+            self.message_user(request, f"Notification {record.pk} marked reviewed.", messages.SUCCESS)
+        return HttpResponseRedirect(reverse("admin:orders_paymentnotification_change", args=[record.pk]))
 
 
 @admin.register(CustomerEmail)
-class CustomerEmailAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ("id", "order", "kind", "send_no", "to", "state", "attempts", "sent_at", "requested_by")
+class CustomerEmailAdmin(HugeTableAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("id", "order", "kind", "event", "send_no", "to", "state", "attempts", "sent_at", "requested_by")
     list_filter = ("state", "kind")
-    search_fields = ("=order__id", "=order__public_id", "to")
+    search_fields = ("=order__id", "=order__public_id", "=to")
     readonly_fields = [f.name for f in CustomerEmail._meta.fields]

@@ -9,6 +9,7 @@ import uuid
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
+from django.db.models import Q
 
 from orders.refund_state import RefundState
 from orders.state import OrderStatus
@@ -124,6 +125,11 @@ class Order(models.Model):
     class Meta:
         ordering = ["-id"]
         permissions = [("retry_fulfillment", "Can retry fulfillment of paid orders")]
+        indexes = [
+            # The admin's date filter and sort; PAID orders by age for "paid for too long".
+            models.Index(fields=["created_at"], name="order_created"),
+            models.Index(fields=["paid_at"], name="order_paid_open", condition=Q(status="paid"), include=["id"]),
+        ]
 
     def __str__(self) -> str:
         return f"Order {self.pk}"
@@ -202,6 +208,7 @@ class OrderItem(models.Model):
 
     class Meta:
         ordering = ["id"]
+        indexes = [models.Index(fields=["recipient"], name="orderitem_recipient")]
 
     def __str__(self) -> str:
         return f"{self.quantity} x {self.product.name} for {self.recipient}"
@@ -275,9 +282,25 @@ class PaymentNotification(models.Model):
     body_size = models.PositiveIntegerField("body size (bytes)", null=True, blank=True)
     remote_addr = models.GenericIPAddressField(null=True, blank=True)
     source = models.CharField(max_length=10, choices=NotificationSource.choices, default=NotificationSource.WEBHOOK)
+    reviewed_at = models.DateTimeField(null=True, blank=True, help_text="When staff marked it reviewed.")
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, related_name="+", on_delete=models.SET_NULL
+    )
 
     class Meta:
         ordering = ["-id"]
+        permissions = [("review_paymentnotification", "Can mark payment notifications as reviewed")]
+        indexes = [
+            # The admin's list filters, newest first.
+            models.Index(fields=["verdict", "id"], name="notification_verdict_id"),
+            models.Index(fields=["bank_status", "id"], name="notification_status_id"),
+            models.Index(
+                fields=["id"],
+                name="notification_to_review",
+                condition=Q(verdict="needs_review", reviewed_at__isnull=True),
+                include=["order_id"],
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.bank_status or '?'} for {self.order_ref or '?'} ({self.verdict})"

@@ -44,3 +44,10 @@ REFUND_POLICY = "staff"
 # No collectstatic before the tests: WhiteNoise looks files up per request instead of warning
 # that STATIC_ROOT is missing (tests/test_static_files.py checks the production mode).
 WHITENOISE_AUTOREFRESH = True
+# The halt banner's per-process cache would carry a halt from one test into the next.
+CONSOLE_HALT_CACHE_SECONDS = 0
+STAFF_ALERT_EMAILS = []
+PROVIDER_BALANCE_ALERT = None
+METRICS_TOKEN = ""
+METRICS_ALLOWED_NETWORKS = []
+METRICS_SETTLE_SECONDS = 0

@@ -11,6 +11,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from fulfillment.models import Delivery, DeliveryStatus
 from orders.models import Order, Product
 from orders.services import order_mark_fulfilled
+from tests.browser.conftest import screenshot
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -18,14 +19,15 @@ WAIT = 30
 
 
 def test_status_page_shows_codes_to_copy_and_stops_refreshing_when_final(
-    browser, screenshot, live_server, paid_order_factory, settings, queued_deliveries
+    browser, live_server, paid_order_factory, settings, queued_deliveries
 ):
+    browser.set_window_size(390, 844)  # a phone
     settings.STATUS_PAGE_REFRESH_SECONDS = 1
     order = paid_order_factory(quantities=(2,), email="buyer@example.com")
     browser.get(f"{live_server.url}/orders/{order.public_id}/?token={order.access_token}&lang=en")
     assert browser.find_element(By.ID, "order-status").text == "Paid, delivering"
     assert browser.find_elements(By.ID, "auto-refresh")
-    screenshot("delivering-en")
+    screenshot(browser, "customer-delivering-en")
 
     for n, unit in enumerate(Delivery.objects.filter(order=order).order_by("unit_index")):
         Delivery.objects.filter(pk=unit.pk).update(status=DeliveryStatus.DELIVERED, serial=f"VOUCHER-{n}-7F3K")
@@ -41,17 +43,18 @@ def test_status_page_shows_codes_to_copy_and_stops_refreshing_when_final(
     assert browser.execute_script("return window.lastCopied") == "VOUCHER-0-7F3K"
     # Fits a narrow screen: nothing scrolls sideways.
     assert browser.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
-    screenshot("delivered-en")
+    screenshot(browser, "customer-delivered-en")
 
     browser.get(f"{live_server.url}/orders/{order.public_id}/?token={order.access_token}&lang=ru")
     assert browser.find_element(By.ID, "order-status").text == "Выдан"
     browser.find_element(By.ID, "copy-all").click()
     WebDriverWait(browser, WAIT).until(lambda b: b.find_element(By.ID, "copy-all").text == "Скопировано")
     assert browser.execute_script("return window.lastCopied") == "VOUCHER-0-7F3K\nVOUCHER-1-7F3K"
-    screenshot("delivered-ru")
+    screenshot(browser, "customer-delivered-ru")
 
 
-def test_sandbox_pay_page_completes_the_purchase(browser, screenshot, live_server, settings):
+def test_sandbox_pay_page_completes_the_purchase(browser, live_server, settings):
+    browser.set_window_size(390, 844)  # a phone
     settings.DEBUG = True
     settings.TBANK_SANDBOX = True
     settings.PUBLIC_BASE_URL = live_server.url
@@ -67,7 +70,7 @@ def test_sandbox_pay_page_completes_the_purchase(browser, screenshot, live_serve
 
     browser.get(answer["payment_url"])
     assert "250.00" in browser.page_source
-    screenshot("sandbox-pay")
+    screenshot(browser, "customer-sandbox-pay")
     browser.find_element(By.ID, "pay").click()
 
     # The sandbox sends the signed notification, the order is paid and (eager tasks) delivered.
@@ -77,4 +80,4 @@ def test_sandbox_pay_page_completes_the_purchase(browser, screenshot, live_serve
     assert order.status == "fulfilled"
     serial = Delivery.objects.get(order=order).serial
     assert browser.find_element(By.CSS_SELECTOR, "code.code").text == serial
-    screenshot("sandbox-paid-status")
+    screenshot(browser, "customer-sandbox-paid-status")

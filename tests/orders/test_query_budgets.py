@@ -129,3 +129,73 @@ def test_order_change_page_runs_a_fixed_number_of_queries(admin_client, populate
     large_count = _count(admin_client, reverse("admin:orders_order_change", args=[large.pk]))
 
     assert large_count == small_count
+
+
+# --- the staff console's other pages ----------------------------------------------------------
+
+# The dashboard: session and user, six problem counts (the seventh, balances, runs only with
+# PROVIDER_BALANCE_ALERT set), the provider accounts, the halt banner, the recent actions.
+DASHBOARD_BUDGET = 11
+
+
+def test_dashboard_runs_a_fixed_number_of_queries(admin_client, populated_orders):
+    from django.utils import timezone
+
+    from fulfillment.models import ProviderAccount
+    from fulfillment.services import provider_halt
+
+    url = reverse("admin:index")
+    populated_orders(1, (1,))
+    few = _count(admin_client, url)
+
+    populated_orders(4, (2, 3))
+    Delivery.objects.filter(pk__in=Delivery.objects.values("pk")[:3]).update(status="failed")
+    Order.objects.update(paid_at=timezone.now() - timezone.timedelta(days=1))
+    provider_halt(provider="mock", code="41", reason="bad key")
+    provider_halt(provider="digiflazz", code="41", reason="bad key")
+    ProviderAccount.objects.create(provider="digiflazz", balance=10)
+    many = _count(admin_client, url)
+
+    assert many == few == DASHBOARD_BUDGET
+
+
+@pytest.mark.parametrize(
+    "changelist",
+    [
+        "admin:orders_paymentnotification_changelist",
+        "admin:fulfillment_delivery_changelist",
+        "admin:fulfillment_deliveryattempt_changelist",
+    ],
+)
+def test_audit_lists_run_a_fixed_number_of_queries(admin_client, populated_orders, changelist):
+    url = reverse(changelist)
+    populated_orders(1, (1,))
+    few = _count(admin_client, url)
+    populated_orders(5, (3, 2))
+    many = _count(admin_client, url)
+    assert many == few
+
+
+@pytest.mark.parametrize("term", ["id", "email", "payment_id", "reference", "recipient"])
+def test_order_search_runs_a_fixed_number_of_queries(admin_client, populated_orders, term):
+    url = reverse("admin:orders_order_changelist")
+
+    def count_for(order) -> int:
+        unit = Delivery.objects.filter(order=order).first()
+        value = {
+            "id": str(order.pk),
+            "email": order.customer_email,
+            "payment_id": order.payment_id,
+            "reference": unit.reference,
+            "recipient": order.items.first().recipient,
+        }[term]
+        admin_client.get(url, {"q": value})
+        with CaptureQueriesContext(connection) as queries:
+            response = admin_client.get(url, {"q": value})
+        assert order in response.context["cl"].result_list
+        return len(queries.captured_queries)
+
+    (first,) = populated_orders(1, (1,))
+    few = count_for(first)
+    (*_, last) = populated_orders(5, (3, 2))
+    assert count_for(last) == few

@@ -1,0 +1,211 @@
+"""The problems staff must see first: one list of definitions, each a cheap count, the filtered
+list that shows it, and what to do.
+
+The dashboard panel, the staff alert emails and the /metrics gauges all read this list, so a new
+kind of problem is one `register(Problem(...))` (refunds that failed, units contradicted by a
+callback...). Every count must stay cheap on millions of rows: it runs on every dashboard view,
+every alert run and every scrape, so it reads an index (usually a partial one) of the few rows
+that are problems, never the whole table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.conf import settings
+from django.urls import reverse
+from django.utils import timezone
+
+
+@dataclass(frozen=True)
+class Problem:
+    key: str  # stable id: alert bookkeeping, metric label, URL parameters
+    title: str  # "Units failed, waiting for staff"
+    count: Callable[[], int]
+    url: Callable[[], str]  # the admin list showing exactly these
+    hint: str = ""  # what staff do about it
+    details: Callable[[], list[str]] = field(default=lambda: [])  # lines for the alert email
+
+
+@dataclass(frozen=True)
+class ProblemCount:
+    problem: Problem
+    count: int
+
+    @property
+    def key(self) -> str:
+        return self.problem.key
+
+    @property
+    def title(self) -> str:
+        return self.problem.title
+
+    @property
+    def url(self) -> str:
+        return self.problem.url()
+
+    @property
+    def hint(self) -> str:
+        return self.problem.hint
+
+
+PROBLEMS: list[Problem] = []
+
+
+def register(problem: Problem) -> Problem:
+    """Add a kind of problem (or replace the one with the same key), keeping the panel's order."""
+    for index, existing in enumerate(PROBLEMS):
+        if existing.key == problem.key:
+            PROBLEMS[index] = problem
+            return problem
+    PROBLEMS.append(problem)
+    return problem
+
+
+def problems_count() -> list[ProblemCount]:
+    """Every registered problem with its current count (one cheap query each)."""
+    return [ProblemCount(problem, problem.count()) for problem in PROBLEMS]
+
+
+def paid_too_long_cutoff():
+    return timezone.now() - timedelta(minutes=settings.ORDER_PAID_TOO_LONG_MINUTES)
+
+
+# --- the problems known today ----------------------------------------------------------------
+
+
+def _failed_units():
+    from fulfillment.models import Delivery, DeliveryStatus
+    from orders.state import OrderStatus
+
+    # FAILED units of orders that are still PAID: a refunded order's failed unit needs nobody.
+    return Delivery.objects.filter(status=DeliveryStatus.FAILED, order__status=OrderStatus.PAID)
+
+
+def _paid_too_long():
+    from orders.models import Order
+    from orders.state import OrderStatus
+
+    return Order.objects.filter(status=OrderStatus.PAID, paid_at__lt=paid_too_long_cutoff())
+
+
+def _notifications_to_review():
+    from orders.models import NotificationVerdict, PaymentNotification
+
+    return PaymentNotification.objects.filter(verdict=NotificationVerdict.NEEDS_REVIEW, reviewed_at__isnull=True)
+
+
+def _halts():
+    from fulfillment.models import ProviderHalt
+
+    return ProviderHalt.objects.order_by("provider")
+
+
+def low_balances():
+    """ProviderAccounts whose last known balance is under PROVIDER_BALANCE_ALERT (none when unset)."""
+    from fulfillment.models import ProviderAccount
+
+    threshold = settings.PROVIDER_BALANCE_ALERT
+    if threshold is None:
+        return ProviderAccount.objects.none()
+    return ProviderAccount.objects.filter(balance__lt=threshold).order_by("provider")
+
+
+def _orders_url(attention: str) -> Callable[[], str]:
+    return lambda: f"{reverse('admin:orders_order_changelist')}?attention={attention}"
+
+
+register(
+    Problem(
+        key="failed_units",
+        title="Units failed, waiting for staff",
+        count=lambda: _failed_units().count(),
+        url=_orders_url("failed_units"),
+        hint=(
+            "Fix the cause (recipient, product, provider), then Retry on the order page; or give the money back "
+            "with Refund undelivered units."
+        ),
+    )
+)
+register(
+    Problem(
+        key="paid_too_long",
+        title="Orders paid but not delivered for too long",
+        count=lambda: _paid_too_long().count(),
+        url=_orders_url("paid_too_long"),
+        hint="Paid more than ORDER_PAID_TOO_LONG_MINUTES ago and still not fulfilled: open the order's timeline.",
+    )
+)
+register(
+    Problem(
+        key="notifications_to_review",
+        title="Payment notifications needing review",
+        count=lambda: _notifications_to_review().count(),
+        url=lambda: f"{reverse('admin:orders_paymentnotification_changelist')}?review=pending",
+        hint="A partial refund made in the T-Bank portal: check which units it covers, then mark it reviewed.",
+    )
+)
+register(
+    Problem(
+        key="provider_halts",
+        title="Providers halted",
+        count=lambda: _halts().count(),
+        url=lambda: reverse("admin:fulfillment_providerhalt_changelist"),
+        hint="Every delivery through a halted provider waits: fix what the halt says, then lift it.",
+        details=lambda: [f"{halt.provider}: {halt.reason}" for halt in _halts()],
+    )
+)
+register(
+    Problem(
+        key="low_balance",
+        title="Provider balances under the alert threshold",
+        count=lambda: low_balances().count(),
+        url=lambda: reverse("admin:fulfillment_provideraccount_changelist"),
+        hint="Top up the deposit at the provider before purchases start failing.",
+        details=lambda: [
+            f"{account.provider}: {account.balance:,} (alert under {settings.PROVIDER_BALANCE_ALERT:,})"
+            for account in low_balances()
+        ],
+    )
+)
+
+
+def _refunds_refused():
+    from orders.models import Refund
+    from orders.refund_state import RefundState
+
+    return Refund.objects.filter(state=RefundState.FAILED)
+
+
+def _refunds_stuck():
+    from orders.models import Refund
+    from orders.refund_state import OPEN
+
+    cutoff = timezone.now() - timedelta(minutes=settings.ORDER_PAID_TOO_LONG_MINUTES)
+    return Refund.objects.filter(state__in=OPEN, created_at__lt=cutoff)
+
+
+register(
+    Problem(
+        key="refunds_failed",
+        title="Refunds refused by the bank",
+        count=lambda: _refunds_refused().count(),
+        url=lambda: f"{reverse('admin:orders_refund_changelist')}?needs_staff=failed",
+        hint="Read the bank's answer on the refund, fix the cause (e.g. the merchant balance), then send it again.",
+        details=lambda: [
+            f"refund {refund.pk} of order {refund.order_id}: {refund.last_message}"
+            for refund in _refunds_refused().order_by("-id")[:20]
+        ],
+    )
+)
+register(
+    Problem(
+        key="refunds_waiting",
+        title="Refunds not settled for too long",
+        count=lambda: _refunds_stuck().count(),
+        url=lambda: f"{reverse('admin:orders_refund_changelist')}?needs_staff=open",
+        hint="Decided or sent longer ago than ORDER_PAID_TOO_LONG_MINUTES: is a worker running, is T-Bank reachable?",
+    )
+)

@@ -1,0 +1,9 @@
+"""Signal wiring of the console: a halt created or lifted in this process shows at once."""
+
+from django.db.models.signals import post_delete, post_save
+
+from console.banner import forget_halts
+from fulfillment.models import ProviderHalt
+
+post_save.connect(forget_halts, sender=ProviderHalt, dispatch_uid="console-halt-saved")
+post_delete.connect(forget_halts, sender=ProviderHalt, dispatch_uid="console-halt-deleted")

@@ -1,0 +1,187 @@
+"""One timeline of everything that happened to an order, in time order.
+
+Each source is a function `(order) -> list[Event]`, registered in SOURCES; a new kind of row
+(refunds, customer emails) is one more small function and one `register_source()` call. Every
+source runs one query (or none), however long the order's history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from console.formatting import rubles
+
+#: Attempts shown in the timeline of one order; the rest are one click away in the attempt list.
+ATTEMPTS_SHOWN = 200
+
+# Verdicts of notifications that were turned away: they stand out wherever they are listed.
+REJECTED_VERDICTS = frozenset({"forbidden", "malformed", "unknown_order", "amount_mismatch"})
+
+
+@dataclass(frozen=True)
+class Event:
+    at: datetime
+    what: str  # short: "Payment notification", "Purchase", "Staff action"
+    summary: str  # one line: "CONFIRMED: applied"
+    detail: str = ""  # the long text: messages, reasons
+    tone: str = ""  # "", "ok", "warn", "bad"
+    who: str = ""  # the staff member, the provider, T-Bank
+
+
+Source = Callable[["object"], list[Event]]
+SOURCES: list[Source] = []
+
+
+def register_source(source: Source) -> Source:
+    if source not in SOURCES:
+        SOURCES.append(source)
+    return source
+
+
+def order_timeline(order) -> list[Event]:
+    events = [event for source in SOURCES for event in source(order)]
+    # Stable: events of one instant keep their source's order (created before paid...).
+    return sorted(events, key=lambda event: event.at)
+
+
+@register_source
+def order_status_events(order) -> list[Event]:
+    """Creation and each status the order reached (the stamps the status machine writes)."""
+    events = [Event(order.created_at, "Order", f"Created: {rubles(order.amount_kopecks)}", who="shop")]
+    for stamp, summary, tone in (
+        ("paid_at", "Paid", "ok"),
+        ("fulfilled_at", "Fulfilled: every unit delivered", "ok"),
+        ("cancelled_at", "Cancelled", "warn"),
+        ("refunded_at", "Refunded", "warn"),
+    ):
+        value = getattr(order, stamp)
+        if value:
+            events.append(Event(value, "Order status", summary, tone=tone))
+    return events
+
+
+@register_source
+def notification_events(order) -> list[Event]:
+    from orders.models import NotificationVerdict
+
+    labels = dict(NotificationVerdict.choices)
+    events = []
+    for record in order.notifications.order_by("id").select_related("reviewed_by"):
+        tone = "bad" if record.verdict in REJECTED_VERDICTS else ""
+        if record.verdict == NotificationVerdict.NEEDS_REVIEW:
+            tone = "" if record.reviewed_at else "warn"
+        verdict = labels.get(record.verdict, record.verdict)
+        summary = f"{record.bank_status or '?'}: {verdict} (HTTP {record.http_status})"
+        detail = record.detail
+        if record.reviewed_at:
+            who = record.reviewed_by.get_username() if record.reviewed_by else "staff"
+            detail = f"{detail} Reviewed by {who}."
+        events.append(Event(record.received_at, "Payment notification", summary, detail, tone, who="T-Bank"))
+    return events
+
+
+@register_source
+def attempt_events(order) -> list[Event]:
+    attempts = list(order.delivery_attempts.order_by("-id").select_related("delivery")[:ATTEMPTS_SHOWN])
+    events = []
+    for attempt in reversed(attempts):
+        tone = {"delivered": "ok", "failed": "bad"}.get(attempt.outcome, "")
+        code = f" [{attempt.code}]" if attempt.code else ""
+        summary = f"Unit {attempt.delivery.unit_key}: {attempt.outcome}{code}"
+        detail = attempt.message
+        if attempt.serial:
+            detail = f"{detail} Code: {attempt.serial}".strip()
+        what = {"purchase": "Purchase", "check": "Status check", "callback": "Provider callback"}.get(
+            attempt.kind, attempt.kind
+        )
+        detail = f"{detail} ({attempt.duration_ms} ms)".strip()
+        events.append(Event(attempt.started_at, what, summary, detail, tone, who=attempt.provider))
+    return events
+
+
+@register_source
+def staff_events(order) -> list[Event]:
+    """Staff actions recorded in the admin history (LogEntry) of this order."""
+    from django.contrib.admin.models import LogEntry
+    from django.contrib.contenttypes.models import ContentType
+
+    entries = LogEntry.objects.filter(
+        content_type=ContentType.objects.get_for_model(type(order)), object_id=str(order.pk)
+    ).select_related("user")
+    return [
+        Event(entry.action_time, "Staff action", entry.get_change_message() or str(entry), who=entry.user.username)
+        for entry in entries.order_by("id")
+    ]
+
+
+@register_source
+def bank_call_events(order) -> list[Event]:
+    """Our calls to T-Bank for the order's payment link (Init, CheckOrder, Cancel of a stale link)."""
+    events = []
+    for call in order.tbank_calls.order_by("id"):
+        tone = {"ok": "ok", "refused": "bad", "unknown": "warn"}.get(call.outcome, "")
+        summary = f"{call.method}: {call.get_outcome_display()}" + (
+            f" (PaymentId {call.payment_id})" if call.payment_id else ""
+        )
+        events.append(Event(call.created_at, "T-Bank call", summary, call.error, tone, who="shop"))
+    return events
+
+
+@register_source
+def refund_events(order) -> list[Event]:
+    """Each refund: the decision (who, why, how much), every call to the bank, the settlement."""
+    from orders.refund_state import RefundState
+
+    events = []
+    for refund in order.refunds.order_by("id").prefetch_related("attempts"):
+        amount = rubles(refund.amount_kopecks)
+        events.append(
+            Event(
+                refund.created_at,
+                "Refund",
+                f"Refund {refund.pk} of {amount} decided: {refund.get_reason_display()}",
+                f"PaymentId {refund.payment.payment_id if refund.payment_id else '?'}",
+                "warn",
+                who=refund.decided_by,
+            )
+        )
+        for attempt in refund.attempts.all():
+            tone = {"succeeded": "ok", "refused": "bad", "unavailable": "warn"}.get(attempt.outcome, "")
+            code = f" [{attempt.error_code}]" if attempt.error_code else ""
+            events.append(
+                Event(
+                    attempt.started_at,
+                    "Refund call",
+                    f"Refund {refund.pk}: {attempt.method} {attempt.outcome}{code}",
+                    attempt.message,
+                    tone,
+                    who="T-Bank",
+                )
+            )
+        if refund.settled_at and refund.state == RefundState.SUCCEEDED:
+            events.append(Event(refund.settled_at, "Refund", f"Refund {refund.pk} of {amount} made", tone="ok"))
+        elif refund.state == RefundState.FAILED:
+            events.append(
+                Event(
+                    refund.updated_at, "Refund", f"Refund {refund.pk} refused by the bank", refund.last_message, "bad"
+                )
+            )
+    return events
+
+
+@register_source
+def email_events(order) -> list[Event]:
+    """Emails to the customer: when each was recorded and when it went out (or why not)."""
+    events = []
+    for email in order.emails.order_by("id"):
+        label = f"{email.kind} email" + (f" #{email.send_no}" if email.send_no else "")
+        who = email.requested_by or "shop"
+        events.append(Event(email.created_at, "Customer email", f"{label} queued", who=who))
+        if email.sent_at:
+            events.append(Event(email.sent_at, "Customer email", f"{label} sent to {email.to}", tone="ok"))
+        elif email.last_error:
+            tone = "bad" if email.state == "failed" else "warn"
+            events.append(Event(email.created_at, "Customer email", f"{label}: {email.state}", email.last_error, tone))
+    return events

@@ -1,0 +1,195 @@
+"""The dashboard opens with problems (counts linking to the filtered lists), the halt banner shows
+on every admin page, and the Needs attention filter finds the orders behind each problem."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from console.problems import Problem, problems_count, register
+from fulfillment.models import ProviderAccount
+from fulfillment.services import provider_halt, provider_resume
+from orders.models import NotificationVerdict, PaymentNotification
+from tests.conftest import notification
+
+INDEX = reverse("admin:index")
+ORDERS = reverse("admin:orders_order_changelist")
+
+
+def counts(client) -> dict[str, int]:
+    response = client.get(INDEX)
+    assert response.status_code == 200
+    return {problem.key: problem.count for problem in response.context["problems"]}
+
+
+def test_a_quiet_shop_says_nothing_needs_attention(admin_client, paid_order_factory):
+    paid_order_factory()  # paid just now: delivering, not a problem
+    response = admin_client.get(INDEX)
+    assert set(counts(admin_client).values()) == {0}
+    assert "Nothing needs attention right now." in response.content.decode()
+
+
+def test_each_problem_is_counted_and_links_to_its_list(
+    admin_client, failed_order, old_paid_order, order_factory, post_notification, settings
+):
+    # A partial refund made in the bank's portal: a person must see which units it covers.
+    paid = order_factory(price=10000)
+    post_notification(notification(paid, PaymentId=1))
+    post_notification(notification(paid, status="PARTIAL_REFUNDED", PaymentId=1, Amount=5000))
+    provider_halt(provider="digiflazz", code="41", reason="Signature rejected: check DIGIFLAZZ_API_KEY.")
+    settings.PROVIDER_BALANCE_ALERT = 500_000
+    ProviderAccount.objects.create(provider="digiflazz", balance=120_000)
+
+    response = admin_client.get(INDEX)
+
+    assert counts(admin_client) == {
+        "failed_units": 1,
+        "paid_too_long": 1,
+        "notifications_to_review": 1,
+        "provider_halts": 1,
+        "low_balance": 1,
+        "refunds_failed": 0,
+        "refunds_waiting": 0,
+    }
+    page = response.content.decode()
+    assert f'href="{ORDERS}?attention=failed_units"' in page
+    assert f'href="{ORDERS}?attention=paid_too_long"' in page
+    assert f'href="{reverse("admin:orders_paymentnotification_changelist")}?review=pending"' in page
+    assert f'href="{reverse("admin:fulfillment_providerhalt_changelist")}"' in page
+    assert "120,000" in page and "500,000" in page  # the balance against its threshold
+
+
+def test_refunds_refused_or_stuck_are_counted_and_link_to_the_refunds(admin_client, paid_order_factory, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from orders.models import Payment, Refund, RefundReason
+    from orders.refund_state import RefundState
+
+    order = paid_order_factory(price=10000)
+    payment = Payment.objects.create(order=order, payment_id="8742591", amount_kopecks=10000)
+
+    def refund(state: str, age_minutes: int) -> Refund:
+        made = Refund.objects.create(
+            order=order, payment=payment, amount_kopecks=100, reason=RefundReason.STAFF, decided_by="x", state=state
+        )
+        Refund.objects.filter(pk=made.pk).update(created_at=timezone.now() - timedelta(minutes=age_minutes))
+        return made
+
+    refund(RefundState.FAILED, 1)
+    refund(RefundState.CHECKING, settings.ORDER_PAID_TOO_LONG_MINUTES + 5)  # stuck
+    refund(RefundState.DECIDED, 1)  # just decided: a worker is on it
+    refund(RefundState.SUCCEEDED, 500)
+
+    found = counts(admin_client)
+    assert (found["refunds_failed"], found["refunds_waiting"]) == (1, 1)
+    page = admin_client.get(INDEX).content.decode()
+    assert f'href="{reverse("admin:orders_refund_changelist")}?needs_staff=failed"' in page
+
+
+def test_a_failed_unit_of_a_refunded_order_needs_nobody(admin_client, failed_order):
+    from orders.services import order_refund
+
+    order_refund(order_id=failed_order.pk)
+    assert counts(admin_client)["failed_units"] == 0
+
+
+def test_a_reviewed_notification_leaves_the_panel(admin_client, order_factory, post_notification, django_user_model):
+    from orders.services import payment_notification_mark_reviewed
+
+    order = order_factory()
+    post_notification(notification(order, Status="PARTIAL_REFUNDED"))
+    record = PaymentNotification.objects.get(verdict=NotificationVerdict.NEEDS_REVIEW)
+    assert counts(admin_client)["notifications_to_review"] == 1
+
+    payment_notification_mark_reviewed(notification_id=record.pk, user_id=None)
+
+    assert counts(admin_client)["notifications_to_review"] == 0
+
+
+@pytest.mark.parametrize(
+    "page",
+    [
+        "admin:index",
+        "admin:orders_order_changelist",
+        "admin:orders_paymentnotification_changelist",
+        "admin:fulfillment_delivery_changelist",
+        "admin:fulfillment_deliveryattempt_changelist",
+        "admin:orders_product_changelist",
+    ],
+)
+def test_the_halt_banner_is_on_every_admin_page_while_a_provider_is_halted(admin_client, page):
+    url = reverse(page)
+    assert "are halted" not in admin_client.get(url).content.decode()
+
+    provider_halt(provider="digiflazz", code="41", reason="Signature rejected: check DIGIFLAZZ_API_KEY.")
+    shown = admin_client.get(url).content.decode()
+    assert "Deliveries through digiflazz are halted" in shown
+    assert "Signature rejected: check DIGIFLAZZ_API_KEY." in shown
+
+    provider_resume(provider="digiflazz")
+    assert "are halted" not in admin_client.get(url).content.decode()
+
+
+def test_the_banner_is_cached_briefly_and_dropped_when_a_halt_changes(admin_client, settings):
+    settings.CONSOLE_HALT_CACHE_SECONDS = 60
+    admin_client.get(INDEX)  # caches "no halt"
+    provider_halt(provider="mock", code="41", reason="Bad key.")  # this process saw it: the cache is dropped
+    assert "Deliveries through mock are halted" in admin_client.get(INDEX).content.decode()
+
+
+def test_the_mock_ledger_is_not_on_the_menu_but_still_reachable(admin_client):
+    page = admin_client.get(INDEX).content.decode()
+    assert "Mock ledger entries" not in page
+    assert reverse("admin:fulfillment_mockledgerentry_changelist") not in page
+    assert admin_client.get(reverse("admin:fulfillment_mockledgerentry_changelist")).status_code == 200
+
+
+def test_staff_see_only_the_lists_they_may_open(staff_client_factory):
+    client = staff_client_factory("orders.view_order")
+    page = client.get(INDEX).content.decode()
+    assert f'href="{ORDERS}"' in page
+    assert reverse("admin:fulfillment_deliveryattempt_changelist") not in page
+
+
+@pytest.mark.parametrize(
+    ("attention", "expected"),
+    [
+        ("failed_units", {"failed"}),
+        ("paid_too_long", {"old"}),
+        ("to_review", {"reviewed"}),
+        ("any", {"failed", "old", "reviewed"}),
+        (None, {"failed", "old", "reviewed", "fine"}),
+    ],
+)
+def test_needs_attention_filter(
+    admin_client,
+    failed_order,
+    old_paid_order,
+    paid_order_factory,
+    order_factory,
+    post_notification,
+    attention,
+    expected,
+):
+    to_review = order_factory()
+    post_notification(notification(to_review, Status="PARTIAL_REFUNDED"))
+    fine = paid_order_factory()
+    names = {failed_order.pk: "failed", old_paid_order.pk: "old", to_review.pk: "reviewed", fine.pk: "fine"}
+
+    response = admin_client.get(ORDERS, {"attention": attention} if attention else {})
+
+    assert response.status_code == 200
+    assert {names[order.pk] for order in response.context["cl"].result_list} == expected
+
+
+def test_a_new_kind_of_problem_is_one_registration(admin_client, monkeypatch):
+    from console import problems
+
+    monkeypatch.setattr(problems, "PROBLEMS", list(problems.PROBLEMS))
+    register(Problem(key="units_contradicted", title="Units contradicted", count=lambda: 2, url=lambda: "/admin/x/"))
+
+    assert [problem.key for problem in problems_count()][-1] == "units_contradicted"
+    page = admin_client.get(INDEX).content.decode()
+    assert 'id="problem-units_contradicted"' in page and "Units contradicted" in page
