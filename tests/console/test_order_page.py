@@ -304,5 +304,5 @@ def test_the_timeline_shows_refunds_with_their_bank_calls_and_customer_emails(ad
 
     assert f"Refund {refund.pk} of 400.00" in page and "decided" in page
     assert f"Refund {refund.pk}: Cancel succeeded" in page
-    assert f"Refund {refund.pk} of 400.00\u00a0₽ made" in page
+    assert f"Refund {refund.pk} of 400.00 ₽ made" in page
     assert "refund email sent to c@example.com" in page
