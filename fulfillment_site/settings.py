@@ -313,10 +313,7 @@ STAFF_ALERT_REPEAT_MINUTES = env.int("STAFF_ALERT_REPEAT_MINUTES", default=60)
 PROVIDER_BALANCE_ALERT = env.int("PROVIDER_BALANCE_ALERT", default=None)
 # A PAID order not fulfilled after this many minutes is a problem.
 ORDER_PAID_TOO_LONG_MINUTES = env.int("ORDER_PAID_TOO_LONG_MINUTES", default=30)
-# How email leaves: smtp+tls://user:password@host:587 (STARTTLS), smtp+ssl://user:password@host:465,
-# or consolemail:// (printed, the default). See django-environ's email_url.
-vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
-DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="fulfillment@localhost")
+# Alerts leave through the customer email settings above (EMAIL_URL, DEFAULT_FROM_EMAIL).
 # The public address of this site (https://shop.example.com): alert emails link to admin pages there.
 STAFF_CONSOLE_URL = env("STAFF_CONSOLE_URL", default="")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
