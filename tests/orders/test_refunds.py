@@ -369,7 +369,7 @@ def test_a_retry_that_wins_between_the_decisions_read_and_write_cancels_the_deci
         Delivery.objects.filter(order=order, status=DeliveryStatus.FAILED).update(status=DeliveryStatus.WAITING)
         return preview
 
-    monkeypatch.setattr(refund_services, "undelivered_units_preview", preview_then_retry)
+    monkeypatch.setattr(refund_services.decisions, "undelivered_units_preview", preview_then_retry)
 
     assert refund_decide_undelivered(order_id=order.pk, decided_by="alice") is None
 

@@ -1,0 +1,56 @@
+"""The periodic sweep: decide, send and check the refunds nobody is working on."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from django.conf import settings
+from django.db.models import Exists, OuterRef, Q
+from django.utils import timezone
+
+from fulfillment.models import OPEN_STATUSES, REFUND_STATUSES, Delivery, DeliveryStatus
+from orders.models import Order, Refund
+from orders.refund_state import RefundState
+from orders.services.refunds.decisions import order_settle_undelivered
+from orders.services.refunds.sending import refund_publish
+from orders.state import OrderStatus
+
+logger = logging.getLogger(__name__)
+
+
+def refunds_reconcile(*, limit: int = 500) -> dict[str, int]:
+    """The periodic sweep: decide the refunds a crash left undecided (REFUND_POLICY=auto), close
+    orders whose refunds are done, and queue refunds nobody is working on: decided ones whose
+    message was lost, ones a dead worker was sending, ones due for a GetState check."""
+    now = timezone.now()
+    stale = now - timedelta(seconds=settings.REFUND_CLAIM_SECONDS)
+    open_unit = Delivery.objects.filter(order=OuterRef("pk"), status__in=OPEN_STATUSES)
+    unsettled = Delivery.objects.filter(order=OuterRef("pk"), status__in=(DeliveryStatus.FAILED, *REFUND_STATUSES))
+    wanted = Q(Exists(unsettled.filter(status=DeliveryStatus.REFUNDED)))
+    if settings.REFUND_POLICY == "auto":
+        wanted |= Q(Exists(unsettled.filter(status=DeliveryStatus.FAILED, refund__isnull=True)))
+    orders = list(
+        Order.objects.filter(wanted, status=OrderStatus.PAID)
+        .exclude(Exists(open_unit))
+        .exclude(Exists(unsettled.filter(status=DeliveryStatus.REFUNDING)))
+        .values_list("id", flat=True)[:limit]
+    )
+    for order_id in orders:
+        order_settle_undelivered(order_id=order_id)
+    not_claimed = Q(claim_expires_at__isnull=True) | Q(claim_expires_at__lt=now)
+    due = (
+        Q(state=RefundState.DECIDED) & (Q(queued_at__isnull=True) | Q(queued_at__lt=stale))
+        | Q(state=RefundState.SENDING, claim_expires_at__lt=now)
+        | Q(state=RefundState.CHECKING)
+        & not_claimed
+        & (Q(next_check_at__isnull=True) | Q(next_check_at__lte=now))
+        & (Q(queued_at__isnull=True) | Q(queued_at__lt=stale))
+    )
+    refund_ids = list(Refund.objects.filter(due).order_by("id").values_list("id", flat=True)[:limit])
+    for refund_id in refund_ids:
+        Refund.objects.filter(pk=refund_id).update(queued_at=now)
+        refund_publish(refund_id=refund_id)
+    if orders or refund_ids:
+        logger.info("Refund reconciliation: %d order(s) settled, %d refund(s) queued", len(orders), len(refund_ids))
+    return {"orders": len(orders), "refunds": len(refund_ids)}

@@ -1,0 +1,356 @@
+"""Sending refunds to T-Bank: claim, Cancel with the refund's ExternalRequestId, GetState after
+an unknown outcome, settlement, and staff re-sends."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from fulfillment.models import Delivery, DeliveryStatus
+from orders import signals
+from orders.models import Order, Payment, Refund, RefundAttempt, RefundReason
+from orders.refund_state import IN_FLIGHT, RefundState, refund_transition
+from orders.services.emails import customer_email_enqueue
+from orders.services.refunds.closing import order_settle
+from orders.services.refunds.common import (
+    _BUSY_STATUSES,
+    _MAX_ROUNDS,
+    FULL_RETURN_STATUSES,
+    PARTIAL_RETURN_STATUSES,
+    RefundNotPossible,
+)
+from orders.tbank.client import TBankClient, TBankError, TBankRefused, TBankUnavailable, tbank_client
+
+logger = logging.getLogger(__name__)
+
+
+def refund_queue(*, refund_id: int) -> None:
+    """Send the refund in the background once the current transaction commits."""
+    Refund.objects.filter(pk=refund_id).update(queued_at=timezone.now())
+    transaction.on_commit(lambda: refund_publish(refund_id=refund_id))
+
+
+def refund_publish(*, refund_id: int) -> None:
+    """Queue the send task now (call it on commit). A broker outage is logged, not raised: the
+    refund is committed and the reconciliation sweep queues it once the broker is back."""
+    from kombu.exceptions import OperationalError as BrokerUnavailable
+
+    from orders.tasks import send_refund
+
+    try:
+        send_refund.delay(refund_id)
+    except BrokerUnavailable:
+        logger.exception("Could not queue refund %s; reconciliation will queue it", refund_id)
+        Refund.objects.filter(pk=refund_id).update(queued_at=None)
+
+
+def _worker() -> str:
+    from fulfillment.services.common import _worker_id
+
+    return _worker_id()
+
+
+def _claim(refund_id: int) -> tuple[str | None, Refund | None, str]:
+    """Take the refund for this run: ("cancel" | "check" | None, refund, claim token)."""
+    token = uuid.uuid4().hex
+    now = timezone.now()
+    expires = now + timedelta(seconds=settings.REFUND_CLAIM_SECONDS)
+    with transaction.atomic():
+        refund = Refund.objects.select_for_update().filter(pk=refund_id).first()
+        if refund is None:
+            return None, None, token
+        free = refund.claim_expires_at is None or refund.claim_expires_at < now
+        claim = {"claim_token": token, "claim_expires_at": expires, "queued_at": None}
+        if refund.state == RefundState.DECIDED:
+            refund_transition(
+                refund_id=refund_id,
+                target=RefundState.SENDING,
+                sources=(RefundState.DECIDED,),
+                cancel_calls=F("cancel_calls") + 1,
+                sent_at=now,
+                **claim,
+            )
+            action = "cancel"
+        elif refund.state == RefundState.SENDING and free:
+            # A worker died in the middle of a Cancel: it may have gone through. Ask first.
+            refund_transition(refund_id=refund_id, target=RefundState.CHECKING, sources=(RefundState.SENDING,), **claim)
+            action = "check"
+        elif refund.state == RefundState.CHECKING and free:
+            Refund.objects.filter(pk=refund_id).update(**claim)
+            action = "check"
+        else:
+            return None, refund, token
+    refund.refresh_from_db()
+    return action, refund, token
+
+
+def refund_send(*, refund_id: int) -> str:
+    """Send (or check) one refund: Cancel with its ExternalRequestId, GetState after an unknown
+    outcome, Cancel again (same id) only when GetState shows it was not made. Safe to run twice
+    at once: a claim with an expiry lets one run work on it. Returns the refund's state."""
+    action, refund, token = _claim(refund_id)
+    if refund is None:
+        raise Refund.DoesNotExist(f"Refund {refund_id} does not exist.")
+    try:
+        client = tbank_client() if action else None
+    except TBankError as exc:
+        _refuse(refund, token, code="config", message=str(exc))
+        action = None
+    rounds = 0
+    while action and rounds < _MAX_ROUNDS:
+        rounds += 1
+        action = _cancel(refund, token, client) if action == "cancel" else _check(refund, token, client)
+    # Whatever is still unknown waits for the next check; the claim is given back.
+    Refund.objects.filter(pk=refund_id, claim_token=token).update(
+        claim_token="",
+        claim_expires_at=None,
+        next_check_at=timezone.now() + timedelta(seconds=settings.REFUND_CHECK_INTERVAL_SECONDS),
+    )
+    return Refund.objects.values_list("state", flat=True).get(pk=refund_id)
+
+
+def _cancel_request(refund: Refund) -> dict[str, Any]:
+    request: dict[str, Any] = {"PaymentId": refund.payment.payment_id}
+    if not refund.full:
+        request["Amount"] = refund.amount_kopecks
+        if refund.receipt:
+            request["Receipt"] = refund.receipt
+    request["ExternalRequestId"] = refund.external_request_id
+    return request
+
+
+def _attempt(refund: Refund, *, method: str, request: dict, answer: dict, outcome: str, started, clock, **extra):
+    RefundAttempt.objects.create(
+        refund=refund,
+        method=method,
+        request=request,
+        answer=answer,
+        outcome=outcome,
+        error_code=str(extra.get("error_code", ""))[:20],
+        message=str(extra.get("message", ""))[:500],
+        worker=_worker(),
+        started_at=started,
+        finished_at=timezone.now(),
+        duration_ms=int((time.monotonic() - clock) * 1000),
+    )
+
+
+def _cancel(refund: Refund, token: str, client: TBankClient) -> str | None:
+    request = _cancel_request(refund)
+    started, clock = timezone.now(), time.monotonic()
+    try:
+        answer = client.cancel(
+            payment_id=refund.payment.payment_id,
+            amount=None if refund.full else refund.amount_kopecks,
+            receipt=None if refund.full else refund.receipt,
+            external_request_id=refund.external_request_id,
+        )
+    except TBankRefused as exc:
+        _attempt(
+            refund,
+            method="Cancel",
+            request=request,
+            answer=exc.answer,
+            outcome="refused",
+            started=started,
+            clock=clock,
+            error_code=exc.error_code,
+            message=str(exc),
+        )
+        _refuse(refund, token, code=exc.error_code, message=str(exc))
+        return None
+    except TBankUnavailable as exc:
+        _attempt(
+            refund, method="Cancel", request=request, answer={}, outcome="unavailable", started=started, clock=clock,
+            message=str(exc),
+        )  # fmt: skip
+        moved = refund_transition(
+            refund_id=refund.pk,
+            target=RefundState.CHECKING,
+            sources=(RefundState.SENDING,),
+            claim=token,
+            last_message=str(exc)[:500],
+        )
+        return "check" if moved else None
+    except TBankError as exc:  # not configured: nothing was sent
+        _attempt(
+            refund, method="Cancel", request=request, answer={}, outcome="refused", started=started, clock=clock,
+            message=str(exc),
+        )  # fmt: skip
+        _refuse(refund, token, code="config", message=str(exc))
+        return None
+    _attempt(
+        refund, method="Cancel", request=request, answer=answer.raw, outcome="succeeded", started=started, clock=clock
+    )
+    refund_mark_succeeded(refund_id=refund.pk, bank_status=answer.status, via="the Cancel answer")
+    return None
+
+
+def _refuse(refund: Refund, token: str, *, code: str, message: str) -> None:
+    # Conditional on our claim: a run that lost it must not fail a refund another run resent.
+    refund_transition(
+        refund_id=refund.pk,
+        target=RefundState.FAILED,
+        sources=(RefundState.SENDING,),
+        claim=token,
+        claim_token="",
+        claim_expires_at=None,
+        last_error_code=(code or "")[:20],
+        last_message=message[:500],
+    )
+    logger.error("Refund %s of order %s refused: %s", refund.pk, refund.order_id, message)
+
+
+def _check(refund: Refund, token: str, client: TBankClient) -> str | None:
+    payment = refund.payment
+    request = {"PaymentId": payment.payment_id}
+    started, clock = timezone.now(), time.monotonic()
+    Refund.objects.filter(pk=refund.pk).update(state_checks=F("state_checks") + 1)
+    try:
+        state = client.get_state(payment_id=payment.payment_id)
+    except TBankError as exc:
+        # Refused or unreadable, GetState says nothing about our Cancel: stay CHECKING and ask later.
+        _attempt(
+            refund,
+            method="GetState",
+            request=request,
+            answer=getattr(exc, "answer", {}),
+            outcome="unavailable",
+            started=started,
+            clock=clock,
+            error_code=getattr(exc, "error_code", ""),
+            message=str(exc),
+        )
+        Refund.objects.filter(pk=refund.pk).update(last_message=str(exc)[:500])
+        return None
+    with transaction.atomic():
+        Order.objects.select_for_update().filter(pk=refund.order_id).first()
+        payment = Payment.objects.select_for_update().get(pk=payment.pk)
+        current = Refund.objects.values_list("state", flat=True).get(pk=refund.pk)
+        if state.status in FULL_RETURN_STATUSES:
+            bank_refunded = payment.amount_kopecks
+        elif state.status in PARTIAL_RETURN_STATUSES and state.amount is not None:
+            bank_refunded = payment.amount_kopecks - state.amount
+        else:
+            bank_refunded = 0
+        known = payment.refunded_kopecks
+        if current != RefundState.CHECKING:
+            verdict, detail = "settled", f"already {current}"
+        elif state.status in _BUSY_STATUSES:
+            verdict, detail = "busy", f"the bank reports {state.status}: wait"
+        elif bank_refunded >= known + refund.amount_kopecks:
+            verdict, detail = "refunded", f"the bank reports {state.status}, {bank_refunded} kopecks returned"
+        elif bank_refunded <= known:
+            verdict, detail = "not_refunded", f"the bank reports {state.status}: our Cancel was not made"
+        else:
+            verdict = "unclear"
+            detail = (
+                f"the bank reports {state.status} with {bank_refunded} kopecks returned, we know of {known} "
+                f"and this refund is {refund.amount_kopecks}: check the payment in the T-Bank portal"
+            )
+        _attempt(
+            refund, method="GetState", request=request, answer=state.raw, outcome=verdict, started=started,
+            clock=clock, message=detail,
+        )  # fmt: skip
+        if verdict == "refunded":
+            refund_mark_succeeded(refund_id=refund.pk, bank_status=state.status, via="GetState")
+            return None
+        if verdict == "not_refunded":
+            # Safe to send again, and the same ExternalRequestId makes even a wrong guess harmless.
+            moved = refund_transition(
+                refund_id=refund.pk,
+                target=RefundState.SENDING,
+                sources=(RefundState.CHECKING,),
+                claim=token,
+                cancel_calls=F("cancel_calls") + 1,
+                claim_expires_at=timezone.now() + timedelta(seconds=settings.REFUND_CLAIM_SECONDS),
+            )
+            return "cancel" if moved else None
+        Refund.objects.filter(pk=refund.pk).update(last_message=detail[:500], bank_status=state.status[:40])
+        return None
+
+
+def refund_mark_succeeded(*, refund_id: int, bank_status: str = "", via: str = "") -> bool:
+    """Record that the bank made refund `refund_id`: the refund SUCCEEDED, the payment's refunded
+    total, the units REFUNDED, the order closed if it is done. False when it was already settled
+    (whichever of the answer, GetState and the notification comes second changes nothing)."""
+    refund = Refund.objects.only("order_id", "payment_id", "amount_kopecks").get(pk=refund_id)
+    with transaction.atomic():
+        Order.objects.select_for_update().filter(pk=refund.order_id).first()
+        Payment.objects.select_for_update().filter(pk=refund.payment_id).first()
+        moved = refund_transition(
+            refund_id=refund_id,
+            target=RefundState.SUCCEEDED,
+            sources=IN_FLIGHT,
+            claim_token="",
+            claim_expires_at=None,
+            bank_status=bank_status[:40],
+            last_error_code="",
+            last_message=f"Refunded ({via})."[:500] if via else "Refunded.",
+        )
+        if not moved:
+            return False
+        payment_values: dict[str, Any] = {"refunded_kopecks": F("refunded_kopecks") + refund.amount_kopecks}
+        if bank_status:
+            payment_values["bank_status"] = bank_status[:40]
+        Payment.objects.filter(pk=refund.payment_id).update(**payment_values)
+        Delivery.objects.filter(refund_id=refund_id, status=DeliveryStatus.REFUNDING).update(
+            status=DeliveryStatus.REFUNDED, last_message=f"Refunded by refund {refund_id}."
+        )
+        order_settle(order_id=refund.order_id)
+        order_id = refund.order_id
+        if refund.reason != RefundReason.PORTAL:
+            # The outbox row commits with the settlement or not at all (orders.services.emails).
+            customer_email_enqueue(order_id=order_id, kind="refund", event=f"refund-{refund_id}")
+        transaction.on_commit(
+            lambda: signals.refund_settled.send(sender=Refund, refund_id=refund_id, order_id=order_id)
+        )
+    logger.info("Refund %s of order %s succeeded (%s)", refund_id, refund.order_id, via)
+    return True
+
+
+def refund_resend(*, refund_id: int, user=None) -> Refund:
+    """Staff: send a FAILED refund again (after fixing what the bank refused).
+
+    If every Cancel of it was refused, nothing was ever refunded under its ExternalRequestId:
+    it gets a new one (the bank might answer a repeat of a refused id with the payment's state,
+    as if done) and is sent straight away. If one of them had an unknown outcome, it keeps its
+    id and GetState is asked first, so the bank can never make it twice.
+    """
+    from orders.models import new_external_request_id
+
+    with transaction.atomic():
+        refund = Refund.objects.select_for_update().filter(pk=refund_id).first()
+        if refund is None:
+            raise RefundNotPossible(f"Refund {refund_id} does not exist.")
+        if refund.state != RefundState.FAILED:
+            raise RefundNotPossible(f"Refund {refund_id} is {refund.state}: only a failed refund is sent again.")
+        who = getattr(user, "username", "") or "staff"
+        uncertain = refund.attempts.filter(method="Cancel").exclude(outcome="refused").exists()
+        if uncertain:
+            refund_transition(
+                refund_id=refund_id,
+                target=RefundState.CHECKING,
+                sources=(RefundState.FAILED,),
+                next_check_at=None,
+                last_message=f"Sent again by {who}: checking with GetState first.",
+            )
+        else:
+            refund_transition(
+                refund_id=refund_id,
+                target=RefundState.DECIDED,
+                sources=(RefundState.FAILED,),
+                external_request_id=new_external_request_id(),
+                last_message=f"Sent again by {who}.",
+            )
+        refund_queue(refund_id=refund_id)
+    refund.refresh_from_db()
+    return refund
