@@ -179,9 +179,17 @@ class NeedsAttentionFilter(admin.SimpleListFilter):
 
 class PaymentInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = Payment
-    fields = ("payment_id", "amount_kopecks", "bank_status", "created_at", "expires_at", "last_polled_at")
+    fields = ("payment_id", "amount", "refunded", "bank_status", "created_at", "captured_at", "last_polled_at")
     readonly_fields = fields
     extra = 0
+
+    @admin.display(description="Amount")
+    def amount(self, obj: Payment):
+        return rubles_html(obj.amount_kopecks)
+
+    @admin.display(description="Refunded")
+    def refunded(self, obj: Payment):
+        return rubles_html(obj.refunded_kopecks)
 
 
 class TBankCallInline(ReadOnlyAdminMixin, admin.TabularInline):

@@ -12,6 +12,7 @@ from django.db.models import Exists, OuterRef
 from django.template.response import TemplateResponse
 from django.utils.html import format_html
 
+from console.formatting import rubles
 from fulfillment.admin import ReadOnlyAdminMixin
 from fulfillment.models import OPEN_STATUSES, Delivery, DeliveryStatus
 from orders.models import Order, Refund, RefundAttempt
@@ -26,14 +27,6 @@ from orders.services.refunds import (
 from orders.state import OrderStatus
 
 PERMISSION = "orders.refund_undelivered_units"
-
-
-def _roubles(kopecks: int | None) -> str:
-    if kopecks is None:
-        return "-"
-    sign = "-" if kopecks < 0 else ""
-    kopecks = abs(kopecks)
-    return f"{sign}{kopecks // 100:,}.{kopecks % 100:02d} RUB"
 
 
 class NeedsStaffFilter(admin.SimpleListFilter):
@@ -110,7 +103,7 @@ class RefundAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="Amount", ordering="amount_kopecks")
     def amount(self, obj: Refund) -> str:
-        return _roubles(obj.amount_kopecks)
+        return rubles(obj.amount_kopecks)
 
     @admin.display(description="Bank's last answer")
     def bank_answer(self, obj: Refund) -> str:
@@ -127,7 +120,7 @@ class RefundInline(ReadOnlyAdminMixin, admin.TabularInline):
 
     @admin.display(description="Amount")
     def amount(self, obj: Refund) -> str:
-        return _roubles(obj.amount_kopecks)
+        return rubles(obj.amount_kopecks)
 
 
 class AwaitingRefundFilter(admin.SimpleListFilter):
@@ -152,11 +145,11 @@ def money_balance(modeladmin, obj: Order) -> str:
         return "-"
     balance = order_money_balance(order_id=obj.pk)
     text = (
-        f"paid {_roubles(balance.paid)}; delivered {_roubles(balance.delivered)}; refunded {_roubles(balance.refunded)}"
-        f" (being refunded {_roubles(balance.refunding)}); outstanding {_roubles(balance.outstanding)}"
+        f"paid {rubles(balance.paid)}; delivered {rubles(balance.delivered)}; refunded {rubles(balance.refunded)}"
+        f" (being refunded {rubles(balance.refunding)}); outstanding {rubles(balance.outstanding)}"
     )
     if balance.extra_paid:
-        text += f"; paid twice: {_roubles(balance.extra_paid)}, of it refunded {_roubles(balance.extra_refunded)}"
+        text += f"; paid twice: {rubles(balance.extra_paid)}, of it refunded {rubles(balance.extra_refunded)}"
     return text
 
 
@@ -183,20 +176,20 @@ def refund_undelivered_units(modeladmin, request, queryset):
             else:
                 modeladmin.message_user(
                     request,
-                    f"Order {order_id}: refund {refund.pk} of {_roubles(refund.amount_kopecks)} is being sent.",
+                    f"Order {order_id}: refund {refund.pk} of {rubles(refund.amount_kopecks)} is being sent.",
                     messages.SUCCESS,
                 )
         return None
     previews = [undelivered_units_preview(order_id=pk, include_unknown=include_unknown) for pk in order_ids]
     for preview in previews:
-        preview.amount_roubles = _roubles(preview.amount_kopecks).removesuffix(" RUB")
+        preview.amount_roubles = rubles(preview.amount_kopecks)
     context = {
         **modeladmin.admin_site.each_context(request),
         "title": "Refund undelivered units",
         "previews": previews,
         "any_unknown": any(preview.unknown or (include_unknown and preview.units) for preview in previews),
         "include_unknown": include_unknown,
-        "total_roubles": _roubles(sum(preview.amount_kopecks for preview in previews)).removesuffix(" RUB"),
+        "total_roubles": rubles(sum(preview.amount_kopecks for preview in previews)),
         "opts": modeladmin.model._meta,
     }
     return TemplateResponse(request, "admin/orders/refund_undelivered_confirmation.html", context)

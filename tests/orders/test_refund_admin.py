@@ -32,7 +32,7 @@ def test_the_action_shows_the_amount_first_and_refunds_on_confirmation(
     page = client.post(url, {"action": ACTION, "_selected_action": [failed_order.pk]})
 
     assert page.status_code == 200
-    assert b"70.50 RUB" in page.content and b"FAIL-1" in page.content
+    assert "70.50 ₽".encode() in page.content and b"FAIL-1" in page.content
     assert not Refund.objects.exists() and bank.calls("Cancel") == []
 
     with django_capture_on_commit_callbacks(execute=True):
@@ -70,10 +70,10 @@ def test_refund_list_order_balance_and_filters_render(failed_order, bank, admin_
     waiting = admin_client.get(reverse("admin:orders_order_changelist") + "?undelivered=waiting_for_staff")
 
     assert listing.status_code == failed.status_code == detail.status_code == order_page.status_code == 200
-    assert b"70.50 RUB" in listing.content and b"PARTIAL_REFUNDED" in listing.content
-    assert b"0 refunds" in failed.content or b"70.50 RUB" not in failed.content
+    assert "70.50 ₽".encode() in listing.content and b"PARTIAL_REFUNDED" in listing.content
+    assert b"0 refunds" in failed.content or "70.50 ₽".encode() not in failed.content
     assert b"Cancel" in detail.content and b"ExternalRequestId" in detail.content
     assert b"test-terminal-password" not in detail.content
     text = order_page.content.decode()
-    assert "paid 170.50 RUB; delivered 100.00 RUB; refunded 70.50 RUB" in text and "outstanding 0.00 RUB" in text
+    assert "paid 170.50 ₽; delivered 100.00 ₽; refunded 70.50 ₽" in text and "outstanding 0.00 ₽" in text
     assert waiting.status_code == 200 and f">{failed_order.pk}<" not in waiting.content.decode()
