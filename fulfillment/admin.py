@@ -8,10 +8,6 @@ from django.contrib import admin, messages
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
-from console.formatting import provider_amount, timestamp
-from console.order_page import UNIT_TONES
-from console.pagination import HugeTableAdminMixin
-from console.search import SEARCH_CAP, ExactSearchMixin, as_id
 from fulfillment.models import (
     Delivery,
     DeliveryAttempt,
@@ -21,6 +17,10 @@ from fulfillment.models import (
 )
 from fulfillment.providers.base import Outcome
 from fulfillment.services import OrderNotFound, OrderNotFulfillable, order_fulfillment_retry, provider_resume
+from fulfillment_site.console.formatting import provider_amount, timestamp
+from fulfillment_site.console.order_page import UNIT_TONES
+from fulfillment_site.console.pagination import HugeTableAdminMixin
+from fulfillment_site.console.search import SEARCH_CAP, ExactSearchMixin, as_id
 
 
 class ReadOnlyAdminMixin:

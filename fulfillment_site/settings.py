@@ -69,8 +69,8 @@ SILENCED_SYSTEM_CHECKS = env.list("DJANGO_SILENCED_SYSTEM_CHECKS", default=[])
 
 INSTALLED_APPS = [
     # Before the admin so its templates (dashboard, banner, order page) override the admin's.
-    "console.apps.ConsoleConfig",
-    "console.apps.StaffAdminConfig",
+    "fulfillment_site.console.apps.ConsoleConfig",
+    "fulfillment_site.console.apps.StaffAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -158,7 +158,7 @@ USE_I18N = True
 USE_TZ = True
 
 # Dates in the admin: ISO, every time with seconds (console/formats/en/formats.py).
-FORMAT_MODULE_PATH = ["console.formats"]
+FORMAT_MODULE_PATH = ["fulfillment_site.console.formats"]
 
 STATIC_URL = "static/"
 # `manage.py collectstatic` fills it; WhiteNoise serves it (compressed copies included).

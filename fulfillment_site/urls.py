@@ -6,8 +6,8 @@ from django.contrib import admin
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from console.views import metrics_view
 from fulfillment.views import DigiflazzCallbackView
+from fulfillment_site.console.views import metrics_view
 from orders.api.views import OrderCreateView, OrderStatusView, ProductListView
 from orders.pages import order_status_page, sandbox_pay_page
 from orders.views import TBankNotificationView

@@ -2,7 +2,7 @@
 
 Statuses are read-only here: they change through payments, deliveries and the Retry button,
 never by editing a field. Lists stay fast on millions of rows: exact indexed search
-(console.search), capped counts (console.pagination), filters with fixed choices.
+(fulfillment_site.console: search, pagination), filters with fixed choices.
 """
 
 from __future__ import annotations
@@ -21,15 +21,15 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from console.formatting import provider_amount, rubles_html, timestamp
-from console.order_page import order_page_context, order_status_badge
-from console.pagination import HugeTableAdminMixin
-from console.problems import paid_too_long_cutoff
-from console.search import SEARCH_CAP, ExactSearchMixin, as_id, order_ids_for
-from console.timeline import REJECTED_VERDICTS
 from fulfillment.admin import ReadOnlyAdminMixin, retry_fulfillment, retry_messages
 from fulfillment.models import Delivery, DeliveryStatus
 from fulfillment.services import OrderNotFound, OrderNotFulfillable, order_fulfillment_retry
+from fulfillment_site.console.formatting import provider_amount, rubles_html, timestamp
+from fulfillment_site.console.order_page import order_page_context, order_status_badge
+from fulfillment_site.console.pagination import HugeTableAdminMixin
+from fulfillment_site.console.problems import paid_too_long_cutoff
+from fulfillment_site.console.search import SEARCH_CAP, ExactSearchMixin, as_id, order_ids_for
+from fulfillment_site.console.timeline import REJECTED_VERDICTS
 from orders.admin_refunds import extend_order_admin
 from orders.models import (
     CustomerEmail,

@@ -12,9 +12,9 @@ from django.db.models import Exists, OuterRef
 from django.template.response import TemplateResponse
 from django.utils.html import format_html
 
-from console.formatting import rubles
 from fulfillment.admin import ReadOnlyAdminMixin
 from fulfillment.models import OPEN_STATUSES, Delivery, DeliveryStatus
+from fulfillment_site.console.formatting import rubles
 from orders.models import Order, Refund, RefundAttempt
 from orders.refund_state import RefundState
 from orders.services.refunds import (

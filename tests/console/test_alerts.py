@@ -9,11 +9,11 @@ import pytest
 from django.core import mail
 from django.utils import timezone
 
-from console.alerts import staff_alerts_send
-from console.models import StaffAlert
-from console.tasks import send_staff_alerts
 from fulfillment.models import ProviderAccount
 from fulfillment.services import provider_halt
+from fulfillment_site.console.alerts import staff_alerts_send
+from fulfillment_site.console.models import StaffAlert
+from fulfillment_site.console.tasks import send_staff_alerts
 from tests.conftest import notification
 
 
@@ -81,12 +81,12 @@ def test_a_claim_taken_elsewhere_is_respected(alerts_on, failed_order):
 
 
 def test_a_failed_send_gives_the_claim_back(alerts_on, failed_order, monkeypatch):
-    import console.alerts
+    import fulfillment_site.console.alerts
 
     def broken(*args, **kwargs):
         raise ConnectionRefusedError("mail server down")
 
-    monkeypatch.setattr(console.alerts, "send_mail", broken)
+    monkeypatch.setattr(fulfillment_site.console.alerts, "send_mail", broken)
     with pytest.raises(ConnectionRefusedError):
         staff_alerts_send()
     assert StaffAlert.objects.get(problem="failed_units").last_sent_at is None

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-from console.problems import Problem, problems_count, register
 from fulfillment.models import ProviderAccount
 from fulfillment.services import provider_halt, provider_resume
+from fulfillment_site.console.problems import Problem, problems_count, register
 from orders.models import NotificationVerdict, PaymentNotification
 from tests.conftest import notification
 
@@ -185,7 +185,7 @@ def test_needs_attention_filter(
 
 
 def test_a_new_kind_of_problem_is_one_registration(admin_client, monkeypatch):
-    from console import problems
+    from fulfillment_site.console import problems
 
     monkeypatch.setattr(problems, "PROBLEMS", list(problems.PROBLEMS))
     register(Problem(key="units_contradicted", title="Units contradicted", count=lambda: 2, url=lambda: "/admin/x/"))

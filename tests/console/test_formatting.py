@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from console.formatting import duration, rubles, timestamp
+from fulfillment_site.console.formatting import duration, rubles, timestamp
 
 
 @pytest.mark.parametrize(

@@ -84,8 +84,8 @@ def test_the_timeline_tells_everything_in_time_order_with_seconds(
 def test_the_timeline_of_a_long_order_shows_the_latest_attempts_and_links_to_all(admin_client, paid_order_factory):
     from django.utils import timezone
 
-    from console import timeline
     from fulfillment.models import DeliveryAttempt
+    from fulfillment_site.console import timeline
 
     order = paid_order_factory()
     unit = Delivery.objects.get(order=order)

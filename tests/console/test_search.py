@@ -8,9 +8,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from console.pagination import CappedCountPaginator
 from fulfillment.models import Delivery
 from fulfillment.services import fulfill_order
+from fulfillment_site.console.pagination import CappedCountPaginator
 from orders.models import Order
 from tests.conftest import notification
 

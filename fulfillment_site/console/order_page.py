@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from django.db.models import Count
 from django.utils import timezone
 
-from console.banner import active_halts
-from console.formatting import duration, rubles
-from console.problems import paid_too_long_cutoff
-from console.timeline import order_timeline
+from fulfillment_site.console.banner import active_halts
+from fulfillment_site.console.formatting import duration, rubles
+from fulfillment_site.console.problems import paid_too_long_cutoff
+from fulfillment_site.console.timeline import order_timeline
 
 
 @dataclass(frozen=True)
@@ -136,7 +136,7 @@ def order_page_context(order) -> dict:
     units_failed = sum(1 for unit in units if unit.status == "failed")
     label, tone = order_status_badge(order, units_failed=units_failed)
     attempts_total = order.delivery_attempts.count()
-    from console.timeline import ATTEMPTS_SHOWN
+    from fulfillment_site.console.timeline import ATTEMPTS_SHOWN
 
     return {
         "order": order,

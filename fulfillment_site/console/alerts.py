@@ -16,8 +16,8 @@ from django.core.mail import send_mail
 from django.db.models import Q
 from django.utils import timezone
 
-from console.models import StaffAlert
-from console.problems import ProblemCount, problems_count
+from fulfillment_site.console.models import StaffAlert
+from fulfillment_site.console.problems import ProblemCount, problems_count
 
 logger = logging.getLogger(__name__)
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib import admin
 
-from console.banner import active_halts
-from console.formatting import provider_amount
-from console.problems import problems_count
+from fulfillment_site.console.banner import active_halts
+from fulfillment_site.console.formatting import provider_amount
+from fulfillment_site.console.problems import problems_count
 
 
 class StaffAdminSite(admin.AdminSite):

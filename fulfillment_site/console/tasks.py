@@ -2,7 +2,7 @@
 
 from celery import shared_task
 
-from console.alerts import staff_alerts_send
+from fulfillment_site.console.alerts import staff_alerts_send
 
 
 @shared_task(name="console.send_staff_alerts", ignore_result=True)

@@ -2,8 +2,8 @@
 
 from django.db.models.signals import post_delete, post_save
 
-from console.banner import forget_halts
 from fulfillment.models import ProviderHalt
+from fulfillment_site.console.banner import forget_halts
 
 post_save.connect(forget_halts, sender=ProviderHalt, dispatch_uid="console-halt-saved")
 post_delete.connect(forget_halts, sender=ProviderHalt, dispatch_uid="console-halt-deleted")

@@ -5,15 +5,16 @@ from django.contrib.admin.apps import AdminConfig
 
 
 class ConsoleConfig(AppConfig):
-    name = "console"
+    name = "fulfillment_site.console"
+    label = "console"  # kept: its tables, migrations and permissions are named after it
     verbose_name = "Staff console"
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from console import signals  # noqa: F401
+        from fulfillment_site.console import signals  # noqa: F401
 
 
 class StaffAdminConfig(AdminConfig):
     """django.contrib.admin with StaffAdminSite: every `@admin.register` lands on the console's site."""
 
-    default_site = "console.sites.StaffAdminSite"
+    default_site = "fulfillment_site.console.sites.StaffAdminSite"

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from console.formatting import rubles
+from fulfillment_site.console.formatting import rubles
 
 #: Attempts shown in the timeline of one order; the rest are one click away in the attempt list.
 ATTEMPTS_SHOWN = 200

@@ -10,7 +10,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseForbidden
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from console.metrics import DatabaseCollector
+from fulfillment_site.console.metrics import DatabaseCollector
 
 
 def metrics_networks() -> list:

@@ -16,8 +16,8 @@ from django.db.models import Count, Max, Min, Q, Sum
 from django.utils import timezone
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
-from console.models import MetricCounterState
-from console.problems import problems_count
+from fulfillment_site.console.models import MetricCounterState
+from fulfillment_site.console.problems import problems_count
 
 #: Provider call latency buckets, in milliseconds (the attempt's duration_ms).
 LATENCY_BUCKETS_MS = (50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000)
