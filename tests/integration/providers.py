@@ -14,6 +14,12 @@ FULFILLMENT_PROVIDER=flaky. Until the epoch time a test stores in the Redis key
 After that it is the Mock provider, idempotent per reference through its ledger. Every call is
 counted in Redis (the broker database, flushed per test), per unit and in total, so a test can
 bound how hard the engine hammered the provider.
+
+The Redis client is made once, in the constructor. It used to be made on first use, and two
+worker threads making their first call together each made one: the client that lost the race
+was garbage-collected, and redis-py closes a collected client's connections, including the one
+the other thread's pipeline was using. That call then raised before it was counted, and the
+engine rightly recorded it as an unknown outcome: one more attempt than counted calls.
 """
 
 from __future__ import annotations
@@ -38,9 +44,12 @@ class FlakyProvider(MockProvider):
     def __init__(self, *, mode: str, **mock_options) -> None:
         if mode not in ("fail", "timeout"):
             raise ValueError(f"FLAKY_MODE must be 'fail' or 'timeout', not {mode!r}.")
+        import redis
+
         super().__init__(**mock_options)
         self.mode = mode
-        self._client = None
+        # Shared by every worker thread (redis-py clients are thread-safe); see the module docstring.
+        self._redis = redis.Redis.from_url(settings.CELERY_BROKER_URL, socket_timeout=10)
 
     @classmethod
     def from_settings(cls) -> FlakyProvider:
@@ -51,14 +60,6 @@ class FlakyProvider(MockProvider):
             success_rate=settings.MOCK_FULFILLMENT_SUCCESS_RATE,
             pending_rate=settings.MOCK_FULFILLMENT_PENDING_RATE,
         )
-
-    @property
-    def _redis(self):
-        if self._client is None:
-            import redis
-
-            self._client = redis.Redis.from_url(settings.CELERY_BROKER_URL, socket_timeout=10)
-        return self._client
 
     def _count(self, kind: str, params: FulfillmentParams) -> None:
         pipe = self._redis.pipeline()
