@@ -36,7 +36,8 @@ OPEN_STATUSES = (DeliveryStatus.WAITING, DeliveryStatus.SENDING, DeliveryStatus.
 
 
 class Delivery(models.Model):
-    order = models.ForeignKey("orders.Order", related_name="deliveries", on_delete=models.PROTECT)
+    # No index of its own: delivery_order_status (order, status) serves every look-up by order.
+    order = models.ForeignKey("orders.Order", related_name="deliveries", on_delete=models.PROTECT, db_index=False)
     item = models.ForeignKey("orders.OrderItem", related_name="deliveries", on_delete=models.PROTECT)
     unit_index = models.PositiveIntegerField(help_text="0-based index of this unit within its item.")
     unit_key = models.CharField(max_length=64, unique=True, editable=False)

@@ -1,11 +1,29 @@
 """The Celery application: configured from Django settings (CELERY_* names)."""
 
+import logging
 import os
 
 from celery import Celery
 from celery.signals import worker_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "fulfillment_site.settings")
+
+#: Periodic tasks that run every few seconds and usually find nothing: Celery's own INFO lines about
+#: them (beat's "Sending due task", the worker's "received" and "succeeded") are dropped, so a quiet
+#: system has a quiet log. The tasks log themselves when they find something.
+QUIET_PERIODIC_TASKS = ("fulfillment.reconcile_paid_orders",)
+
+
+class QuietPeriodicTasks(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO:
+            return True
+        message = record.getMessage()
+        return not any(task in message for task in QUIET_PERIODIC_TASKS)
+
+
+for _logger in ("celery.beat", "celery.worker.strategy", "celery.app.trace"):
+    logging.getLogger(_logger).addFilter(QuietPeriodicTasks())
 
 app = Celery("fulfillment_site")
 app.config_from_object("django.conf:settings", namespace="CELERY")

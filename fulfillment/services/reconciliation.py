@@ -52,9 +52,10 @@ def paid_orders_reconcile(*, limit: int = 1000) -> list[int]:
     order_ids = list(candidates.order_by("order_id").values_list("order_id", flat=True).distinct()[:limit])
     # Orders paid but without units (payment committed, creation lost) are repaired too.
     missing = list(
-        Order.objects.filter(status=OrderStatus.PAID, paid_at__lt=stale, deliveries__isnull=True).values_list(
-            "id", flat=True
-        )[:limit]
+        Order.objects.filter(status=OrderStatus.PAID, paid_at__lt=stale)
+        .exclude(Exists(Delivery.objects.filter(order=OuterRef("pk"))))
+        .order_by()  # see _paid_orders_all_delivered
+        .values_list("id", flat=True)[:limit]
     )
     order_ids = sorted(set(order_ids) | set(missing))
     for order_id in sorted(set(missing)):
@@ -70,13 +71,27 @@ def paid_orders_reconcile(*, limit: int = 1000) -> list[int]:
     )
     # A worker that died between recording the last unit's delivery and marking the order
     # fulfilled leaves a PAID order with nothing due, which nothing above would ever look at.
-    unfinished = Delivery.objects.filter(order=OuterRef("pk")).exclude(status=DeliveryStatus.DELIVERED)
-    delivered = (
-        Order.objects.filter(Exists(Delivery.objects.filter(order=OuterRef("pk"))), status=OrderStatus.PAID)
-        .exclude(Exists(unfinished))
-        .values_list("id", flat=True)[:limit]
-    )
-    for order_id in delivered:
+    for order_id in _paid_orders_all_delivered(limit=limit):
         status = _complete_if_delivered(order_id)
         logger.warning("Reconciliation found order %s paid with every unit delivered; it is now %s", order_id, status)
     return order_ids
+
+
+def _paid_orders_all_delivered(*, limit: int) -> list[int]:
+    """PAID orders with units, all delivered: rare (a crash between the last unit and the order).
+
+    Unordered on purpose. Order's Meta.ordering (-id) with a LIMIT let PostgreSQL walk the primary
+    key backwards through every order, hoping to meet matches early; they are rare, so it read
+    them all (470 ms for 200,000 orders, 2% paid). Without ORDER BY it starts from the PAID rows
+    (the status index) and probes the (order, status) index of deliveries for each: 21 ms.
+    """
+    unfinished = Delivery.objects.filter(
+        order=OuterRef("pk"), status__in=[status for status in DeliveryStatus if status != DeliveryStatus.DELIVERED]
+    )
+    return list(
+        Order.objects.filter(status=OrderStatus.PAID)
+        .filter(Exists(Delivery.objects.filter(order=OuterRef("pk"))))
+        .exclude(Exists(unfinished))
+        .order_by()
+        .values_list("id", flat=True)[:limit]
+    )
