@@ -74,7 +74,7 @@ class ProductAdmin(admin.ModelAdmin):
 
 class OrderItemInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = OrderItem
-    fields = ("product", "quantity", "unit_price_kopecks", "recipient")
+    fields = ("product", "quantity", "unit_price_kopecks", "recipient", "sku", "provider", "max_provider_price")
     readonly_fields = fields
     extra = 0
 

@@ -131,6 +131,9 @@ RESPONSE_CODES: dict[str, tuple[FailureScope, str]] = {
 RETRY_AFTER_SECONDS = {"85": 60.0}
 #: Rate limits: they refuse the request, not the transaction it names.
 RATE_LIMIT_CODES = frozenset({"83", "85", "86"})
+#: A malformed request (40) or an unknown SKU (43) is refused before Digiflazz looks the ref_id up:
+#: answered to a *status check*, they say nothing about the purchase, which may still go through.
+REQUEST_ERROR_CODES = frozenset({"40", "43"})
 #: Failures that say the goods may exist elsewhere: staff check the panel before a re-buy.
 REVIEW_BEFORE_REBUY_CODES = frozenset({"47", "49", "50"})
 
@@ -436,7 +439,7 @@ class DigiflazzProvider(FulfillmentProvider):
                 ),
             )
         result = self.client.transaction(params)
-        if result.outcome == Outcome.FAILED and result.code in RATE_LIMIT_CODES:
+        if result.outcome == Outcome.FAILED and result.code in RATE_LIMIT_CODES | REQUEST_ERROR_CODES:
             # The status request was turned away, not the purchase: it may still go through.
             return FulfillmentResult.pending(
                 code=result.code,

@@ -74,9 +74,10 @@ def fulfill_order(
 ) -> FulfillmentReport:
     """Deliver every unit of a PAID order that is due and not delivered; return what happened.
 
-    `items` limits the run to those order items; `provider` (a name or an instance) is used
-    for new purchases, while a pending purchase is always checked with the provider that
-    holds its reference. Moves the order to FULFILLED when every unit is delivered.
+    `items` limits the run to those order items. A new purchase goes to `provider` (a name or an
+    instance) when given, else to the provider its item was sold with (OrderItem.provider; the
+    configured one for items older than that field); a pending purchase is always checked with
+    the provider that holds its reference. Moves the order to FULFILLED when every unit is delivered.
     A REFUNDED order's units that were already sent (SENDING, PENDING) are still checked until
     their outcome is known; nothing new is sent for it.
     Raises OrderNotFound / OrderNotFulfillable; never raises for a provider's failure.
@@ -89,6 +90,7 @@ def fulfill_order(
     report = FulfillmentReport(order_id=order_id)
     item_ids = None if items is None else [item.pk if isinstance(item, OrderItem) else int(item) for item in items]
 
+    chosen = provider is not None  # an operator's choice for new purchases, over each item's own
     if isinstance(provider, FulfillmentProvider):
         default_provider, default_name = provider, provider.name
     else:
@@ -99,8 +101,12 @@ def fulfill_order(
     units = _claim_due_units(order_id=order_id, item_ids=item_ids, claim_token=claim_token)
     halted = set(ProviderHalt.objects.values_list("provider", flat=True)) if units else set()
     for unit in units:
-        # A new purchase goes to the chosen provider; an earlier one is checked where it was made.
-        name = default_name if unit.status == DeliveryStatus.WAITING else (unit.provider or default_name)
+        # A new purchase goes to the chosen provider, else to the item's; an earlier one is checked
+        # where it was made.
+        if unit.status == DeliveryStatus.WAITING:
+            name = default_name if chosen else (unit.item.provider or default_name)
+        else:
+            name = unit.provider or default_name
         if name in halted:
             _postpone(unit, claim_token)
             report.skipped = f"provider {name} is halted (see Fulfillment > Provider halts)"
@@ -143,7 +149,7 @@ def _claim_due_units(*, order_id: int, item_ids: list[int] | None, claim_token: 
             qs = qs.filter(item_id__in=item_ids)
         if connection.features.has_select_for_update_skip_locked:
             qs = qs.select_for_update(skip_locked=True, of=("self",))
-        units = list(qs.select_related("item__product").order_by("item_id", "unit_index"))
+        units = list(qs.select_related("item").order_by("item_id", "unit_index"))
         if units:
             Delivery.objects.filter(pk__in=[unit.pk for unit in units]).update(
                 claim_token=claim_token,
@@ -163,14 +169,16 @@ def _postpone(unit: Delivery, claim_token: str) -> None:
 
 
 def _params(unit: Delivery) -> FulfillmentParams:
-    product = unit.item.product
+    # What the item was sold as, never the product as edited since: a re-check must send the same
+    # SKU as the purchase it checks, and undelivered units buy what the customer paid for.
+    item = unit.item
     return FulfillmentParams(
         reference=unit.reference,
         unit_key=unit.unit_key,
-        sku=product.sku,
-        recipient=unit.item.recipient,
+        sku=item.sku,
+        recipient=item.recipient,
         order_id=unit.order_id,
-        max_price=product.max_provider_price,
+        max_price=item.max_provider_price,
         first_sent_at=unit.reference_sent_at,
     )
 

@@ -45,8 +45,8 @@ def order_create(*, items: list[ItemSpec], customer_email: str = "") -> Order:
                 order=order,
                 product=spec.product,
                 quantity=spec.quantity,
-                unit_price_kopecks=spec.product.price_kopecks,
                 recipient=spec.recipient.strip(),
+                **OrderItem.sold_as(spec.product),
             )
             for spec in items
         )
