@@ -208,6 +208,19 @@ def _process_unit(
         age_limit = provider.max_check_age
         if age_limit and unit.reference_sent_at and timezone.now() - unit.reference_sent_at > age_limit:
             return _give_up_checking(unit, claim_token=claim_token, provider_name=provider_name)
+        # An order's units are checked one after another under one claim; by the time this one's
+        # turn comes its claim may have expired and another run may have checked it. Renew the
+        # claim on the row, still ours and still due, or leave the unit alone: a second check
+        # of the same reference inside min_check_interval is what providers forbid.
+        now = timezone.now()
+        renewed = Delivery.objects.filter(
+            Q(status=DeliveryStatus.SENDING) | Q(status=DeliveryStatus.PENDING, next_attempt_at__lte=now),
+            pk=unit.pk,
+            claim_token=claim_token,
+            reference=unit.reference,
+        ).update(claim_expires_at=now + timedelta(seconds=settings.FULFILLMENT_CLAIM_SECONDS))
+        if not renewed:
+            return None
 
     params = _params(unit)
     release_database_connection()
