@@ -11,7 +11,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "fulfillment_site.settings")
 #: Periodic tasks that run every few seconds and usually find nothing: Celery's own INFO lines about
 #: them (beat's "Sending due task", the worker's "received" and "succeeded") are dropped, so a quiet
 #: system has a quiet log. The tasks log themselves when they find something.
-QUIET_PERIODIC_TASKS = ("fulfillment.reconcile_paid_orders",)
+QUIET_PERIODIC_TASKS = ("fulfillment.reconcile_paid_orders", "fulfillment.check_provider_accounts")
 
 
 class QuietPeriodicTasks(logging.Filter):
@@ -39,6 +39,12 @@ def _schedule_periodic_tasks(sender: Celery, **kwargs) -> None:
         sender.signature("fulfillment.reconcile_paid_orders"),
         name="reconcile paid orders",
     )
+    if settings.FULFILLMENT_ACCOUNT_CHECK_INTERVAL_SECONDS > 0:
+        sender.add_periodic_task(
+            float(settings.FULFILLMENT_ACCOUNT_CHECK_INTERVAL_SECONDS),
+            sender.signature("fulfillment.check_provider_accounts"),
+            name="check provider accounts",
+        )
 
 
 @worker_init.connect

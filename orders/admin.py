@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin
-from django.db.models import Count, IntegerField, OuterRef, Q, Subquery, Sum
+from django.db.models import Count, Exists, IntegerField, OuterRef, Q, Subquery, Sum
 from django.db.models.functions import Coalesce
 from django.utils.html import format_html
 
-from fulfillment.admin import DeliveryAttemptInline, DeliveryInline, ReadOnlyAdminMixin, retry_fulfillment
-from fulfillment.models import Delivery, DeliveryStatus
+from fulfillment.admin import DeliveryAttemptInline, DeliveryInline, FlagInline, ReadOnlyAdminMixin, retry_fulfillment
+from fulfillment.models import Delivery, DeliveryStatus, OrderFlag
 from orders.models import Order, OrderItem, PaymentNotification, Product
 
 
@@ -89,6 +89,19 @@ class PaymentNotificationInline(ReadOnlyAdminMixin, admin.TabularInline):
     extra = 0
 
 
+class NeedsReviewFilter(admin.SimpleListFilter):
+    title = "staff review"
+    parameter_name = "review"
+
+    def lookups(self, request, model_admin):
+        return [("open", "Flagged, open")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "open":
+            return queryset.filter(Exists(OrderFlag.objects.filter(order=OuterRef("pk"), resolved_at__isnull=True)))
+        return queryset
+
+
 def _units_annotations() -> dict:
     units_total = (
         OrderItem.objects.filter(order=OuterRef("pk")).values("order").annotate(total=Sum("quantity")).values("total")
@@ -118,11 +131,11 @@ class OrderAdmin(admin.ModelAdmin):
         "paid_at",
         "fulfilled_at",
     )
-    list_filter = ("status", "created_at", "paid_at", "fulfilled_at")
+    list_filter = ("status", NeedsReviewFilter, "created_at", "paid_at", "fulfilled_at")
     search_fields = ("=id", "customer_email", "=payment_id", "=deliveries__reference", "items__recipient")
     date_hierarchy = "created_at"
     actions = [retry_fulfillment]
-    inlines = [OrderItemInline, DeliveryInline, DeliveryAttemptInline, PaymentNotificationInline]
+    inlines = [FlagInline, OrderItemInline, DeliveryInline, DeliveryAttemptInline, PaymentNotificationInline]
     readonly_fields = (
         "status",
         "amount_kopecks",

@@ -11,12 +11,16 @@ from django.utils import timezone
 from fulfillment.models import (
     Delivery,
     DeliveryStatus,
+    FlagKind,
+    OrderFlag,
     ProviderHalt,
 )
 from fulfillment.services.common import (
     _WORKABLE,
     _complete_if_delivered,
 )
+from fulfillment.services.flags import order_flag_raise
+from fulfillment.services.halts import deliveries_resume_after_faults
 from fulfillment.services.queueing import deliveries_create, order_fulfillment_queue
 from orders.models import Order
 from orders.state import OrderStatus
@@ -50,16 +54,28 @@ def paid_orders_reconcile(*, limit: int = 1000) -> list[int]:
     if halted:
         candidates = candidates.exclude(provider__in=halted)
     order_ids = list(candidates.order_by("order_id").values_list("order_id", flat=True).distinct()[:limit])
-    # Orders paid but without units (payment committed, creation lost) are repaired too.
+    # Orders paid but without units (payment committed, creation lost) are repaired too. One that
+    # has nothing to deliver (no item with a unit) is flagged for staff, once, and left alone:
+    # queueing it again every sweep would never change anything.
     missing = list(
         Order.objects.filter(status=OrderStatus.PAID, paid_at__lt=stale)
         .exclude(Exists(Delivery.objects.filter(order=OuterRef("pk"))))
+        .exclude(Exists(OrderFlag.objects.filter(order=OuterRef("pk"), kind=FlagKind.NOTHING_TO_DELIVER)))
         .order_by()  # see _paid_orders_all_delivered
         .values_list("id", flat=True)[:limit]
     )
-    order_ids = sorted(set(order_ids) | set(missing))
     for order_id in sorted(set(missing)):
-        deliveries_create(order_id=order_id)
+        if not deliveries_create(order_id=order_id):
+            order_flag_raise(
+                order_id=order_id,
+                kind=FlagKind.NOTHING_TO_DELIVER,
+                reason=(
+                    f"Order {order_id} is paid but has no unit to deliver (no item, or items of quantity 0). "
+                    "Nothing will be sent: refund the payment in the T-Bank portal."
+                ),
+            )
+            missing.remove(order_id)
+    order_ids = sorted(set(order_ids) | set(missing))
     for order_id in order_ids:
         with transaction.atomic():
             order_fulfillment_queue(order_id=order_id)
@@ -69,6 +85,9 @@ def paid_orders_reconcile(*, limit: int = 1000) -> list[int]:
     Delivery.objects.filter(status=DeliveryStatus.WAITING, order__status=OrderStatus.REFUNDED).update(
         status=DeliveryStatus.CANCELLED, last_message="Order refunded before this unit was sent."
     )
+    # Units failed by a product or shop fault (before such faults were handled by scope, or after
+    # staff deleted a halt) are sent again once no halt or pause covers them.
+    deliveries_resume_after_faults(limit=limit)
     # A worker that died between recording the last unit's delivery and marking the order
     # fulfilled leaves a PAID order with nothing due, which nothing above would ever look at.
     for order_id in _paid_orders_all_delivered(limit=limit):

@@ -20,6 +20,13 @@ from tests.conftest import notification
 
 pytestmark = pytest.mark.django_db
 
+
+@pytest.fixture(autouse=True)
+def _orders_of_any_size(settings):
+    # The budgets must not depend on the order's size: measure above the default ORDER_MAX_UNITS.
+    settings.ORDER_MAX_UNITS = 100
+
+
 # Statements of a CONFIRMED notification that pays an order, inside one transaction (opened
 # as a savepoint by the test's own transaction): the order row lock, the status UPDATE, the
 # items read, the units INSERT, the audit INSERT.
