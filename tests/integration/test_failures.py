@@ -100,10 +100,13 @@ def _backoff_floor(attempt: int, *, base: float, cap: float) -> float:
 
 
 @pytest.mark.parametrize("mode", ["fail", "timeout"])
-def test_provider_outage_then_recovery_delivers_once_without_a_retry_storm(stack, order_factory, report, mode):
+def test_provider_outage_then_recovery_delivers_once_without_a_retry_storm(
+    stack, order_factory, report, mode, settings
+):
     """`fail`: the supplier answers "unavailable" (retryable) for 4 s. `timeout`: it answers nothing
     for 4 s, and half of those purchases did go through. Afterwards it works again."""
     max_attempts, base, cap, outage = 8, 0.5, 2.0, 4.0
+    settings.FULFILLMENT_PROVIDER = "flaky"  # the items are sold with the provider the worker uses
     orders = [order_factory(quantities=(2,)) for _ in range(15)]
     order_ids = [order.pk for order in orders]
     stack.start_worker(
