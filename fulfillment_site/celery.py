@@ -15,8 +15,19 @@ QUIET_PERIODIC_TASKS = ("fulfillment.reconcile_paid_orders", "fulfillment.check_
 
 
 class QuietPeriodicTasks(logging.Filter):
+    """Drops those lines unless CELERY_LOG_PERIODIC_TASKS is set (read on first use: the logs
+    are written long after Django's settings are loaded)."""
+
+    _log_them: bool | None = None
+
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno != logging.INFO:
+            return True
+        if self._log_them is None:
+            from django.conf import settings
+
+            self._log_them = bool(getattr(settings, "CELERY_LOG_PERIODIC_TASKS", False))
+        if self._log_them:
             return True
         message = record.getMessage()
         return not any(task in message for task in QUIET_PERIODIC_TASKS)

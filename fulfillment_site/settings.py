@@ -219,6 +219,9 @@ CELERY_WORKER_CONCURRENCY = env.int("CELERY_WORKER_CONCURRENCY", default=32)
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celery" / "beat-schedule")
+# Celery logs every run of every task at INFO; the periodic ones (reconciliation, account check)
+# run every few seconds and mostly find nothing, so their lines are dropped unless this is set.
+CELERY_LOG_PERIODIC_TASKS = env.bool("CELERY_LOG_PERIODIC_TASKS", default=False)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
 LOGGING = {

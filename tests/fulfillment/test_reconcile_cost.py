@@ -10,7 +10,7 @@ from django.test.utils import CaptureQueriesContext
 
 from fulfillment.models import Delivery, DeliveryStatus
 from fulfillment.services import paid_orders_reconcile
-from fulfillment_site.celery import QUIET_PERIODIC_TASKS
+from fulfillment_site.celery import QUIET_PERIODIC_TASKS, QuietPeriodicTasks
 
 pytestmark = pytest.mark.django_db
 
@@ -75,3 +75,13 @@ def test_celery_still_logs_deliveries_and_warnings(caplog):
         logging.getLogger(name).info(message, *args)
     logging.getLogger("celery.app.trace").warning("Task %s raised", "fulfillment.reconcile_paid_orders")
     assert len(caplog.records) == 4
+
+
+def test_the_lines_can_be_turned_back_on(caplog, settings):
+    settings.CELERY_LOG_PERIODIC_TASKS = True
+    quiet = QuietPeriodicTasks()
+    name, message, args = _celery_lines(QUIET_PERIODIC_TASKS[0])[2]
+    record = logging.getLogger(name).makeRecord(name, logging.INFO, __file__, 1, message, args, None)
+    assert quiet.filter(record) is True
+    settings.CELERY_LOG_PERIODIC_TASKS = False
+    assert QuietPeriodicTasks().filter(record) is False
