@@ -352,3 +352,27 @@ def test_the_mock_refuses_an_unknown_fault_setting(settings):
 
     settings.MOCK_FULFILLMENT_SHOP_FAULT = "flood"
     assert any("MOCK_FULFILLMENT_SHOP_FAULT" in problem for problem in configuration_problems())
+
+
+def test_halts_and_pauses_are_shown_to_staff_and_can_be_lifted_there(fake_digiflazz, two_products, admin_client):
+    fulfill_order(two_products.pk)
+    provider_halt(provider="digiflazz", code="44", reason="The Digiflazz deposit is too low", scope=FailureScope.SHOP)
+    pause = ProductPause.objects.get()
+    halt = ProviderHalt.objects.get()
+    pages = {
+        "halts": "/admin/fulfillment/providerhalt/",
+        "halt": f"/admin/fulfillment/providerhalt/{halt.pk}/change/",
+        "pauses": "/admin/fulfillment/productpause/",
+        "pause": f"/admin/fulfillment/productpause/{pause.pk}/change/",
+        "accounts": "/admin/fulfillment/provideraccount/",
+    }
+    for name, url in pages.items():
+        response = admin_client.get(url)
+        assert response.status_code == 200, name
+    assert "The Digiflazz deposit is too low" in admin_client.get(pages["halts"]).content.decode()
+    assert "out of stock" in admin_client.get(pages["pauses"]).content.decode()
+
+    admin_client.post(f"/admin/fulfillment/productpause/{pause.pk}/delete/", {"post": "yes"})
+    assert not ProductPause.objects.exists()
+    held = [u for u in _units(two_products) if u.status == DeliveryStatus.WAITING]
+    assert held and all(u.next_attempt_at <= timezone.now() for u in held)
