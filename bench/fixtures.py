@@ -48,14 +48,13 @@ def product_ensure() -> Product:
 def orders_create_new(*, count: int, product: Product, batch: int = 2000) -> list[int]:
     """`count` NEW orders of one unit each; returns their ids."""
     ids: list[int] = []
+    sold = OrderItem.sold_as(product)
     for offset in range(0, count, batch):
         size = min(batch, count - offset)
         with transaction.atomic():
             orders = Order.objects.bulk_create(Order(amount_kopecks=PRICE_KOPECKS) for _ in range(size))
             OrderItem.objects.bulk_create(
-                OrderItem(
-                    order=order, product=product, quantity=1, unit_price_kopecks=PRICE_KOPECKS, recipient="081234567890"
-                )
+                OrderItem(order=order, product=product, quantity=1, recipient="081234567890", **sold)
                 for order in orders
             )
         ids.extend(order.pk for order in orders)

@@ -1,5 +1,6 @@
-"""Admin for deliveries, attempts, provider halts and accounts, plus what the order admin borrows:
-the read-only mixin and the "Retry fulfillment" action."""
+"""Admin for deliveries, attempts, provider halts, product pauses, order flags and provider
+accounts, plus the pieces the order admin borrows: the delivery and flag inlines and the
+"Retry fulfillment" action."""
 
 from __future__ import annotations
 
@@ -12,11 +13,20 @@ from fulfillment.models import (
     Delivery,
     DeliveryAttempt,
     MockLedgerEntry,
+    OrderFlag,
+    ProductPause,
     ProviderAccount,
     ProviderHalt,
 )
 from fulfillment.providers.base import Outcome
-from fulfillment.services import OrderNotFound, OrderNotFulfillable, order_fulfillment_retry, provider_resume
+from fulfillment.services import (
+    OrderNotFound,
+    OrderNotFulfillable,
+    order_flag_resolve,
+    order_fulfillment_retry,
+    product_resume,
+    provider_resume,
+)
 from fulfillment_site.console.formatting import provider_amount, timestamp
 from fulfillment_site.console.order_page import UNIT_TONES
 from fulfillment_site.console.pagination import HugeTableAdminMixin
@@ -233,12 +243,16 @@ class DeliveryAttemptAdmin(HugeTableAdminMixin, ExactSearchMixin, ReadOnlyAdminM
         return _badge(obj.outcome, {"delivered": "ok", "failed": "bad", "pending": "info"}.get(obj.outcome, ""))
 
 
-@admin.register(ProviderHalt)
-class ProviderHaltAdmin(admin.ModelAdmin):
-    """A halt is lifted (deleted) by staff once the configuration fault is fixed; nothing in it is edited."""
+class FlagInline(ReadOnlyAdminMixin, admin.TabularInline):
+    model = OrderFlag
+    fields = ("created_at", "kind", "reason", "delivery", "attempt", "resolved_at", "resolved_by")
+    readonly_fields = fields
+    extra = 0
 
-    list_display = ("provider", "code", "reason_text", "created_at")
-    readonly_fields = ("provider", "code", "reason", "created_at")
+
+class FaultAdmin(admin.ModelAdmin):
+    """Halts and pauses lift by themselves once the fault is shown to be gone; staff may lift one
+    sooner by deleting it (the held units are due at once)."""
 
     def has_add_permission(self, request, obj=None) -> bool:
         return False
@@ -246,16 +260,80 @@ class ProviderHaltAdmin(admin.ModelAdmin):
     def has_change_permission(self, request, obj=None) -> bool:
         return False
 
+    @admin.display(description="What happened, what to fix")
+    def reason_text(self, obj) -> str:
+        return format_html("<strong>{}</strong>", obj.reason)
+
+
+@admin.register(ProviderHalt)
+class ProviderHaltAdmin(FaultAdmin):
+    list_display = ("provider", "scope", "code", "reason_text", "created_at", "next_probe_at", "clears_at", "checked")
+    readonly_fields = [f.name for f in ProviderHalt._meta.fields]
+
     def delete_model(self, request, obj: ProviderHalt) -> None:
-        provider_resume(provider=obj.provider)
+        provider_resume(provider=obj.provider, reason=f"lifted by {request.user.get_username()}")
 
     def delete_queryset(self, request, queryset) -> None:
         for provider in queryset.values_list("provider", flat=True):
-            provider_resume(provider=provider)
+            provider_resume(provider=provider, reason=f"lifted by {request.user.get_username()}")
 
-    @admin.display(description="What to fix")
-    def reason_text(self, obj: ProviderHalt) -> str:
-        return format_html("<strong>{}</strong>", obj.reason)
+    @admin.display(description="Last account check")
+    def checked(self, obj: ProviderHalt) -> str:
+        return f"{timestamp(obj.checked_at)}: {obj.check_result}" if obj.checked_at else "not yet"
+
+
+@admin.register(ProductPause)
+class ProductPauseAdmin(FaultAdmin):
+    list_display = ("sku", "provider", "product", "code", "reason_text", "created_at", "next_probe_at", "probes")
+    list_filter = ("provider",)
+    search_fields = ("sku",)
+    readonly_fields = [f.name for f in ProductPause._meta.fields]
+
+    def delete_model(self, request, obj: ProductPause) -> None:
+        product_resume(provider=obj.provider, sku=obj.sku, reason=f"lifted by {request.user.get_username()}")
+
+    def delete_queryset(self, request, queryset) -> None:
+        for provider, sku in queryset.values_list("provider", "sku"):
+            product_resume(provider=provider, sku=sku, reason=f"lifted by {request.user.get_username()}")
+
+
+class OpenFlagFilter(admin.SimpleListFilter):
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request, model_admin):
+        return [("open", "Open"), ("resolved", "Resolved")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "open":
+            return queryset.filter(resolved_at__isnull=True)
+        if self.value() == "resolved":
+            return queryset.filter(resolved_at__isnull=False)
+        return queryset
+
+
+@admin.action(description="Mark selected flags resolved")
+def resolve_flags(modeladmin, request, queryset) -> None:
+    done = sum(
+        order_flag_resolve(flag_id=pk, resolved_by=request.user.get_username())
+        for pk in queryset.values_list("pk", flat=True)
+    )
+    modeladmin.message_user(request, f"Resolved {done} flag(s).", messages.SUCCESS)
+
+
+@admin.register(OrderFlag)
+class OrderFlagAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Orders staff must look at. Resolve a flag once dealt with; it stays on record."""
+
+    list_display = ("created_at", "order_id", "kind", "reason", "resolved_at", "resolved_by")
+    list_filter = (OpenFlagFilter, "kind")
+    search_fields = ("=order__id",)
+    actions = [resolve_flags]
+    readonly_fields = [f.name for f in OrderFlag._meta.fields]
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        # Needed for the action; the form itself shows read-only fields only.
+        return request.user.has_perm("fulfillment.change_orderflag")
 
 
 @admin.register(MockLedgerEntry)
@@ -272,9 +350,18 @@ class MockLedgerEntryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 @admin.register(ProviderAccount)
 class ProviderAccountAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    """Filled by `manage.py digiflazz_balance` and `manage.py sync_digiflazz_products`."""
+    """Filled by the periodic account check, `manage.py digiflazz_balance` and `manage.py sync_digiflazz_products`."""
 
-    list_display = ("provider", "deposit", "balance_checked_at", "price_list_requested_at", "price_list_summary")
+    list_display = (
+        "provider",
+        "deposit",
+        "balance_checked_at",
+        "checked_at",
+        "check_ok",
+        "check_message",
+        "price_list_requested_at",
+        "price_list_summary",
+    )
     readonly_fields = [f.name for f in ProviderAccount._meta.fields]
 
     @admin.display(description="Last known deposit (provider currency)", ordering="balance")

@@ -1,5 +1,6 @@
-"""Delivery state: one Delivery per unit, one DeliveryAttempt per provider call, provider halts,
-and the Mock provider's ledger.
+"""Delivery state: one Delivery per unit, one DeliveryAttempt per provider call or callback,
+the faults that hold deliveries back (ProviderHalt for the whole shop, ProductPause for one
+product), flags for staff (OrderFlag), the provider account, and the Mock provider's ledger.
 
 The Delivery status machine (its transitions live in fulfillment.services):
 
@@ -7,11 +8,13 @@ The Delivery status machine (its transitions live in fulfillment.services):
        ^                      |  \\--pending/unknown/crash--> PENDING --check--> DELIVERED
        |                      |                                  |
        +--retryable failure (new reference, backoff)-------------+
+       +--product or shop fault (new reference; pause or halt; no attempt used)--+
     WAITING --refund--> CANCELLED       SENDING/PENDING --permanent failure--> FAILED
-    SENDING --purchase refused for a configuration fault (provider halted)--> WAITING
-    PENDING --check refused (configuration fault, rate limit)--> PENDING, same reference
+    PENDING --check refused (credentials, rate limit, request error)--> PENDING, same reference
     SENDING/PENDING of a refunded order --failure--> CANCELLED
     FAILED --staff retry (new reference)--> WAITING
+    FAILED by a product or shop fault (older data) --fault no longer active--> WAITING
+    WAITING on a halted provider or paused product: postponed, sent again once it is lifted
     FAILED --refund decided (same transaction as the Refund)--> REFUNDING --refund succeeded--> REFUNDED
 
 A unit leaves FAILED by one conditional UPDATE (`WHERE status = 'failed'`), whether to WAITING
@@ -47,7 +50,8 @@ REFUND_STATUSES = (DeliveryStatus.REFUNDING, DeliveryStatus.REFUNDED)
 
 
 class Delivery(models.Model):
-    order = models.ForeignKey("orders.Order", related_name="deliveries", on_delete=models.PROTECT)
+    # No index of its own: delivery_order_status (order, status) serves every look-up by order.
+    order = models.ForeignKey("orders.Order", related_name="deliveries", on_delete=models.PROTECT, db_index=False)
     item = models.ForeignKey("orders.OrderItem", related_name="deliveries", on_delete=models.PROTECT)
     unit_index = models.PositiveIntegerField(help_text="0-based index of this unit within its item.")
     unit_key = models.CharField(max_length=64, unique=True, editable=False)
@@ -102,6 +106,12 @@ class Delivery(models.Model):
             # order_id included: the orders behind failed units are read from the index alone.
             models.Index(fields=["status", "id"], name="delivery_status_id", include=["order_id"]),
             models.Index(fields=["provider", "id"], name="delivery_provider_id"),
+            # Tiny (normally empty): units failed by a fault that was not theirs, resumed once it clears.
+            models.Index(
+                fields=["provider"],
+                name="delivery_failed_by_fault",
+                condition=Q(status="failed", failure_scope__in=["product", "shop", "configuration"]),
+            ),
         ]
 
     def __str__(self) -> str:
@@ -147,15 +157,92 @@ class DeliveryAttempt(models.Model):
 
 
 class ProviderHalt(models.Model):
-    """A provider stopped for the whole shop by a configuration fault; staff delete it once fixed."""
+    """Deliveries through a provider stopped for the whole shop: a SHOP fault (deposit used up,
+    rate limit) or a CONFIGURATION one (credentials, IP allow-list). One row per halted provider;
+    the row is deleted when the halt is lifted: by the periodic account check once it shows the
+    fault gone, by a probe purchase that meets no such fault, when `clears_at` passes, or by staff."""
 
     provider = models.CharField(max_length=50, unique=True)
+    scope = models.CharField(max_length=20, default="configuration", help_text="shop or configuration.")
     code = models.CharField(max_length=50, blank=True)
     reason = models.TextField()
-    created_at = models.DateTimeField(auto_now_add=True)
+    created_at = models.DateTimeField(auto_now_add=True, help_text="Halted since.")
+    last_seen_at = models.DateTimeField(null=True, blank=True, help_text="Last answer with this fault.")
+    probes = models.PositiveIntegerField(default=0, help_text="Probe purchases that met the fault again.")
+    next_probe_at = models.DateTimeField(null=True, blank=True, help_text="When one purchase may test the provider.")
+    clears_at = models.DateTimeField(
+        null=True, blank=True, help_text="Lifted at this time by itself: the provider asked to wait until then."
+    )
+    checked_at = models.DateTimeField(null=True, blank=True, help_text="Last account check while halted.")
+    check_result = models.CharField(max_length=500, blank=True, help_text="What that check found.")
+    lowest_balance = models.BigIntegerField(
+        null=True, blank=True, help_text="Lowest deposit seen while halted: a higher one means a top-up."
+    )
 
     def __str__(self) -> str:
         return f"{self.provider} halted: {self.reason}"
+
+
+class ProductPause(models.Model):
+    """Deliveries of one SKU through one provider stopped by a PRODUCT fault (out of stock, no
+    seller, seller disrupted). Units of other products go on. Deleted when lifted: by a probe
+    purchase of that SKU that meets no product fault, when `clears_at` passes, or by staff."""
+
+    provider = models.CharField(max_length=50)
+    sku = models.CharField(max_length=100)
+    product = models.ForeignKey(
+        "orders.Product", null=True, blank=True, related_name="pauses", on_delete=models.SET_NULL
+    )
+    code = models.CharField(max_length=50, blank=True)
+    reason = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True, help_text="Paused since.")
+    last_seen_at = models.DateTimeField(null=True, blank=True, help_text="Last answer with this fault.")
+    probes = models.PositiveIntegerField(default=0, help_text="Probe purchases that met the fault again.")
+    next_probe_at = models.DateTimeField(null=True, blank=True, help_text="When one purchase may test the product.")
+    clears_at = models.DateTimeField(
+        null=True, blank=True, help_text="Lifted at this time by itself: the provider asked to wait until then."
+    )
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["provider", "sku"], name="one_pause_per_product")]
+
+    def __str__(self) -> str:
+        return f"{self.sku} at {self.provider} paused: {self.reason}"
+
+
+class FlagKind(models.TextChoices):
+    CALLBACK_CONTRADICTS = "callback_contradicts", "A provider callback contradicts the unit's recorded outcome"
+    NOTHING_TO_DELIVER = "nothing_to_deliver", "Paid, but the order has nothing to deliver"
+
+
+class OrderFlag(models.Model):
+    """Something about an order that a person must look at. Open while `resolved_at` is empty:
+    `OrderFlag.objects.filter(resolved_at__isnull=True)` is what staff have to review."""
+
+    order = models.ForeignKey("orders.Order", related_name="flags", on_delete=models.PROTECT)
+    delivery = models.ForeignKey(Delivery, null=True, blank=True, related_name="flags", on_delete=models.PROTECT)
+    attempt = models.ForeignKey(
+        DeliveryAttempt,
+        null=True,
+        blank=True,
+        related_name="flags",
+        on_delete=models.PROTECT,
+        help_text="The recorded provider answer that raised the flag.",
+    )
+    kind = models.CharField(max_length=30, choices=FlagKind.choices)
+    reason = models.TextField(help_text="What was found and what to check.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolved_by = models.CharField(max_length=150, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [
+            models.Index(fields=["created_at"], name="orderflag_open", condition=Q(resolved_at__isnull=True)),
+        ]
+
+    def __str__(self) -> str:
+        return f"Order {self.order_id}: {self.get_kind_display()}"
 
 
 class MockLedgerEntry(models.Model):
@@ -181,8 +268,9 @@ class MockLedgerEntry(models.Model):
 
 
 class ProviderAccount(models.Model):
-    """What the operator tools last learned about the shop's account at a provider: the deposit
-    balance, and when the whole price list was last requested (providers rate-limit it)."""
+    """What the shop last learned about its account at a provider: the deposit balance (refreshed
+    by the periodic account check and the operator tools), the last check's verdict, and when the
+    whole price list was last requested (providers rate-limit it)."""
 
     provider = models.CharField(max_length=50, unique=True)
     balance = models.BigIntegerField(
@@ -193,6 +281,9 @@ class ProviderAccount(models.Model):
         null=True, blank=True, help_text="Last request of the whole price list, answered or not."
     )
     price_list_summary = models.CharField(max_length=500, blank=True, help_text="What the last price-list sync did.")
+    checked_at = models.DateTimeField(null=True, blank=True, help_text="Last periodic account check.")
+    check_ok = models.BooleanField(null=True, blank=True, help_text="Whether that check was answered normally.")
+    check_message = models.CharField(max_length=500, blank=True, help_text="What that check found.")
     updated_at = models.DateTimeField(auto_now=True)
 
     def __str__(self) -> str:

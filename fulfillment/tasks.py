@@ -45,3 +45,9 @@ def deliver_order(order_id: int) -> dict:
 def reconcile_paid_orders() -> list[int]:
     """Periodic: queue PAID orders whose due units nobody is working on."""
     return services.paid_orders_reconcile()
+
+
+@shared_task(name="fulfillment.check_provider_accounts", acks_late=True, ignore_result=True)
+def check_provider_accounts() -> None:
+    """Periodic: refresh the providers' account balances and lift halts whose fault is gone."""
+    services.provider_accounts_check()

@@ -1,11 +1,40 @@
 """The Celery application: configured from Django settings (CELERY_* names)."""
 
+import logging
 import os
 
 from celery import Celery
 from celery.signals import worker_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "fulfillment_site.settings")
+
+#: Periodic tasks that run every few seconds and usually find nothing: Celery's own INFO lines about
+#: them (beat's "Sending due task", the worker's "received" and "succeeded") are dropped, so a quiet
+#: system has a quiet log. The tasks log themselves when they find something.
+QUIET_PERIODIC_TASKS = ("fulfillment.reconcile_paid_orders", "fulfillment.check_provider_accounts")
+
+
+class QuietPeriodicTasks(logging.Filter):
+    """Drops those lines unless CELERY_LOG_PERIODIC_TASKS is set (read on first use: the logs
+    are written long after Django's settings are loaded)."""
+
+    _log_them: bool | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO:
+            return True
+        if self._log_them is None:
+            from django.conf import settings
+
+            self._log_them = bool(getattr(settings, "CELERY_LOG_PERIODIC_TASKS", False))
+        if self._log_them:
+            return True
+        message = record.getMessage()
+        return not any(task in message for task in QUIET_PERIODIC_TASKS)
+
+
+for _logger in ("celery.beat", "celery.worker.strategy", "celery.app.trace"):
+    logging.getLogger(_logger).addFilter(QuietPeriodicTasks())
 
 app = Celery("fulfillment_site")
 app.config_from_object("django.conf:settings", namespace="CELERY")
@@ -43,6 +72,12 @@ def _schedule_periodic_tasks(sender: Celery, **kwargs) -> None:
         sender.signature("console.send_staff_alerts"),
         name="staff alerts",
     )
+    if settings.FULFILLMENT_ACCOUNT_CHECK_INTERVAL_SECONDS > 0:
+        sender.add_periodic_task(
+            float(settings.FULFILLMENT_ACCOUNT_CHECK_INTERVAL_SECONDS),
+            sender.signature("fulfillment.check_provider_accounts"),
+            name="check provider accounts",
+        )
 
 
 @worker_init.connect

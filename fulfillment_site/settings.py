@@ -287,6 +287,17 @@ FULFILLMENT_RETRY_MAX_SECONDS = env.float("FULFILLMENT_RETRY_MAX_SECONDS", defau
 FULFILLMENT_CLAIM_SECONDS = env.int("FULFILLMENT_CLAIM_SECONDS", default=300)
 FULFILLMENT_STALE_AFTER_SECONDS = env.int("FULFILLMENT_STALE_AFTER_SECONDS", default=300)
 FULFILLMENT_RECONCILE_INTERVAL_SECONDS = env.int("FULFILLMENT_RECONCILE_INTERVAL_SECONDS", default=15)
+# Faults that are not a unit's (docs/architecture.md, "Faults"): how often the provider's account
+# is checked (balance; lifts a halt once the fault is gone; 0 turns the periodic check off), and
+# the wait before a probe purchase tests a halt or pause again (doubling up to the maximum).
+FULFILLMENT_ACCOUNT_CHECK_INTERVAL_SECONDS = env.int("FULFILLMENT_ACCOUNT_CHECK_INTERVAL_SECONDS", default=60)
+FULFILLMENT_FAULT_PROBE_SECONDS = env.float("FULFILLMENT_FAULT_PROBE_SECONDS", default=300.0)
+FULFILLMENT_FAULT_PROBE_MAX_SECONDS = env.float("FULFILLMENT_FAULT_PROBE_MAX_SECONDS", default=3600.0)
+
+# --- Orders -----------------------------------------------------------------------------------
+# Most units one order may hold (all its items together). Units are created when the bank's
+# payment notification arrives, inside its 10 s answer window.
+ORDER_MAX_UNITS = env.int("ORDER_MAX_UNITS", default=20)
 
 # Mock provider: simulates a real provider's latency and failure rate.
 MOCK_FULFILLMENT_DELAY_MIN = env.float("MOCK_FULFILLMENT_DELAY_MIN", default=1.0)
@@ -297,6 +308,10 @@ MOCK_FULFILLMENT_SEED = env.int("MOCK_FULFILLMENT_SEED", default=None)
 # Recipients the Mock refuses permanently (an undeliverable unit, for tests and demos); an entry
 # ending in "*" is a prefix: "FAIL-*" refuses every recipient starting with FAIL-.
 MOCK_FULFILLMENT_FAIL_RECIPIENTS = env.list("MOCK_FULFILLMENT_FAIL_RECIPIENTS", default=[])
+# Simulated faults that are not a unit's: "deposit" or "credentials" halts the Mock for the whole
+# shop; the SKUs listed are out of stock (their deliveries pause).
+MOCK_FULFILLMENT_SHOP_FAULT = env("MOCK_FULFILLMENT_SHOP_FAULT", default="")
+MOCK_FULFILLMENT_OUT_OF_STOCK_SKUS = env.list("MOCK_FULFILLMENT_OUT_OF_STOCK_SKUS", default=[])
 
 # Digiflazz buyer API.
 DIGIFLAZZ_USERNAME = env("DIGIFLAZZ_USERNAME", default="")
@@ -373,6 +388,9 @@ CELERY_WORKER_CONCURRENCY = env.int("CELERY_WORKER_CONCURRENCY", default=32)
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celery" / "beat-schedule")
+# Celery logs every run of every task at INFO; the periodic ones (reconciliation, account check)
+# run every few seconds and mostly find nothing, so their lines are dropped unless this is set.
+CELERY_LOG_PERIODIC_TASKS = env.bool("CELERY_LOG_PERIODIC_TASKS", default=False)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
 LOGGING = {

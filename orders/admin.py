@@ -21,8 +21,8 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from fulfillment.admin import ReadOnlyAdminMixin, retry_fulfillment, retry_messages
-from fulfillment.models import Delivery, DeliveryStatus
+from fulfillment.admin import FlagInline, ReadOnlyAdminMixin, retry_fulfillment, retry_messages
+from fulfillment.models import Delivery, DeliveryStatus, OrderFlag
 from fulfillment.services import OrderNotFound, OrderNotFulfillable, order_fulfillment_retry
 from fulfillment_site.console.formatting import provider_amount, rubles_html, timestamp
 from fulfillment_site.console.order_page import order_page_context, order_status_badge
@@ -146,7 +146,10 @@ def orders_needing_attention(kind: str):
             verdict=NotificationVerdict.NEEDS_REVIEW, reviewed_at__isnull=True, order__isnull=False
         )
         return records.order_by().values("order_id")
-    first, *others = (orders_needing_attention(each) for each in ("failed_units", "paid_too_long", "to_review"))
+    if kind == "flagged":
+        return OrderFlag.objects.filter(resolved_at__isnull=True).order_by().values("order_id")
+    kinds = ("failed_units", "paid_too_long", "to_review", "flagged")
+    first, *others = (orders_needing_attention(each) for each in kinds)
     return first.union(*others)
 
 
@@ -164,6 +167,7 @@ class NeedsAttentionFilter(admin.SimpleListFilter):
             ("failed_units", "A unit failed"),
             ("paid_too_long", "Paid, not delivered for too long"),
             ("to_review", "A notification to review"),
+            ("flagged", "Flagged (a provider contradicted a delivery...)"),
         ]
 
     def queryset(self, request, queryset):
@@ -172,7 +176,7 @@ class NeedsAttentionFilter(admin.SimpleListFilter):
             return queryset.filter(_has_failed_unit(), status=OrderStatus.PAID)
         if self.value() == "paid_too_long":
             return queryset.filter(status=OrderStatus.PAID, paid_at__lt=paid_too_long_cutoff())
-        if self.value() in {"any", "to_review"}:
+        if self.value() in {"any", "to_review", "flagged"}:
             return queryset.filter(pk__in=orders_needing_attention(self.value()))
         return queryset
 
@@ -241,7 +245,7 @@ class OrderAdmin(HugeTableAdminMixin, ExactSearchMixin, admin.ModelAdmin):
     actions = [retry_fulfillment, resend_codes_email]
     change_form_template = "console/order_change_form.html"
     fields = ("customer_email",)
-    inlines = [PaymentInline, TBankCallInline, CustomerEmailInline]
+    inlines = [FlagInline, PaymentInline, TBankCallInline, CustomerEmailInline]
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(**_units_annotations())

@@ -200,11 +200,27 @@ class Order(models.Model):
 
 
 class OrderItem(models.Model):
+    """One line of an order. What was sold is kept on the item itself (`sku`, `provider`,
+    `max_provider_price`, `unit_price_kopecks`), copied from the product when the order is made:
+    editing the product later changes new orders, never what an existing order's units buy."""
+
     order = models.ForeignKey(Order, related_name="items", on_delete=models.PROTECT)
     product = models.ForeignKey(Product, related_name="order_items", on_delete=models.PROTECT)
     quantity = models.PositiveIntegerField(default=1)
     unit_price_kopecks = models.PositiveBigIntegerField()
     recipient = models.CharField(max_length=100, help_text="Where the goods go: a phone number, a game account id...")
+    sku = models.CharField(
+        "provider SKU as sold", max_length=100, default="", help_text="The product's SKU when the order was made."
+    )
+    provider = models.CharField(
+        max_length=50,
+        blank=True,
+        default="",
+        help_text="The provider chosen when the order was made; empty (older items): the configured provider.",
+    )
+    max_provider_price = models.PositiveBigIntegerField(
+        null=True, blank=True, help_text="The product's max provider price when the order was made; empty: no cap."
+    )
 
     class Meta:
         ordering = ["id"]
@@ -212,6 +228,18 @@ class OrderItem(models.Model):
 
     def __str__(self) -> str:
         return f"{self.quantity} x {self.product.name} for {self.recipient}"
+
+    @staticmethod
+    def sold_as(product: Product) -> dict:
+        """The fields that fix what an item of `product` buys, as of now."""
+        from django.conf import settings
+
+        return {
+            "sku": product.sku,
+            "provider": settings.FULFILLMENT_PROVIDER,
+            "max_provider_price": product.max_provider_price,
+            "unit_price_kopecks": product.price_kopecks,
+        }
 
 
 class Payment(models.Model):

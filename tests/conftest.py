@@ -293,7 +293,8 @@ class FakeDigiflazz:
                 "status": outcome["status"],
                 "rc": outcome["rc"],
                 "sn": outcome.get("sn", ""),
-                "buyer_last_saldo": self.deposit - 10000,
+                # A failed transaction takes nothing from the deposit.
+                "buyer_last_saldo": self.deposit - (0 if outcome["status"] == "Gagal" else 10000),
                 "price": 10000,
                 "tele": "@digiflazz",
                 "wa": "081234512345",

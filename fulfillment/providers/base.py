@@ -18,11 +18,35 @@ provider only speaks the supplier's protocol. Every provider MUST:
    `check_status()` resolves it later with the same reference.
 4. **Keep secrets out of results.** `raw` is stored for audit and shown in the admin; strip
    API keys, signatures and passwords from it. Exception messages must not carry them either.
+5. **Say whom a failure concerns** (`failure_scope`), because the engine acts there:
+
+   | scope | concerns | the engine |
+   |---|---|---|
+   | RETRYABLE | the unit | buys it again later (new reference, backoff, limited attempts) |
+   | PERMANENT | the unit | marks it FAILED for staff |
+   | PRODUCT | this SKU at this provider | pauses the product (ProductPause); its units wait |
+   | SHOP | the shop's account: deposit, rate limit | halts the provider (ProviderHalt) |
+   | CONFIGURATION | the shop's setup: credentials, IP | halts the provider, like SHOP |
+
+   Waiting on a halt or a pause never uses a unit's purchase attempts, and a purchase refused
+   for a product or shop fault does not count as one (nothing was bought, and it was not the
+   unit's fault). A halt or pause is lifted when the fault is shown to be gone: by the periodic
+   account check (`check_account()` + `fault_cleared()`), by a *probe* (after a growing wait one
+   purchase is let through; any answer but the same fault lifts it), once a wait the provider
+   asked for (`retry_after`) is over, or by staff in the admin.
+6. **A status check reports the purchase, not the check.** `check_status()` answers FAILED only
+   when the *purchase* failed for good. When the provider refused the status *request* itself
+   (credentials, rate limit, malformed request), return `FulfillmentResult.refused(scope=...)`:
+   the unit stays pending on its reference, and the scope still halts or pauses. (As a safety
+   net the engine treats a CONFIGURATION failure answered to a check the same way.)
 
 To add a provider: subclass FulfillmentProvider in its own module, implement `fulfill()`
 (and `check_status()` if the supplier has a cheaper status call), list missing settings in
 `configuration_errors()`, and register the dotted path under a name in
-`settings.FULFILLMENT_PROVIDERS` (or `FULFILLMENT_EXTRA_PROVIDERS` in the environment).
+`settings.FULFILLMENT_PROVIDERS` (or `FULFILLMENT_EXTRA_PROVIDERS` in the environment). If the
+supplier can tell the shop's account state without buying (a balance call), implement
+`check_account()` and `fault_cleared()` so halts lift as soon as the fault is fixed; without them
+halts lift by probes only.
 """
 
 from __future__ import annotations
@@ -46,15 +70,34 @@ class Outcome(enum.StrEnum):
 
 
 class FailureScope(enum.StrEnum):
-    """For a FAILED result: what a retry could achieve."""
+    """For a FAILED (or refused) result: whom the failure concerns, so the engine acts there."""
 
-    # Worth trying again later with a new purchase (out of stock, supplier disruption...).
+    # The unit: worth trying again later with a new purchase (a timeout at the seller...).
     RETRYABLE = "retryable"
-    # This unit will not succeed as it is (wrong number, unknown SKU): needs a person.
+    # The unit: it will not succeed as it is (wrong number): needs a person.
     PERMANENT = "permanent"
-    # The shop's own setup is wrong (credentials, IP allow-list): every unit would fail the
-    # same way, so deliveries through this provider stop until staff fix it.
+    # The product at this provider (out of stock, no seller, seller disrupted): every unit of
+    # this SKU would fail the same way, so its deliveries pause until it is shown to work again.
+    PRODUCT = "product"
+    # The whole shop's account at the provider (deposit used up, rate limit): every unit would
+    # fail, so deliveries through the provider halt until the fault is shown to be gone.
+    SHOP = "shop"
+    # The shop's own setup (credentials, IP allow-list, account verification): a halt too, the
+    # fix is the shop's.
     CONFIGURATION = "configuration"
+
+    @property
+    def concerns(self) -> str:
+        """Whom the failure concerns: "unit", "product" or "shop"."""
+        if self in SHOP_WIDE_SCOPES:
+            return "shop"
+        return "product" if self == FailureScope.PRODUCT else "unit"
+
+
+#: Scopes that halt the whole provider.
+SHOP_WIDE_SCOPES = frozenset({FailureScope.SHOP, FailureScope.CONFIGURATION})
+#: Scopes that are not the unit's fault: the unit waits, its purchase attempts are not used.
+NOT_THE_UNITS_SCOPES = SHOP_WIDE_SCOPES | {FailureScope.PRODUCT}
 
 
 @dataclass(frozen=True)
@@ -79,6 +122,7 @@ class FulfillmentResult:
     failure_scope: FailureScope | None = None
     raw: dict[str, Any] = field(default_factory=dict)  # provider's answer, secrets removed
     retry_after: float | None = None  # seconds the provider asks us to wait before the next attempt
+    balance: int | None = None  # the shop's deposit, when the answer tells it (a baseline for halts)
 
     @property
     def retryable(self) -> bool:
@@ -102,10 +146,43 @@ class FulfillmentResult:
         message: str = "",
         raw: dict | None = None,
         retry_after: float | None = None,
+        balance: int | None = None,
     ):
         return cls(
-            Outcome.FAILED, code=code, message=message, failure_scope=scope, raw=raw or {}, retry_after=retry_after
+            Outcome.FAILED,
+            code=code,
+            message=message,
+            failure_scope=scope,
+            raw=raw or {},
+            retry_after=retry_after,
+            balance=balance,
         )
+
+    @classmethod
+    def refused(
+        cls,
+        *,
+        scope: FailureScope,
+        code: str = "",
+        message: str = "",
+        raw: dict | None = None,
+        retry_after: float | None = None,
+    ):
+        """The provider turned the *request* away (a status check refused): the purchase's outcome
+        is still unknown, so this is PENDING, and `scope` says what to halt or pause meanwhile."""
+        return cls(
+            Outcome.PENDING, code=code, message=message, failure_scope=scope, raw=raw or {}, retry_after=retry_after
+        )
+
+
+@dataclass(frozen=True)
+class AccountStatus:
+    """What a provider says about the shop's account, asked without buying anything."""
+
+    ok: bool  # the account call was answered normally: credentials, address and account work
+    balance: int | None = None  # the deposit, in the provider's currency, when it has one
+    code: str = ""  # the provider's code when not ok
+    message: str = ""  # for people: what the check found
 
 
 class FulfillmentProvider(ABC):
@@ -139,9 +216,22 @@ class FulfillmentProvider(ABC):
         """Resolve a PENDING or unknown outcome. Must not buy again: same reference.
 
         The default relies on rule 1 (idempotent fulfill); override when the supplier has a
-        dedicated status call.
+        dedicated status call, or to turn refusals of the request into `refused()` (rule 6).
         """
         return self.fulfill(params)
+
+    def check_account(self) -> AccountStatus | None:
+        """Ask about the shop's account without buying (the periodic account check). None: the
+        provider has no such call, and its halts lift by probes. Must not raise for a refusal."""
+        return None
+
+    @classmethod
+    def fault_cleared(cls, *, code: str, account: AccountStatus, lowest_balance: int | None) -> bool:
+        """Whether `account` (a fresh check_account() answer) shows that the shop-wide fault the
+        provider answered with `code` is gone. `lowest_balance` is the lowest deposit seen since
+        the halt began (None: not known yet): a higher one means a top-up. Default: it cannot
+        tell, and probes decide."""
+        return False
 
 
 def release_database_connection() -> None:

@@ -35,6 +35,7 @@ from django.views.decorators.debug import sensitive_variables
 
 from fulfillment.providers.base import (
     UNKNOWN_OUTCOME_CODE,
+    AccountStatus,
     FailureScope,
     FulfillmentParams,
     FulfillmentProvider,
@@ -56,13 +57,18 @@ PENDING_CODES: dict[str, str] = {
     "99": "Pending: Digiflazz router issue, the transaction is not final yet.",
 }
 
-_R, _P, _C = FailureScope.RETRYABLE, FailureScope.PERMANENT, FailureScope.CONFIGURATION
+_R, _P = FailureScope.RETRYABLE, FailureScope.PERMANENT  # the unit
+_PRODUCT, _SHOP, _C = FailureScope.PRODUCT, FailureScope.SHOP, FailureScope.CONFIGURATION
 
-#: rc of a failed (Gagal) transaction -> (what a retry can achieve, what it means for staff).
-#: RETRYABLE: the unit is bought again later with a new ref_id (up to FULFILLMENT_MAX_PURCHASE_ATTEMPTS).
-#: PERMANENT: this unit cannot succeed as it is; it is marked failed for staff to look at.
-#: CONFIGURATION: the shop's own setup is wrong; every delivery through Digiflazz stops until
-#: staff fix it and delete the halt. Digiflazz publishes no retry advice: these are our choices.
+#: rc of a failed (Gagal) transaction -> (scope, what it means and what to do). The scope says whom
+#: the failure concerns, and so what the engine does (fulfillment/providers/base.py, rule 5):
+#: RETRYABLE (the unit): bought again later with a new ref_id, at most FULFILLMENT_MAX_PURCHASE_ATTEMPTS times.
+#: PERMANENT (the unit): cannot succeed as it is; marked failed for staff.
+#: PRODUCT (this SKU): its deliveries pause; a probe purchase later tests it again.
+#: SHOP (the shop's account) and CONFIGURATION (the shop's setup): every delivery through Digiflazz
+#: halts until the balance check or a probe shows the fault gone.
+#: Units waiting on a pause or halt keep their purchase attempts. Digiflazz publishes no retry
+#: advice: these are this shop's choices.
 RESPONSE_CODES: dict[str, tuple[FailureScope, str]] = {
     "01": (_R, "Digiflazz timed out on this transaction; it failed and can be bought again."),
     "02": (_R, "The seller reported a failure without a specific reason; a later attempt may go through."),
@@ -77,8 +83,12 @@ RESPONSE_CODES: dict[str, tuple[FailureScope, str]] = {
         "Digiflazz does not recognise the buyer username. Set DIGIFLAZZ_USERNAME to the username shown in "
         "the Digiflazz panel.",
     ),
-    "43": (_P, "The SKU is unknown or inactive at Digiflazz; fix the product's SKU or deactivate the product."),
-    "44": (_R, "The Digiflazz deposit is too low; top it up (manage.py digiflazz_balance shows it)."),
+    "43": (
+        _PRODUCT,
+        "The SKU is unknown or inactive at Digiflazz; fix or deactivate the product (orders keep the SKU they "
+        "were sold with).",
+    ),
+    "44": (_SHOP, "The Digiflazz deposit is too low; top it up (manage.py digiflazz_balance shows it)."),
     "45": (
         _C,
         "Digiflazz does not recognise this server's IP address. Add the server's public IP to the IP "
@@ -93,54 +103,76 @@ RESPONSE_CODES: dict[str, tuple[FailureScope, str]] = {
     "50": (_P, "Digiflazz did not find the transaction; check it in the Digiflazz panel before retrying."),
     "51": (_P, "The destination number is blocked; ask the customer for another number."),
     "52": (_P, "The number's prefix does not match the product's operator; check the recipient and the product."),
-    "53": (_R, "No seller currently offers this product."),
+    "53": (_PRODUCT, "No seller currently offers this product."),
     "54": (_P, "Wrong destination number; ask the customer for the right recipient."),
-    "55": (_R, "The product is disrupted at the seller."),
-    "56": (_R, "A seller limit was reached (deprecated code)."),
+    "55": (_PRODUCT, "The product is disrupted at the seller."),
+    "56": (_PRODUCT, "A seller limit was reached (deprecated code)."),
     "57": (_P, "The destination number has the wrong number of digits; ask the customer for the right one."),
-    "58": (_R, "The product is in its cut-off period."),
+    "58": (_PRODUCT, "The product is in its cut-off period."),
     "59": (_P, "The number is outside the product's service area."),
     "60": (_P, "No bill is available for this customer number."),
-    "61": (
-        _C,
-        "The Digiflazz account has never been deposited. Make a first deposit in the Digiflazz panel.",
-    ),
-    "62": (_R, "The seller is disrupted."),
+    "61": (_SHOP, "The Digiflazz account has never been deposited. Make a first deposit in the Digiflazz panel."),
+    "62": (_PRODUCT, "The seller is disrupted."),
     "63": (_R, "The product does not support several transactions to the same number at once."),
     "64": (_R, "Digiflazz failed to pull a deposit ticket."),
-    "65": (_R, "A seller limit was reached (deprecated code)."),
-    "66": (_R, "The seller is in its cut-off period."),
-    "67": (_R, "The seller is not verified yet."),
-    "68": (_R, "The product is out of stock."),
-    "69": (_P, "The seller's price is above the product's max provider price; raise it or keep the product off."),
+    "65": (_PRODUCT, "A seller limit was reached (deprecated code)."),
+    "66": (_PRODUCT, "The seller is in its cut-off period."),
+    "67": (_PRODUCT, "The seller is not verified yet."),
+    "68": (_PRODUCT, "The product is out of stock."),
+    "69": (
+        _P,
+        "The seller's price is above this item's max provider price (kept from when it was ordered); refund "
+        "the unit or retry it when the price drops.",
+    ),
     "70": (_R, "The biller timed out."),
-    "71": (_R, "The product is unstable."),
+    "71": (_PRODUCT, "The product is unstable."),
     "72": (_P, "The customer must unregister their current package first."),
     "73": (_P, "The kWh amount is above the customer's limit."),
     "74": (_R, "The transaction was refunded by the seller."),
-    "80": (_P, "The seller has blocked this shop's account for this product."),
-    "81": (_P, "This shop's account has blocked the seller; unblock it in the Digiflazz panel or change the SKU."),
+    "80": (_PRODUCT, "The seller has blocked this shop's account for this product."),
+    "81": (
+        _PRODUCT,
+        "This shop's account has blocked the seller; unblock it in the Digiflazz panel or change the SKU.",
+    ),
     "82": (_C, "The Digiflazz account is not verified. Complete the verification in the Digiflazz panel."),
-    "83": (_R, "The price list was requested too often (at most once per 5 minutes)."),
-    "84": (_P, "The nominal is not valid for this product."),
-    "85": (_R, "Too many transactions; Digiflazz asks to wait a minute."),
-    "86": (_R, "Too many PLN number checks; Digiflazz asks to wait."),
-    "87": (_P, "E-money nominals must be a multiple of 1,000; fix the product."),
+    "83": (_SHOP, "The price list was requested too often (at most once per 5 minutes)."),
+    "84": (_PRODUCT, "The nominal is not valid for this product."),
+    "85": (_SHOP, "Too many transactions; Digiflazz asks to wait a minute."),
+    "86": (_SHOP, "Too many PLN number checks; Digiflazz asks to wait."),
+    "87": (_PRODUCT, "E-money nominals must be a multiple of 1,000; fix the product."),
     "88": (_C, "The Digiflazz account is not allowed to make this call. Contact Digiflazz support."),
 }
-#: Codes after which Digiflazz asks for a pause before the next transaction (seconds).
-RETRY_AFTER_SECONDS = {"85": 60.0}
+#: Codes after which Digiflazz asks for a pause before the next transaction (seconds): the halt
+#: they cause lifts by itself then.
+RETRY_AFTER_SECONDS = {"83": 300.0, "85": 60.0, "86": 60.0}
 #: Rate limits: they refuse the request, not the transaction it names.
 RATE_LIMIT_CODES = frozenset({"83", "85", "86"})
+#: Codes with which Digiflazz turns a *request* away before it looks the ref_id up (credentials,
+#: IP, account, rate limits, a malformed request, an unknown SKU). Answered to a status check
+#: they say nothing about the purchase, which may still go through: the check is "refused".
+REQUEST_REFUSAL_CODES = frozenset({"40", "41", "42", "43", "45", "82", "88"}) | RATE_LIMIT_CODES
 #: Failures that say the goods may exist elsewhere: staff check the panel before a re-buy.
 REVIEW_BEFORE_REBUY_CODES = frozenset({"47", "49", "50"})
+#: Halts a successful balance call disproves: it is signed with the same key and username and
+#: sent from the same address as a transaction.
+CLEARED_BY_A_BALANCE_CALL = frozenset({"41", "42", "45"})
 
 #: A failed transaction with a code missing from the table: a person looks at it.
 UNKNOWN_CODE_SCOPE = FailureScope.PERMANENT
 
-_HALT_ADVICE = (
-    " Deliveries through Digiflazz are stopped: fix this, then delete the halt in Fulfillment > Provider halts."
-)
+_ADVICE = {
+    FailureScope.CONFIGURATION: (
+        " Deliveries through Digiflazz are halted (Fulfillment > Provider halts) until the periodic balance "
+        "check shows this fixed; staff can also delete the halt once it is."
+    ),
+    FailureScope.SHOP: (
+        " Deliveries through Digiflazz are halted (Fulfillment > Provider halts) until this clears; waiting "
+        "units keep their purchase attempts."
+    ),
+    FailureScope.PRODUCT: (
+        " Deliveries of this product are paused (Fulfillment > Product pauses); a purchase tests it again later."
+    ),
+}
 
 DEFAULT_MIN_CHECK_INTERVAL = timedelta(seconds=60)
 DEFAULT_MAX_CHECK_AGE = timedelta(days=90)
@@ -183,13 +215,23 @@ def result_from_data(data: dict[str, Any], *, http_status: int | None = None) ->
         if not status and rc not in RESPONSE_CODES:
             return None  # an unknown code without a status is not known to be a failure
         scope, explanation = classify_failure(rc)
-        message = f"{explanation} (Digiflazz rc {rc or '?'}: {theirs or 'no message'})"
-        if scope == FailureScope.CONFIGURATION:
-            message += _HALT_ADVICE
+        message = f"{explanation} (Digiflazz rc {rc or '?'}: {theirs or 'no message'})" + _ADVICE.get(scope, "")
         return FulfillmentResult.failed(
-            scope=scope, code=rc, message=message, raw=raw, retry_after=RETRY_AFTER_SECONDS.get(rc)
+            scope=scope,
+            code=rc,
+            message=message,
+            raw=raw,
+            retry_after=RETRY_AFTER_SECONDS.get(rc),
+            balance=_integer(data.get("buyer_last_saldo")),
         )
     return None
+
+
+def _integer(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 @dataclass(frozen=True)
@@ -439,14 +481,37 @@ class DigiflazzProvider(FulfillmentProvider):
                 ),
             )
         result = self.client.transaction(params)
-        if result.outcome == Outcome.FAILED and result.code in RATE_LIMIT_CODES:
-            # The status request was turned away, not the purchase: it may still go through.
-            return FulfillmentResult.pending(
+        if result.outcome == Outcome.FAILED and result.code in REQUEST_REFUSAL_CODES:
+            # The status request was turned away, not the purchase: it may still go through. The
+            # scope still halts or pauses what the refusal is about.
+            return FulfillmentResult.refused(
+                scope=result.failure_scope or UNKNOWN_CODE_SCOPE,
                 code=result.code,
                 message=f"Status check refused for now ({result.message}); will re-check with the same ref_id.",
                 raw=result.raw,
+                retry_after=result.retry_after,
             )
         return result
+
+    def check_account(self) -> AccountStatus:
+        """The balance call: proves the key, the username and the IP allow-list, and reads the deposit."""
+        try:
+            deposit = self.client.balance()
+        except DigiflazzError as exc:
+            return AccountStatus(ok=False, code=exc.rc, message=str(exc)[:500])
+        return AccountStatus(ok=True, balance=deposit, message=f"Deposit {deposit:,} IDR.")
+
+    @classmethod
+    def fault_cleared(cls, *, code: str, account: AccountStatus, lowest_balance: int | None) -> bool:
+        if not account.ok:
+            return False
+        if code in CLEARED_BY_A_BALANCE_CALL:
+            return True
+        if code == "61":  # never deposited
+            return (account.balance or 0) > 0
+        if code == "44":  # too low for a purchase: only a top-up since the halt began says it is enough now
+            return account.balance is not None and lowest_balance is not None and account.balance > lowest_balance
+        return False  # rate limits clear when their wait is over; the rest by a probe
 
 
 def _setting_text(name: str) -> str:
@@ -527,10 +592,16 @@ def callback_parse(*, body: bytes, signature: str | None, secret: str) -> Callba
 def response_codes_markdown() -> str:
     """The response-code table of docs/digiflazz.md; a test keeps the document equal to it."""
     rows = [
-        "| rc | scope | meaning and what to do |",
-        "|---|---|---|",
-        "| `00` | delivered | Sukses: `sn` is the serial. |",
+        "| rc | concerns | scope | meaning and what to do |",
+        "|---|---|---|---|",
+        "| `00` | unit | delivered | Sukses: `sn` is the serial. |",
     ]
-    rows += [f"| `{rc}` | pending | {text} |" for rc, text in PENDING_CODES.items()]
-    rows += [f"| `{rc}` | {scope.value} | {text} |" for rc, (scope, text) in RESPONSE_CODES.items()]
+    rows += [f"| `{rc}` | unit | pending | {text} |" for rc, text in PENDING_CODES.items()]
+    for rc, (scope, text) in RESPONSE_CODES.items():
+        notes = []
+        if rc in RETRY_AFTER_SECONDS:
+            notes.append(f"Lifts by itself after {RETRY_AFTER_SECONDS[rc]:g} s.")
+        if rc in REQUEST_REFUSAL_CODES:
+            notes.append("Answered to a status check: the check was refused, the purchase stays pending.")
+        rows.append(f"| `{rc}` | {scope.concerns} | {scope.value} | {' '.join([text, *notes])} |")
     return "\n".join(rows)

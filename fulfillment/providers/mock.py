@@ -10,6 +10,12 @@ prefix) are refused permanently, like a wrong phone number: an undeliverable uni
 Its ledger (MockLedgerEntry) lives in the database, keyed by reference, so the provider is
 idempotent across processes and restarts, and tests and benchmarks can count how many
 times each unit was really delivered.
+
+Faults that are not the unit's, for tests and demos: MOCK_FULFILLMENT_SHOP_FAULT=deposit refuses
+every new purchase as a SHOP fault (the deposit is used up; the account check reports 0) and
+=credentials as a CONFIGURATION fault (the account check is refused too); SKUs listed in
+MOCK_FULFILLMENT_OUT_OF_STOCK_SKUS are refused as a PRODUCT fault. Nothing is bought then. Unset
+the setting and restart the worker: the periodic account check lifts the halt, a probe the pause.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from django.utils import timezone
 
 from fulfillment.models import MockLedgerEntry
 from fulfillment.providers.base import (
+    AccountStatus,
     FailureScope,
     FulfillmentParams,
     FulfillmentProvider,
@@ -33,6 +40,13 @@ from fulfillment.providers.base import (
     Outcome,
     release_database_connection,
 )
+
+SHOP_FAULTS = ("", "deposit", "credentials")
+DEPOSIT_CODE = "MOCK_DEPOSIT"
+CREDENTIALS_CODE = "MOCK_CREDENTIALS"
+OUT_OF_STOCK_CODE = "MOCK_OUT_OF_STOCK"
+#: What the Mock's account check reports as the deposit while no deposit fault is simulated.
+BALANCE = 1_000_000
 
 
 class MockProvider(FulfillmentProvider):
@@ -46,7 +60,13 @@ class MockProvider(FulfillmentProvider):
         success_rate: float = 1.0,
         pending_rate: float = 0.0,
         seed: int | None = None,
+        shop_fault: str = "",
+        out_of_stock_skus: frozenset[str] | set[str] | list[str] = frozenset(),
     ) -> None:
+        if shop_fault not in SHOP_FAULTS:
+            raise ValueError(f"Mock shop fault must be one of {', '.join(map(repr, SHOP_FAULTS))}, not {shop_fault!r}.")
+        self.shop_fault = shop_fault
+        self.out_of_stock_skus = frozenset(out_of_stock_skus)
         if not 0 <= delay_min <= delay_max:
             raise ValueError(f"Mock delay range must satisfy 0 <= min <= max, got {delay_min}..{delay_max}.")
         for label, rate in (("success rate", success_rate), ("pending rate", pending_rate)):
@@ -70,6 +90,9 @@ class MockProvider(FulfillmentProvider):
         for name in ("MOCK_FULFILLMENT_SUCCESS_RATE", "MOCK_FULFILLMENT_PENDING_RATE"):
             if not 0 <= getattr(settings, name) <= 1:
                 errors.append(f"{name} must be between 0 and 1.")
+        fault = getattr(settings, "MOCK_FULFILLMENT_SHOP_FAULT", "")
+        if fault not in SHOP_FAULTS:
+            errors.append(f"MOCK_FULFILLMENT_SHOP_FAULT must be empty, deposit or credentials, not {fault!r}.")
         return errors
 
     @classmethod
@@ -80,6 +103,8 @@ class MockProvider(FulfillmentProvider):
             success_rate=settings.MOCK_FULFILLMENT_SUCCESS_RATE,
             pending_rate=settings.MOCK_FULFILLMENT_PENDING_RATE,
             seed=settings.MOCK_FULFILLMENT_SEED,
+            shop_fault=getattr(settings, "MOCK_FULFILLMENT_SHOP_FAULT", ""),
+            out_of_stock_skus=getattr(settings, "MOCK_FULFILLMENT_OUT_OF_STOCK_SKUS", ()),
         )
 
     def _draw(self) -> tuple[float, float]:
@@ -87,9 +112,29 @@ class MockProvider(FulfillmentProvider):
             return self._random.uniform(self.delay_min, self.delay_max), self._random.random()
 
     def fulfill(self, params: FulfillmentParams) -> FulfillmentResult:
+        if self.shop_fault == "credentials":
+            return FulfillmentResult.failed(
+                scope=FailureScope.CONFIGURATION,
+                code=CREDENTIALS_CODE,
+                message="Mock: credentials refused (unset MOCK_FULFILLMENT_SHOP_FAULT and restart the worker).",
+            )
         existing = self._repeat(params.reference)
         if existing is not None:
             return existing
+        # Refused before anything is bought, like a real supplier's deposit or stock check.
+        if self.shop_fault == "deposit":
+            return FulfillmentResult.failed(
+                scope=FailureScope.SHOP,
+                code=DEPOSIT_CODE,
+                message="Mock: the deposit is used up (unset MOCK_FULFILLMENT_SHOP_FAULT and restart the worker).",
+                balance=0,
+            )
+        if params.sku in self.out_of_stock_skus:
+            return FulfillmentResult.failed(
+                scope=FailureScope.PRODUCT,
+                code=OUT_OF_STOCK_CODE,
+                message=f"Mock: {params.sku} is out of stock (see MOCK_FULFILLMENT_OUT_OF_STOCK_SKUS).",
+            )
         delay, draw = self._draw()
         # A real provider holds no database connection while the supplier works; give back the
         # one the ledger look-up took, or the pool's size would cap the calls in flight.
@@ -118,6 +163,29 @@ class MockProvider(FulfillmentProvider):
             # A concurrent call with the same reference won the race: its purchase is the purchase.
             return self._repeat(params.reference) or FulfillmentResult.pending(message="Mock: concurrent purchase")
         return self._result(entry)
+
+    def check_status(self, params: FulfillmentParams) -> FulfillmentResult:
+        if self.shop_fault == "credentials":
+            return FulfillmentResult.refused(
+                scope=FailureScope.CONFIGURATION, code=CREDENTIALS_CODE, message="Mock: credentials refused."
+            )
+        # The ledger answers for a purchase it made; a reference it never saw is bought now, as
+        # the contract's idempotent fulfill() would.
+        return self.fulfill(params)
+
+    def check_account(self) -> AccountStatus:
+        if self.shop_fault == "credentials":
+            return AccountStatus(ok=False, code=CREDENTIALS_CODE, message="Mock: credentials refused.")
+        balance = 0 if self.shop_fault == "deposit" else BALANCE
+        return AccountStatus(ok=True, balance=balance, message=f"Mock deposit {balance:,}.")
+
+    @classmethod
+    def fault_cleared(cls, *, code: str, account: AccountStatus, lowest_balance: int | None) -> bool:
+        if code == CREDENTIALS_CODE:
+            return account.ok
+        if code == DEPOSIT_CODE:
+            return account.ok and (account.balance or 0) > 0
+        return False
 
     def _repeat(self, reference: str) -> FulfillmentResult | None:
         entry = MockLedgerEntry.objects.filter(reference=reference).first()

@@ -2,8 +2,9 @@
 
 One module per family: `queueing` (units and task messages), `running` (claiming and the
 delivery run), `results` (provider answers and callbacks), `retries` (staff and operator
-retries), `halts`, `reconciliation`, `retention` (what `purge_audit` may delete of the attempt
-log); `common` holds what they share.
+retries), `halts` (provider halts and product pauses), `accounts` (the periodic account check
+that lifts halts), `flags` (orders flagged for staff), `reconciliation`, `retention` (what
+`purge_audit` may delete of the attempt log); `common` holds what they share.
 
 Money-safety rules, and where each is enforced:
 
@@ -16,17 +17,28 @@ Money-safety rules, and where each is enforced:
   two, so a refunded order never sends another unit.
 * After an unknown outcome (PENDING, timeout, exception, crash) the unit is re-checked with
   the same reference; a new reference is issued only after a FAILED answer.
-* Every provider call leaves a DeliveryAttempt, whatever happens next.
+* Every provider call and every signed callback about a known reference leaves a
+  DeliveryAttempt, whatever happens next.
+* A fault that is not the unit's (product, shop) holds units back without using their purchase
+  attempts; the WAITING -> SENDING gate also refuses while a halt or pause exists.
 """
 
 from fulfillment.providers.base import UNKNOWN_OUTCOME_CODE
+from fulfillment.services.accounts import AccountCheckReport, provider_account_check, provider_accounts_check
 from fulfillment.services.common import (
     OrderNotFound,
     OrderNotFulfillable,
     UnitReport,
     new_reference,
 )
-from fulfillment.services.halts import provider_halt, provider_resume
+from fulfillment.services.flags import order_flag_raise, order_flag_resolve, orders_needing_review
+from fulfillment.services.halts import (
+    deliveries_resume_after_faults,
+    product_pause,
+    product_resume,
+    provider_halt,
+    provider_resume,
+)
 from fulfillment.services.queueing import (
     deliveries_cancel_unsent,
     deliveries_create,
@@ -40,6 +52,7 @@ from fulfillment.services.running import FulfillmentReport, fulfill_order
 
 __all__ = [
     "UNKNOWN_OUTCOME_CODE",
+    "AccountCheckReport",
     "FulfillmentReport",
     "OrderNotFound",
     "OrderNotFulfillable",
@@ -47,16 +60,24 @@ __all__ = [
     "UnitReport",
     "deliveries_cancel_unsent",
     "deliveries_create",
+    "deliveries_resume_after_faults",
     "delivery_check_soon",
     "delivery_record_result",
     "delivery_resolve_by_reference",
     "fulfill_order",
     "new_reference",
+    "order_flag_raise",
+    "order_flag_resolve",
     "order_fulfillment_publish",
     "order_fulfillment_queue",
     "order_fulfillment_reset_for_retry",
     "order_fulfillment_retry",
+    "orders_needing_review",
     "paid_orders_reconcile",
+    "product_pause",
+    "product_resume",
+    "provider_account_check",
+    "provider_accounts_check",
     "provider_halt",
     "provider_resume",
 ]

@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.db.models import F, Q
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from fulfillment.models import (
@@ -13,8 +14,11 @@ from fulfillment.models import (
     Delivery,
     DeliveryAttempt,
     DeliveryStatus,
+    FlagKind,
 )
 from fulfillment.providers.base import (
+    NOT_THE_UNITS_SCOPES,
+    SHOP_WIDE_SCOPES,
     FailureScope,
     FulfillmentResult,
     Outcome,
@@ -29,7 +33,8 @@ from fulfillment.services.common import (
     _worker_id,
     new_reference,
 )
-from fulfillment.services.halts import provider_halt
+from fulfillment.services.flags import order_flag_raise
+from fulfillment.services.halts import fault_hold_until, product_pause, provider_halt
 from fulfillment.services.queueing import order_fulfillment_queue
 from orders.models import Order
 from orders.state import OrderStatus
@@ -47,11 +52,14 @@ def delivery_record_result(
     started_at: datetime,
     duration_ms: int,
     check_interval: timedelta = timedelta(0),
+    probe: bool = False,
 ) -> UnitReport:
     """Store a provider's answer as a DeliveryAttempt and move the unit accordingly.
 
     `claim_token=None` is a callback: it may settle a SENDING or PENDING unit whoever holds it.
-    A DELIVERED unit never changes again.
+    A DELIVERED unit never changes again. A product or shop fault pauses the product or halts
+    the provider first (`probe`: this purchase was the one testing that fault), and the unit
+    waits for it without using a purchase attempt.
     """
     now = timezone.now()
     # Tied to the reference: an answer about an earlier purchase must never settle a later one.
@@ -59,6 +67,9 @@ def delivery_record_result(
     mine = open_now & (Q(claim_token=claim_token) if claim_token is not None else Q())
     release = {"claim_token": "", "claim_expires_at": None}
     common = {"last_code": result.code[:50], "last_message": result.message[:500]}
+    scope = result.failure_scope or ""
+    # Raised before the unit moves: a unit sent back to WAITING must find the halt or pause.
+    held_until = _raise_fault(unit=unit, result=result, provider_name=provider_name, probe=probe)
 
     if result.outcome == Outcome.DELIVERED:
         # A delivery is a fact: record it even if our claim has lapsed.
@@ -70,6 +81,7 @@ def delivery_record_result(
             "failure_scope": "",
         }
     elif result.outcome == Outcome.PENDING:
+        # Unknown outcome, or a status check the provider refused: same reference, checked later.
         checked = 1 if kind == AttemptKind.CHECK else 0
         wait = max(check_interval, _backoff(unit.status_checks + checked + 1, base=_PENDING_BACKOFF_BASE))
         condition = mine
@@ -78,44 +90,40 @@ def delivery_record_result(
             "next_attempt_at": now + wait,
             "status_checks": F("status_checks") + checked,
         }
-    elif result.failure_scope == FailureScope.CONFIGURATION:
-        provider_halt(provider=provider_name, code=result.code, reason=result.message)
+    elif scope == FailureScope.CONFIGURATION and kind == AttemptKind.CHECK:
+        # Credentials refused for a *check* say nothing about the purchase, which may still go
+        # through: keep its reference and check again once the halt is lifted.
         condition = mine
-        if kind == AttemptKind.PURCHASE:
-            # The request was refused, so nothing was bought: the next purchase gets a new reference.
-            values = _fresh_purchase(now=now, delay=timedelta(0), failure_scope=result.failure_scope)
-        else:
-            # A refused *check* says nothing about the purchase, which may still go through:
-            # keep its reference and check again once the halt is lifted.
-            values = {"status": DeliveryStatus.PENDING, "next_attempt_at": now + check_interval}
-    elif result.failure_scope == FailureScope.RETRYABLE and unit.purchase_attempts < _max_attempts():
+        values = {"status": DeliveryStatus.PENDING, "next_attempt_at": now + check_interval}
+    elif scope in NOT_THE_UNITS_SCOPES:
+        # The purchase failed for good, for a reason that is not the unit's: nothing was bought,
+        # so it waits for the halt or pause under a new reference, and this does not count as
+        # one of its purchases.
+        condition = mine
+        values = _fresh_purchase(now=now, delay=timedelta(0), failure_scope=scope)
+        values["next_attempt_at"] = held_until or now
+        values["purchase_attempts"] = Greatest(F("purchase_attempts") - 1, 0)
+    elif scope == FailureScope.RETRYABLE and unit.purchase_attempts < _max_attempts():
         condition = mine
         delay = max(_backoff(unit.purchase_attempts), timedelta(seconds=result.retry_after or 0))
-        values = _fresh_purchase(now=now, delay=delay, failure_scope=result.failure_scope)
+        values = _fresh_purchase(now=now, delay=delay, failure_scope=scope)
     else:
         condition = mine
-        values = {"status": DeliveryStatus.FAILED, "failure_scope": result.failure_scope or FailureScope.PERMANENT}
+        values = {"status": DeliveryStatus.FAILED, "failure_scope": scope or FailureScope.PERMANENT}
     if (
         values["status"] == DeliveryStatus.WAITING
         and Order.objects.filter(pk=unit.order_id, status=OrderStatus.REFUNDED).exists()
     ):
         # Refunded while this purchase was out: it failed, and nothing new may be sent.
-        values = {"status": DeliveryStatus.CANCELLED, "failure_scope": result.failure_scope or ""}
+        values = {"status": DeliveryStatus.CANCELLED, "failure_scope": scope}
 
     with transaction.atomic():
-        DeliveryAttempt.objects.create(
-            delivery_id=unit.pk,
-            order_id=unit.order_id,
-            provider=provider_name,
+        _record_attempt(
+            unit=unit,
             reference=unit.reference,
+            result=result,
             kind=kind,
-            outcome=result.outcome,
-            failure_scope=result.failure_scope or "",
-            code=result.code[:50],
-            message=result.message[:500],
-            serial=result.serial[:255],
-            raw=result.raw,
-            worker=_worker_id(),
+            provider_name=provider_name,
             started_at=started_at,
             finished_at=now,
             duration_ms=duration_ms,
@@ -132,8 +140,68 @@ def delivery_record_result(
         code=result.code,
         message=result.message,
         serial=result.serial,
-        failure_scope=result.failure_scope or "",
+        failure_scope=scope,
     )
+
+
+def _record_attempt(
+    *,
+    unit: Delivery,
+    reference: str,
+    result: FulfillmentResult,
+    kind: str,
+    provider_name: str,
+    started_at: datetime,
+    finished_at: datetime,
+    duration_ms: int,
+) -> DeliveryAttempt:
+    return DeliveryAttempt.objects.create(
+        delivery_id=unit.pk,
+        order_id=unit.order_id,
+        provider=provider_name,
+        reference=reference,
+        kind=kind,
+        outcome=result.outcome,
+        failure_scope=result.failure_scope or "",
+        code=result.code[:50],
+        message=result.message[:500],
+        serial=result.serial[:255],
+        raw=result.raw,
+        worker=_worker_id(),
+        started_at=started_at,
+        finished_at=finished_at,
+        duration_ms=duration_ms,
+    )
+
+
+def _raise_fault(*, unit: Delivery, result: FulfillmentResult, provider_name: str, probe: bool) -> datetime | None:
+    """Halt the provider or pause the product when `result` says the fault is theirs; returns
+    until when the unit should wait (the next probe, and at most the stale window: a lift wakes
+    waiting units anyway, this only bounds how long one can be forgotten)."""
+    scope = result.failure_scope
+    if scope in SHOP_WIDE_SCOPES:
+        fault = provider_halt(
+            provider=provider_name,
+            code=result.code,
+            reason=result.message,
+            scope=scope,
+            retry_after=result.retry_after,
+            balance=result.balance,
+            probe=probe,
+        )
+    elif scope == FailureScope.PRODUCT:
+        fault = product_pause(
+            provider=provider_name,
+            sku=unit.item.sku,
+            code=result.code,
+            reason=result.message,
+            product_id=unit.item.product_id,
+            retry_after=result.retry_after,
+            probe=probe,
+        )
+    else:
+        return None
+    return fault_hold_until(fault)
 
 
 def _fresh_purchase(*, now: datetime, delay: timedelta, failure_scope: str) -> dict:
@@ -153,29 +221,94 @@ def _fresh_purchase(*, now: datetime, delay: timedelta, failure_scope: str) -> d
 
 
 def delivery_resolve_by_reference(*, reference: str, result: FulfillmentResult, provider_name: str) -> bool:
-    """Apply a provider's callback for `reference`. False when the reference is unknown or the
-    unit is already settled (duplicates change nothing)."""
-    if result.outcome == Outcome.PENDING:
-        return False
-    unit = Delivery.objects.filter(
-        reference=reference, provider=provider_name, status__in=(DeliveryStatus.SENDING, DeliveryStatus.PENDING)
-    ).first()
+    """Take in a signed provider callback about `reference`. Every callback about a known
+    reference is recorded as a DeliveryAttempt; it moves the unit only while the unit is open on
+    that reference. One that contradicts what is recorded (a failure after a delivery, a delivery
+    of a purchase recorded as failed or replaced) flags the order for staff. True when it settled
+    the unit; False otherwise (unknown reference, still pending, already settled, a duplicate)."""
+    unit = Delivery.objects.filter(reference=reference, provider=provider_name).first()
     if unit is None:
+        # An earlier purchase of a unit: its reference was replaced after a failure.
+        earlier = (
+            DeliveryAttempt.objects.filter(reference=reference, provider=provider_name)
+            .select_related("delivery")
+            .order_by("-id")
+            .first()
+        )
+        if earlier is None:
+            logger.info(
+                "Callback from %s for unknown reference %s: nothing to record it against", provider_name, reference
+            )
+            return False
+        unit = earlier.delivery
+    elif unit.status == DeliveryStatus.WAITING:
+        return False  # its reference was never sent: no callback can be about it
+    is_open = unit.reference == reference and unit.status in (DeliveryStatus.SENDING, DeliveryStatus.PENDING)
+    if is_open and result.outcome != Outcome.PENDING:
+        delivery_record_result(
+            unit=unit,
+            result=result,
+            kind=AttemptKind.CALLBACK,
+            provider_name=provider_name,
+            claim_token=None,
+            started_at=timezone.now(),
+            duration_ms=0,
+        )
+        settled = Delivery.objects.filter(pk=unit.pk).exclude(
+            status__in=(DeliveryStatus.SENDING, DeliveryStatus.PENDING)
+        )
+        if settled.exists():
+            _complete_if_delivered(unit.order_id)
+            return True
         return False
-    delivery_record_result(
+    now = timezone.now()
+    attempt = _record_attempt(
         unit=unit,
+        reference=reference,
         result=result,
         kind=AttemptKind.CALLBACK,
         provider_name=provider_name,
-        claim_token=None,
-        started_at=timezone.now(),
+        started_at=now,
+        finished_at=now,
         duration_ms=0,
     )
-    settled = Delivery.objects.filter(pk=unit.pk).exclude(status__in=(DeliveryStatus.SENDING, DeliveryStatus.PENDING))
-    if settled.exists():
-        _complete_if_delivered(unit.order_id)
-        return True
+    contradiction = _contradiction(unit=unit, reference=reference, result=result)
+    if contradiction:
+        order_flag_raise(
+            order_id=unit.order_id,
+            kind=FlagKind.CALLBACK_CONTRADICTS,
+            reason=f"Unit {unit.unit_key}, reference {reference}: {contradiction}",
+            delivery_id=unit.pk,
+            attempt_id=attempt.pk,
+        )
     return False
+
+
+def _contradiction(*, unit: Delivery, reference: str, result: FulfillmentResult) -> str:
+    """What is wrong when a callback about a settled unit (or an earlier purchase) disagrees with
+    the record; empty when it agrees or says nothing new."""
+    current = reference == unit.reference
+    answer = f"rc {result.code or '?'}: {result.message[:200]}"
+    if result.outcome == Outcome.FAILED and current and unit.status == DeliveryStatus.DELIVERED:
+        return (
+            f"the provider now reports the delivered purchase failed ({answer}). The customer may not have the "
+            "goods, or the provider refunded the shop: check in the provider's panel, then redeliver or refund."
+        )
+    if result.outcome == Outcome.DELIVERED:
+        if not current:
+            return (
+                f"the provider reports delivered a purchase recorded as failed and replaced (serial "
+                f"{result.serial or 'none'}); the unit has since been bought under {unit.reference} "
+                f"({unit.status}). The unit may have been delivered twice: check in the provider's panel."
+            )
+        if unit.status in (DeliveryStatus.FAILED, DeliveryStatus.CANCELLED):
+            return (
+                f"the provider reports delivered (serial {result.serial or 'none'}) a unit recorded as "
+                f"{unit.status}. Check in the provider's panel: the customer may have the goods."
+            )
+        if unit.status == DeliveryStatus.DELIVERED and result.serial and unit.serial and result.serial != unit.serial:
+            return f"the provider reports serial {result.serial}, but {unit.serial} was recorded and given out."
+    return ""
 
 
 def delivery_check_soon(*, reference: str, provider_name: str) -> bool:

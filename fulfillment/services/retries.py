@@ -91,6 +91,10 @@ def order_fulfillment_reset_for_retry(*, order_id: int, rebuy_unknown: bool = Fa
             pending.filter(provider=name, next_attempt_at__gt=soonest).update(next_attempt_at=soonest)
         open_units = Delivery.objects.filter(order_id=order_id, status__in=OPEN_STATUSES).count()
     if not open_units:
+        if not Delivery.objects.filter(order_id=order_id).exists():
+            return RetryDecision(
+                order_id, queued=False, reason="the order has nothing to deliver (no units): refund it instead"
+            )
         if held_unknown:
             return RetryDecision(
                 order_id, queued=False, reason="only units with an unknown outcome remain", held_unknown=held_unknown

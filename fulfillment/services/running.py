@@ -1,25 +1,29 @@
 """The delivery run: claim an order's due units and call the provider for each."""
 
+from __future__ import annotations
+
 import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, transaction
-from django.db.models import F, Q
+from django.db.models import CharField, Exists, F, Q, Value
 from django.utils import timezone
 
 from fulfillment.models import (
     AttemptKind,
     Delivery,
     DeliveryStatus,
+    ProductPause,
     ProviderHalt,
 )
 from fulfillment.providers.base import (
+    SHOP_WIDE_SCOPES,
     UNKNOWN_OUTCOME_CODE,
     FailureScope,
     FulfillmentParams,
@@ -37,6 +41,7 @@ from fulfillment.services.common import (
     _complete_if_delivered,
     _unit_counts,
 )
+from fulfillment.services.halts import fault_hold_until, fault_probe_claim, product_resume, provider_resume
 from fulfillment.services.results import delivery_record_result
 from orders.models import Order, OrderItem
 from orders.state import OrderStatus
@@ -74,9 +79,10 @@ def fulfill_order(
 ) -> FulfillmentReport:
     """Deliver every unit of a PAID order that is due and not delivered; return what happened.
 
-    `items` limits the run to those order items; `provider` (a name or an instance) is used
-    for new purchases, while a pending purchase is always checked with the provider that
-    holds its reference. Moves the order to FULFILLED when every unit is delivered.
+    `items` limits the run to those order items. A new purchase goes to `provider` (a name or an
+    instance) when given, else to the provider its item was sold with (OrderItem.provider; the
+    configured one for items older than that field); a pending purchase is always checked with
+    the provider that holds its reference. Moves the order to FULFILLED when every unit is delivered.
     A REFUNDED order's units that were already sent (SENDING, PENDING) are still checked until
     their outcome is known; nothing new is sent for it.
     Raises OrderNotFound / OrderNotFulfillable; never raises for a provider's failure.
@@ -89,6 +95,7 @@ def fulfill_order(
     report = FulfillmentReport(order_id=order_id)
     item_ids = None if items is None else [item.pk if isinstance(item, OrderItem) else int(item) for item in items]
 
+    chosen = provider is not None  # an operator's choice for new purchases, over each item's own
     if isinstance(provider, FulfillmentProvider):
         default_provider, default_name = provider, provider.name
     else:
@@ -97,14 +104,25 @@ def fulfill_order(
 
     claim_token = uuid.uuid4().hex
     units = _claim_due_units(order_id=order_id, item_ids=item_ids, claim_token=claim_token)
-    halted = set(ProviderHalt.objects.values_list("provider", flat=True)) if units else set()
+    faults = _Faults.load(skus={unit.item.sku for unit in units}) if units else _Faults()
     for unit in units:
-        # A new purchase goes to the chosen provider; an earlier one is checked where it was made.
-        name = default_name if unit.status == DeliveryStatus.WAITING else (unit.provider or default_name)
-        if name in halted:
-            _postpone(unit, claim_token)
-            report.skipped = f"provider {name} is halted (see Fulfillment > Provider halts)"
-            continue
+        # A new purchase goes to the chosen provider, else to the item's; an earlier one is checked
+        # where it was made.
+        purchase = unit.status == DeliveryStatus.WAITING
+        if purchase:
+            name = default_name if chosen else (unit.item.provider or default_name)
+        else:
+            name = unit.provider or default_name
+        # A halt stops every call through the provider; a pause stops new purchases of its SKU.
+        blocking = faults.blocking(provider=name, sku=unit.item.sku if purchase else None)
+        probe = None
+        if blocking:
+            if len(blocking) == 1 and purchase and faults.probe_due(blocking[0]) and fault_probe_claim(blocking[0]):
+                probe = blocking[0]  # this purchase tests whether the fault is gone
+            else:
+                _postpone(unit, claim_token, until=fault_hold_until(blocking[0]))
+                report.skipped = _held_back(blocking[0])
+                continue
         try:
             unit_provider = default_provider if name == default_name else get_fulfillment_provider(name)
         except ImproperlyConfigured as exc:
@@ -112,14 +130,21 @@ def fulfill_order(
             _postpone(unit, claim_token)
             report.skipped = f"provider {name} of an earlier purchase is not usable: {exc}"
             continue
-        unit_report = _process_unit(unit, provider=unit_provider, provider_name=name, claim_token=claim_token)
+        unit_report = _process_unit(
+            unit, provider=unit_provider, provider_name=name, claim_token=claim_token, probe=probe, faults=faults
+        )
         if unit_report is None:
             continue
         report.units.append(unit_report)
         if on_unit:
             on_unit(unit_report)
-        if unit_report.failure_scope == FailureScope.CONFIGURATION:
-            halted.add(name)
+        scope = unit_report.failure_scope
+        if probe is not None and not faults.same_kind(probe, scope):
+            faults.lift(probe, reason=f"a probe purchase met no such fault (answer: {unit_report.code or '-'})")
+        if scope in SHOP_WIDE_SCOPES:
+            faults.reload_halt(name)
+        elif scope == FailureScope.PRODUCT:
+            faults.reload_pause(name, unit.item.sku)
 
     counts = _unit_counts(order_id)
     report.units_total = counts["total"]
@@ -143,7 +168,7 @@ def _claim_due_units(*, order_id: int, item_ids: list[int] | None, claim_token: 
             qs = qs.filter(item_id__in=item_ids)
         if connection.features.has_select_for_update_skip_locked:
             qs = qs.select_for_update(skip_locked=True, of=("self",))
-        units = list(qs.select_related("item__product").order_by("item_id", "unit_index"))
+        units = list(qs.select_related("item").order_by("item_id", "unit_index"))
         if units:
             Delivery.objects.filter(pk__in=[unit.pk for unit in units]).update(
                 claim_token=claim_token,
@@ -153,37 +178,122 @@ def _claim_due_units(*, order_id: int, item_ids: list[int] | None, claim_token: 
     return units
 
 
-def _postpone(unit: Delivery, claim_token: str) -> None:
-    # Its provider is halted: look again later rather than on every reconciliation.
+def _postpone(unit: Delivery, claim_token: str, *, until: datetime | None = None) -> None:
+    # Held back (a halt, a pause, an unusable provider): look again later rather than on every
+    # reconciliation. A lift makes held units due at once.
     Delivery.objects.filter(pk=unit.pk, claim_token=claim_token).update(
         claim_token="",
         claim_expires_at=None,
-        next_attempt_at=timezone.now() + timedelta(seconds=settings.FULFILLMENT_STALE_AFTER_SECONDS),
+        next_attempt_at=until or timezone.now() + timedelta(seconds=settings.FULFILLMENT_STALE_AFTER_SECONDS),
     )
 
 
+def _held_back(fault: ProviderHalt | ProductPause) -> str:
+    if isinstance(fault, ProviderHalt):
+        return f"provider {fault.provider} is halted (see Fulfillment > Provider halts)"
+    return f"product {fault.sku} is paused at {fault.provider} (see Fulfillment > Product pauses)"
+
+
+class _Faults:
+    """The halts and pauses one run works with: read once, with one statement, when the run starts,
+    and re-read only when one of its own answers raises or lifts one."""
+
+    def __init__(self) -> None:
+        self.halts: dict[str, ProviderHalt] = {}
+        self.pauses: dict[tuple[str, str], ProductPause] = {}
+
+    @classmethod
+    def load(cls, *, skus: set[str]) -> _Faults:
+        faults = cls()
+        columns = ("pk", "provider", "sku", "next_probe_at", "clears_at")
+        halts = ProviderHalt.objects.annotate(kind=Value("halt"), sku=Value("", output_field=CharField()))
+        pauses = ProductPause.objects.filter(sku__in=skus).annotate(kind=Value("pause"))
+        rows = halts.values_list("kind", *columns).union(pauses.values_list("kind", *columns), all=True)
+        for kind, pk, provider, sku, next_probe_at, clears_at in rows:
+            values = {"pk": pk, "provider": provider, "next_probe_at": next_probe_at, "clears_at": clears_at}
+            if kind == "halt":
+                faults.halts[provider] = ProviderHalt(**values)
+            else:
+                faults.pauses[(provider, sku)] = ProductPause(sku=sku, **values)
+        return faults
+
+    def blocking(self, *, provider: str, sku: str | None) -> list[ProviderHalt | ProductPause]:
+        """The faults holding back a call through `provider` (a new purchase of `sku`, when given).
+        One whose wait the provider asked for is over is lifted here."""
+        found = [self.halts.get(provider), self.pauses.get((provider, sku)) if sku is not None else None]
+        now = timezone.now()
+        blocking = []
+        for fault in filter(None, found):
+            if fault.clears_at and fault.clears_at <= now:
+                self.lift(fault, reason="the wait the provider asked for is over")
+            else:
+                blocking.append(fault)
+        return blocking
+
+    @staticmethod
+    def probe_due(fault: ProviderHalt | ProductPause) -> bool:
+        return fault.next_probe_at is not None and fault.next_probe_at <= timezone.now()
+
+    @staticmethod
+    def same_kind(fault: ProviderHalt | ProductPause, scope: str) -> bool:
+        """Whether an answer of `scope` is the fault `fault` again."""
+        return scope in SHOP_WIDE_SCOPES if isinstance(fault, ProviderHalt) else scope == FailureScope.PRODUCT
+
+    def lift(self, fault: ProviderHalt | ProductPause, *, reason: str) -> None:
+        if isinstance(fault, ProviderHalt):
+            provider_resume(provider=fault.provider, reason=reason)
+            self.halts.pop(fault.provider, None)
+        else:
+            product_resume(provider=fault.provider, sku=fault.sku, reason=reason)
+            self.pauses.pop((fault.provider, fault.sku), None)
+
+    def reload_halt(self, provider: str) -> None:
+        halt = ProviderHalt.objects.filter(provider=provider).first()
+        if halt is not None:
+            self.halts[provider] = halt
+
+    def reload_pause(self, provider: str, sku: str) -> None:
+        pause = ProductPause.objects.filter(provider=provider, sku=sku).first()
+        if pause is not None:
+            self.pauses[(provider, sku)] = pause
+
+
 def _params(unit: Delivery) -> FulfillmentParams:
-    product = unit.item.product
+    # What the item was sold as, never the product as edited since: a re-check must send the same
+    # SKU as the purchase it checks, and undelivered units buy what the customer paid for.
+    item = unit.item
     return FulfillmentParams(
         reference=unit.reference,
         unit_key=unit.unit_key,
-        sku=product.sku,
-        recipient=unit.item.recipient,
+        sku=item.sku,
+        recipient=item.recipient,
         order_id=unit.order_id,
-        max_price=product.max_provider_price,
+        max_price=item.max_provider_price,
         first_sent_at=unit.reference_sent_at,
     )
 
 
 def _process_unit(
-    unit: Delivery, *, provider: FulfillmentProvider, provider_name: str, claim_token: str
+    unit: Delivery,
+    *,
+    provider: FulfillmentProvider,
+    provider_name: str,
+    claim_token: str,
+    probe: ProviderHalt | ProductPause | None = None,
+    faults: _Faults | None = None,
 ) -> UnitReport | None:
     if unit.status == DeliveryStatus.WAITING:
         kind = AttemptKind.PURCHASE
         now = timezone.now()
         # The last gate before money moves: WAITING -> SENDING on the row itself, which a
-        # refund's cancellation of WAITING units cannot interleave with.
-        sent = Delivery.objects.filter(pk=unit.pk, claim_token=claim_token, status=DeliveryStatus.WAITING).update(
+        # refund's cancellation of WAITING units cannot interleave with, and which a halt or pause
+        # raised by another run since this one started also stops (unless this is its probe).
+        gate = Delivery.objects.filter(pk=unit.pk, claim_token=claim_token, status=DeliveryStatus.WAITING)
+        if not isinstance(probe, ProviderHalt):
+            gate = gate.exclude(Exists(ProviderHalt.objects.filter(provider=provider_name)))
+        if not isinstance(probe, ProductPause):
+            gate = gate.exclude(Exists(ProductPause.objects.filter(provider=provider_name, sku=unit.item.sku)))
+        sent = gate.update(
             status=DeliveryStatus.SENDING,
             provider=provider_name,
             reference_sent_at=now,
@@ -192,6 +302,7 @@ def _process_unit(
             purchase_attempts=F("purchase_attempts") + 1,
         )
         if not sent:
+            _hold_if_faulted(unit, provider_name=provider_name, claim_token=claim_token, faults=faults)
             return None
         unit.provider, unit.reference_sent_at = provider_name, now
         unit.purchase_attempts += 1
@@ -200,6 +311,19 @@ def _process_unit(
         age_limit = provider.max_check_age
         if age_limit and unit.reference_sent_at and timezone.now() - unit.reference_sent_at > age_limit:
             return _give_up_checking(unit, claim_token=claim_token, provider_name=provider_name)
+        # An order's units are checked one after another under one claim; by the time this one's
+        # turn comes its claim may have expired and another run may have checked it. Renew the
+        # claim on the row, still ours and still due, or leave the unit alone: a second check
+        # of the same reference inside min_check_interval is what providers forbid.
+        now = timezone.now()
+        renewed = Delivery.objects.filter(
+            Q(status=DeliveryStatus.SENDING) | Q(status=DeliveryStatus.PENDING, next_attempt_at__lte=now),
+            pk=unit.pk,
+            claim_token=claim_token,
+            reference=unit.reference,
+        ).update(claim_expires_at=now + timedelta(seconds=settings.FULFILLMENT_CLAIM_SECONDS))
+        if not renewed:
+            return None
 
     params = _params(unit)
     release_database_connection()
@@ -222,7 +346,25 @@ def _process_unit(
         started_at=started,
         duration_ms=duration_ms,
         check_interval=provider.min_check_interval,
+        probe=probe is not None,
     )
+
+
+def _hold_if_faulted(unit: Delivery, *, provider_name: str, claim_token: str, faults: _Faults | None) -> None:
+    """The gate refused a purchase: if a halt or pause appeared meanwhile, hold the unit for it
+    (the rest of the run will see it too); otherwise the unit moved on (a refund, another run)."""
+    fault = (
+        ProviderHalt.objects.filter(provider=provider_name).first()
+        or ProductPause.objects.filter(provider=provider_name, sku=unit.item.sku).first()
+    )
+    if fault is None:
+        return
+    _postpone(unit, claim_token, until=fault_hold_until(fault))
+    if faults is not None:
+        if isinstance(fault, ProviderHalt):
+            faults.halts[provider_name] = fault
+        else:
+            faults.pauses[(provider_name, fault.sku)] = fault
 
 
 def _give_up_checking(unit: Delivery, *, claim_token: str, provider_name: str) -> UnitReport:

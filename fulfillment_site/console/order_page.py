@@ -128,6 +128,10 @@ def order_wrongs(order, units: list[UnitRow]) -> list[str]:
     to_review = order.notifications.filter(verdict=NotificationVerdict.NEEDS_REVIEW, reviewed_at__isnull=True)
     for record in to_review.order_by("id"):
         wrongs.append(f"Payment notification {record.pk} needs review: {record.detail}")
+    for flag in order.flags.filter(resolved_at__isnull=True).order_by("id"):
+        wrongs.append(f"Flagged ({flag.get_kind_display()}): {flag.reason}")
+    for refund in order.refunds.filter(state="failed").order_by("id"):
+        wrongs.append(f"Refund {refund.pk} was refused by the bank: {refund.last_message}")
     return wrongs
 
 

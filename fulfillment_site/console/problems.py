@@ -209,3 +209,37 @@ register(
         hint="Decided or sent longer ago than ORDER_PAID_TOO_LONG_MINUTES: is a worker running, is T-Bank reachable?",
     )
 )
+
+
+def _open_flags():
+    from fulfillment.models import OrderFlag
+
+    return OrderFlag.objects.filter(resolved_at__isnull=True)
+
+
+def _product_pauses():
+    from fulfillment.models import ProductPause
+
+    return ProductPause.objects.order_by("provider", "sku")
+
+
+register(
+    Problem(
+        key="orders_flagged",
+        title="Orders flagged for staff",
+        count=lambda: _open_flags().count(),
+        url=_orders_url("flagged"),
+        hint="A provider contradicted a delivery, or a paid order has nothing to deliver: check, then resolve.",
+        details=lambda: [f"order {flag.order_id}: {flag.reason}" for flag in _open_flags().order_by("-id")[:20]],
+    )
+)
+register(
+    Problem(
+        key="product_pauses",
+        title="Products paused at their provider",
+        count=lambda: _product_pauses().count(),
+        url=lambda: reverse("admin:fulfillment_productpause_changelist"),
+        hint="Their units wait (no attempt used) and resume once a probe purchase goes through.",
+        details=lambda: [f"{pause.provider} {pause.sku}: {pause.reason}" for pause in _product_pauses()[:20]],
+    )
+)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.db import transaction
 
 from orders import signals
@@ -27,12 +28,26 @@ class ItemSpec:
 
 
 def order_create(*, items: list[ItemSpec], customer_email: str = "") -> Order:
-    """Create a NEW order whose amount is the sum of its items at current product prices."""
+    """Create a NEW order whose amount is the sum of its items at current product prices.
+
+    Raises ValueError, changing nothing, for an empty order, a quantity that is not a whole number
+    of at least 1, more than settings.ORDER_MAX_UNITS units in all, an inactive product or a
+    missing recipient.
+    """
     if not items:
         raise ValueError("An order needs at least one item.")
     for spec in items:
+        if not isinstance(spec.quantity, int) or isinstance(spec.quantity, bool):
+            raise ValueError(f"Quantity of {spec.product} must be a whole number, not {spec.quantity!r}.")
         if spec.quantity < 1:
             raise ValueError(f"Quantity of {spec.product} must be at least 1, not {spec.quantity}.")
+    units = sum(spec.quantity for spec in items)
+    if units > settings.ORDER_MAX_UNITS:
+        raise ValueError(
+            f"The order has {units} units; one order may hold at most {settings.ORDER_MAX_UNITS} "
+            "(ORDER_MAX_UNITS). Split it into several orders."
+        )
+    for spec in items:
         if not spec.product.is_active:
             raise ValueError(f"{spec.product} is not active and cannot be ordered.")
         if not spec.recipient.strip():
@@ -45,8 +60,8 @@ def order_create(*, items: list[ItemSpec], customer_email: str = "") -> Order:
                 order=order,
                 product=spec.product,
                 quantity=spec.quantity,
-                unit_price_kopecks=spec.product.price_kopecks,
                 recipient=spec.recipient.strip(),
+                **OrderItem.sold_as(spec.product),
             )
             for spec in items
         )

@@ -50,6 +50,8 @@ def test_each_problem_is_counted_and_links_to_its_list(
         "low_balance": 1,
         "refunds_failed": 0,
         "refunds_waiting": 0,
+        "orders_flagged": 0,
+        "product_pauses": 0,
     }
     page = response.content.decode()
     assert f'href="{ORDERS}?attention=failed_units"' in page
@@ -193,3 +195,23 @@ def test_a_new_kind_of_problem_is_one_registration(admin_client, monkeypatch):
     assert [problem.key for problem in problems_count()][-1] == "units_contradicted"
     page = admin_client.get(INDEX).content.decode()
     assert 'id="problem-units_contradicted"' in page and "Units contradicted" in page
+
+
+def test_flagged_orders_and_paused_products_are_counted_and_linked(admin_client, paid_order_factory):
+    from fulfillment.models import FlagKind, OrderFlag, ProductPause
+
+    order = paid_order_factory()
+    OrderFlag.objects.create(order=order, kind=FlagKind.CALLBACK_CONTRADICTS, reason="Gagal rc 74 after Sukses.")
+    OrderFlag.objects.create(order=order, kind=FlagKind.NOTHING_TO_DELIVER, reason="old", resolved_by="alice")
+    OrderFlag.objects.filter(resolved_by="alice").update(resolved_at="2026-01-01T00:00:00Z")
+    ProductPause.objects.create(provider="digiflazz", sku="xl10", code="68", reason="Out of stock.")
+
+    found = counts(admin_client)
+    assert (found["orders_flagged"], found["product_pauses"]) == (1, 1)
+    page = admin_client.get(INDEX).content.decode()
+    assert f'href="{ORDERS}?attention=flagged"' in page
+    assert f'href="{reverse("admin:fulfillment_productpause_changelist")}"' in page
+    flagged = admin_client.get(f"{ORDERS}?attention=flagged")
+    assert [row.pk for row in flagged.context["cl"].result_list] == [order.pk]
+    order_page = admin_client.get(reverse("admin:orders_order_change", args=[order.pk])).content.decode()
+    assert "Gagal rc 74 after Sukses." in order_page

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from fulfillment.models import AttemptKind, Delivery, DeliveryAttempt, DeliveryStatus
+from fulfillment.models import AttemptKind, Delivery, DeliveryAttempt, DeliveryStatus, OrderFlag
 from fulfillment.services import fulfill_order
 from orders.models import Order
 
@@ -119,7 +119,11 @@ def test_duplicate_callback_is_applied_once(fake_digiflazz, pending_unit, post_d
 
     assert (first.status_code, second.status_code) == (200, 200)
     assert second.json() == {"detail": "nothing to change"}
-    assert DeliveryAttempt.objects.filter(kind=AttemptKind.CALLBACK).count() == 1
+    # Both are on record (every callback is); only the first changed the unit, and a repeat of
+    # the same outcome is no contradiction.
+    assert DeliveryAttempt.objects.filter(kind=AttemptKind.CALLBACK).count() == 2
+    assert Delivery.objects.get(pk=pending_unit.pk).serial == "SN-0001"
+    assert not OrderFlag.objects.exists()
 
 
 def test_delivered_unit_never_goes_back(fake_digiflazz, pending_unit, post_digiflazz_callback):
@@ -131,6 +135,14 @@ def test_delivered_unit_never_goes_back(fake_digiflazz, pending_unit, post_digif
     unit = Delivery.objects.get(pk=pending_unit.pk)
     assert (unit.status, unit.serial) == (DeliveryStatus.DELIVERED, "SN-0001")
     assert _status(unit.order_id) == "fulfilled"
+    # ... but the contradiction is on record and in front of staff.
+    flag = OrderFlag.objects.get()
+    assert (flag.order_id, flag.delivery_id, flag.kind) == (unit.order_id, unit.pk, "callback_contradicts")
+    assert flag.attempt.code == "74"
+    # ... but the contradiction is on record and in front of staff.
+    flag = OrderFlag.objects.get()
+    assert (flag.order_id, flag.delivery_id, flag.kind) == (unit.order_id, unit.pk, "callback_contradicts")
+    assert flag.attempt.code == "74"
 
 
 def test_pending_callback_changes_nothing(fake_digiflazz, pending_unit, post_digiflazz_callback):

@@ -5,9 +5,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from fulfillment.providers.base import FailureScope
 from fulfillment.providers.digiflazz import PENDING_CODES, RESPONSE_CODES, response_codes_markdown
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "digiflazz.md"
+ROW = re.compile(r"^\| `(\d\d)` \| (\w+) \| (\w+) \|", re.M)
 
 
 def _documented_table() -> str:
@@ -22,9 +24,20 @@ def test_doc_table_equals_the_code_table():
     )
 
 
-def test_doc_lists_every_code_with_its_scope():
-    rows = dict(re.findall(r"^\| `(\d\d)` \| (\w+) \|", _documented_table(), re.M))
-    assert {rc: scope for rc, (scope, _) in RESPONSE_CODES.items()} == {
-        rc: scope for rc, scope in rows.items() if rc in RESPONSE_CODES
+def test_doc_lists_every_code_with_whom_it_concerns_and_its_scope():
+    rows = {rc: (concerns, scope) for rc, concerns, scope in ROW.findall(_documented_table())}
+    assert {rc: (scope.concerns, scope.value) for rc, (scope, _) in RESPONSE_CODES.items()} == {
+        rc: row for rc, row in rows.items() if rc in RESPONSE_CODES
     }
     assert set(rows) == set(RESPONSE_CODES) | set(PENDING_CODES) | {"00"}
+    assert {concerns for concerns, _ in rows.values()} == {"unit", "product", "shop"}
+
+
+def test_each_scope_concerns_one_party():
+    assert {scope: scope.concerns for scope in FailureScope} == {
+        FailureScope.RETRYABLE: "unit",
+        FailureScope.PERMANENT: "unit",
+        FailureScope.PRODUCT: "product",
+        FailureScope.SHOP: "shop",
+        FailureScope.CONFIGURATION: "shop",
+    }

@@ -141,12 +141,13 @@ def test_pending_codes_are_pending(rc):
 @pytest.mark.parametrize(
     ("rc", "scope"),
     [
-        ("44", FailureScope.RETRYABLE),  # balance
-        ("53", FailureScope.RETRYABLE),  # seller product unavailable
-        ("55", FailureScope.RETRYABLE),  # product disrupted
-        ("68", FailureScope.RETRYABLE),  # out of stock
-        ("85", FailureScope.RETRYABLE),  # rate limit
-        ("43", FailureScope.PERMANENT),  # SKU not found
+        ("44", FailureScope.SHOP),  # balance: the whole shop's deposit
+        ("53", FailureScope.PRODUCT),  # seller product unavailable
+        ("55", FailureScope.PRODUCT),  # product disrupted
+        ("68", FailureScope.PRODUCT),  # out of stock
+        ("85", FailureScope.SHOP),  # rate limit of the shop's account
+        ("43", FailureScope.PRODUCT),  # SKU not found: every unit of it fails alike
+        ("01", FailureScope.RETRYABLE),  # timed out: this transaction
         ("54", FailureScope.PERMANENT),  # wrong number
         ("57", FailureScope.PERMANENT),  # wrong digit count
         ("41", FailureScope.CONFIGURATION),  # signature

@@ -13,7 +13,7 @@ from fulfillment.services import fulfill_order
 
 def test_digiflazz_rate_limit_asks_for_a_minute():
     result = result_from_data({"ref_id": "r1", "status": "Gagal", "rc": "85", "message": "limit"})
-    assert result.failure_scope == FailureScope.RETRYABLE
+    assert result.failure_scope == FailureScope.SHOP  # the shop's account is rate limited, not the unit
     assert result.retry_after == 60.0
 
 

@@ -14,6 +14,7 @@ from fulfillment.models import (
     DeliveryAttempt,
     DeliveryStatus,
     MockLedgerEntry,
+    OrderFlag,
     ProviderHalt,
 )
 from fulfillment.providers.base import FailureScope, FulfillmentResult
@@ -424,7 +425,9 @@ def test_callback_settles_a_pending_unit_once(paid_order_factory, scripted_provi
     unit = units(order)[0]
     assert (unit.status, unit.serial) == (DeliveryStatus.DELIVERED, "CB-1")
     assert status_of(order) == OrderStatus.FULFILLED
-    assert DeliveryAttempt.objects.filter(delivery=unit, kind=AttemptKind.CALLBACK).count() == 1
+    # Settled once; all three callbacks are on record, and the failure after the delivery flags the order.
+    assert DeliveryAttempt.objects.filter(delivery=unit, kind=AttemptKind.CALLBACK).count() == 3
+    assert list(OrderFlag.objects.values_list("order_id", "kind")) == [(order.pk, "callback_contradicts")]
 
 
 def test_callback_for_an_unknown_reference_or_pending_changes_nothing(paid_order_factory):

@@ -11,9 +11,19 @@ FULFILLMENT_PROVIDER=flaky. Until the epoch time a test stores in the Redis key
   the references (chosen by the reference, so the same on every process) the purchase did reach
   the supplier and is in the ledger: only a re-check with the same reference finds it.
 
+In every mode, while the key `flaky:deposit-empty` is set every new purchase is refused as a
+SHOP fault (the shop's deposit is used up; nothing is bought), and the account check reports the
+deposit stored in `flaky:balance`: a test "tops up" by raising it and deleting the key.
+
 After that it is the Mock provider, idempotent per reference through its ledger. Every call is
 counted in Redis (the broker database, flushed per test), per unit and in total, so a test can
 bound how hard the engine hammered the provider.
+
+The Redis client is made once, in the constructor. It used to be made on first use, and two
+worker threads making their first call together each made one: the client that lost the race
+was garbage-collected, and redis-py closes a collected client's connections, including the one
+the other thread's pipeline was using. That call then raised before it was counted, and the
+engine rightly recorded it as an unknown outcome: one more attempt than counted calls.
 """
 
 from __future__ import annotations
@@ -24,12 +34,16 @@ import time
 
 from django.conf import settings
 
-from fulfillment.providers.base import FailureScope, FulfillmentParams, FulfillmentResult
+from fulfillment.models import MockLedgerEntry
+from fulfillment.providers.base import AccountStatus, FailureScope, FulfillmentParams, FulfillmentResult
 from fulfillment.providers.mock import MockProvider
 
 DOWN_UNTIL_KEY = "flaky:down-until"
 CALLS_KEY = "flaky:calls"
 UNIT_CALLS_KEY = "flaky:unit-calls"
+DEPOSIT_EMPTY_KEY = "flaky:deposit-empty"
+BALANCE_KEY = "flaky:balance"
+DEPOSIT_CODE = "FLAKY_DEPOSIT"
 
 
 class FlakyProvider(MockProvider):
@@ -38,9 +52,12 @@ class FlakyProvider(MockProvider):
     def __init__(self, *, mode: str, **mock_options) -> None:
         if mode not in ("fail", "timeout"):
             raise ValueError(f"FLAKY_MODE must be 'fail' or 'timeout', not {mode!r}.")
+        import redis
+
         super().__init__(**mock_options)
         self.mode = mode
-        self._client = None
+        # Shared by every worker thread (redis-py clients are thread-safe); see the module docstring.
+        self._redis = redis.Redis.from_url(settings.CELERY_BROKER_URL, socket_timeout=10)
 
     @classmethod
     def from_settings(cls) -> FlakyProvider:
@@ -51,14 +68,6 @@ class FlakyProvider(MockProvider):
             success_rate=settings.MOCK_FULFILLMENT_SUCCESS_RATE,
             pending_rate=settings.MOCK_FULFILLMENT_PENDING_RATE,
         )
-
-    @property
-    def _redis(self):
-        if self._client is None:
-            import redis
-
-            self._client = redis.Redis.from_url(settings.CELERY_BROKER_URL, socket_timeout=10)
-        return self._client
 
     def _count(self, kind: str, params: FulfillmentParams) -> None:
         pipe = self._redis.pipeline()
@@ -73,8 +82,24 @@ class FlakyProvider(MockProvider):
     def _reached_supplier(reference: str) -> bool:
         return hashlib.sha256(reference.encode()).digest()[0] % 2 == 0
 
+    def _balance(self) -> int:
+        return int(self._redis.get(BALANCE_KEY) or 0)
+
+    def check_account(self) -> AccountStatus:
+        balance = self._balance()
+        return AccountStatus(ok=True, balance=balance, message=f"Flaky deposit {balance}.")
+
+    @classmethod
+    def fault_cleared(cls, *, code: str, account: AccountStatus, lowest_balance: int | None) -> bool:
+        return code == DEPOSIT_CODE and account.balance is not None and account.balance > (lowest_balance or 0)
+
     def fulfill(self, params: FulfillmentParams) -> FulfillmentResult:
         self._count("fulfill", params)
+        bought = MockLedgerEntry.objects.filter(reference=params.reference).exists()
+        if self._redis.exists(DEPOSIT_EMPTY_KEY) and not bought:
+            return FulfillmentResult.failed(
+                scope=FailureScope.SHOP, code=DEPOSIT_CODE, message="Flaky: deposit used up", balance=self._balance()
+            )
         if self._down():
             if self.mode == "fail":
                 return FulfillmentResult.failed(

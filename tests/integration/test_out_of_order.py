@@ -17,7 +17,8 @@ RECONCILED = r"Task fulfillment\.reconcile_paid_orders\[[^\]]+\] succeeded"
 def test_refund_while_units_are_in_flight_sends_no_further_unit(stack, order_factory, report):
     order = order_factory(quantities=(6,))
     slow = {"MOCK_FULFILLMENT_DELAY_MIN": "1.5", "MOCK_FULFILLMENT_DELAY_MAX": "1.5"}
-    worker = stack.start_worker(concurrency=2, beat=True, **slow)
+    # Celery's lines about each sweep are this test's clock: turn them on.
+    worker = stack.start_worker(concurrency=2, beat=True, CELERY_LOG_PERIODIC_TASKS="true", **slow)
     web = stack.start_web()
     assert web.notify(order).status_code == 200
     wait_until(
