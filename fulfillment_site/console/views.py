@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hmac
-import ipaddress
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -11,33 +10,23 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseForbidde
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from fulfillment_site.console.metrics import DatabaseCollector
+from fulfillment_site.networks import Network, address_in, networks_parse
 
 
-def metrics_networks() -> list:
+def metrics_networks() -> list[Network]:
     """METRICS_ALLOWED_NETWORKS parsed; raises ImproperlyConfigured naming a bad entry."""
-    networks = []
-    for entry in settings.METRICS_ALLOWED_NETWORKS:
-        try:
-            networks.append(ipaddress.ip_network(entry.strip(), strict=False))
-        except ValueError as exc:
-            raise ImproperlyConfigured(
-                f"METRICS_ALLOWED_NETWORKS has {entry!r}, which is not a network: use CIDR such as 10.0.0.0/8."
-            ) from exc
-    return networks
+    try:
+        return networks_parse(
+            settings.METRICS_ALLOWED_NETWORKS, setting="METRICS_ALLOWED_NETWORKS", example="10.0.0.0/8"
+        )
+    except ValueError as exc:
+        raise ImproperlyConfigured(str(exc)) from exc
 
 
 def _token_ok(request: HttpRequest) -> bool:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), settings.METRICS_TOKEN.encode())
-
-
-def _address_ok(request: HttpRequest, networks: list) -> bool:
-    try:
-        address = ipaddress.ip_address(request.META.get("REMOTE_ADDR", ""))
-    except ValueError:
-        return False
-    return any(address in network for network in networks)
 
 
 def metrics_view(request: HttpRequest) -> HttpResponse:
@@ -47,7 +36,7 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
     if settings.METRICS_TOKEN and not _token_ok(request):
         return HttpResponseForbidden("A valid bearer token is required.", content_type="text/plain")
     networks = metrics_networks()
-    if networks and not _address_ok(request, networks):
+    if networks and not address_in(request.META.get("REMOTE_ADDR"), networks):
         return HttpResponseForbidden("This address may not read metrics.", content_type="text/plain")
     registry = CollectorRegistry(auto_describe=False)
     registry.register(DatabaseCollector())

@@ -12,6 +12,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from fulfillment_site.networks import Network, address_in, networks_parse
 from orders import tbank
 from orders.models import NotificationSource, NotificationVerdict, Order, Payment, PaymentNotification
 from orders.services import refunds
@@ -56,17 +57,14 @@ def demo_credentials_in_use() -> list[str]:
     return [name for name, values in DEMO_CREDENTIALS.items() if str(getattr(settings, name, "")).strip() in values]
 
 
-def allowed_networks() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+def allowed_networks() -> list[Network]:
     """TBANK_ALLOWED_NETWORKS parsed; raises PaymentConfigurationError naming a bad entry."""
-    networks = []
-    for entry in settings.TBANK_ALLOWED_NETWORKS:
-        try:
-            networks.append(ipaddress.ip_network(entry.strip(), strict=False))
-        except ValueError as exc:
-            raise PaymentConfigurationError(
-                f"TBANK_ALLOWED_NETWORKS has {entry!r}, which is not a network: use CIDR such as 91.194.226.0/23."
-            ) from exc
-    return networks
+    try:
+        return networks_parse(
+            settings.TBANK_ALLOWED_NETWORKS, setting="TBANK_ALLOWED_NETWORKS", example="91.194.226.0/23"
+        )
+    except ValueError as exc:
+        raise PaymentConfigurationError(str(exc)) from exc
 
 
 #: Characters of a body that failed authentication kept in its record (Token masked).
@@ -90,13 +88,8 @@ def source_address(remote_addr: str | None) -> str | None:
     return str(address)
 
 
-def _source_allowed(source: str | None, networks: list) -> bool:
-    if not networks:
-        return True
-    if source is None:
-        return False
-    address = ipaddress.ip_address(source)
-    return any(address in network for network in networks)
+def _source_allowed(source: str | None, networks: list[Network]) -> bool:
+    return not networks or address_in(source, networks)
 
 
 def payment_notification_process(*, body: bytes, remote_addr: str | None = None) -> NotificationOutcome:
