@@ -8,10 +8,17 @@ from celery.signals import worker_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "fulfillment_site.settings")
 
-#: Periodic tasks that run every few seconds and usually find nothing: Celery's own INFO lines about
+#: Periodic tasks that run every few seconds or minutes and usually find nothing: Celery's own INFO lines about
 #: them (beat's "Sending due task", the worker's "received" and "succeeded") are dropped, so a quiet
 #: system has a quiet log. The tasks log themselves when they find something.
-QUIET_PERIODIC_TASKS = ("fulfillment.reconcile_paid_orders", "fulfillment.check_provider_accounts")
+QUIET_PERIODIC_TASKS = (
+    "fulfillment.reconcile_paid_orders",
+    "fulfillment.check_provider_accounts",
+    "orders.reconcile_refunds",
+    "orders.poll_payments",
+    "orders.requeue_customer_emails",
+    "console.send_staff_alerts",
+)
 
 
 class QuietPeriodicTasks(logging.Filter):
