@@ -131,7 +131,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="Measure an existing loaded database (from --keep-database) instead of loading a new one.",
     )
-    parser.add_argument("--skip-webhook", action="store_true", help="Only the admin and the sweep.")
+    parser.add_argument("--skip-webhook", action="store_true", help="No webhook (and no empty database).")
+    parser.add_argument("--skip-admin", action="store_true", help="No admin pages (the sweep and the webhook only).")
     parser.add_argument("--output", type=Path, help="JSON results file (default bench/results/scale-<time>.json).")
     parser.add_argument("--render", type=Path, help="Print a results JSON file as Markdown, and stop.")
     args = parser.parse_args(argv)
@@ -781,6 +782,11 @@ def webhook_measure(args: argparse.Namespace, servers: dict[str, Server], urls: 
         summary[label]["requests"] = sum(run["requests"] for run in label_runs)
         summary[label]["wrapped"] = sum(run.get("wrapped", 0) for run in label_runs)
         summary[label]["other_cpu_share_max"] = max(run["other_cpu_share"] for run in label_runs)
+        # CPU per request moves less than req/s when neighbours take the machine's cores.
+        for component in ("server", "postgresql"):
+            summary[label][f"{component}_cpu_ms"] = statistics.median(
+                run["cpu_ms_per_request"].get(component, 0.0) for run in label_runs
+            )
     # Each round's two loads run back to back, under the same weather on a shared machine: the
     # median of the rounds' ratios is steadier than the ratio of the medians.
     summary["round_ratios"] = [
@@ -1016,7 +1022,8 @@ def report_print(results: dict[str, Any]) -> None:
             run = webhook[label]
             print(
                 f"  {label:>6} database: {run['rps']:7.0f} req/s, p50 {run['p50_ms']:6.1f} ms, p99 "
-                f"{run['p99_ms']:6.1f} ms, applied {run['applied']}/{run['requests']}"
+                f"{run['p99_ms']:6.1f} ms, applied {run['applied']}/{run['requests']}; CPU per request: server "
+                f"{run['server_cpu_ms']:.2f} ms, PostgreSQL {run['postgresql_cpu_ms']:.2f} ms"
             )
         rounds = ", ".join(f"{ratio:.2f}" for ratio in webhook["round_ratios"])
         print(f"  loaded / empty: {_fmt(webhook['ratio'], 2)} (median of the rounds: {rounds})")
@@ -1094,14 +1101,16 @@ def report_markdown(results: dict[str, Any]) -> str:
             f"Webhook: {webhook['concurrency']} clients, {webhook['seconds']:g} s per load, load generator "
             f"{webhook['loadgen']}, median of {len(webhook['runs']['loaded'])} alternating round(s).",
             "",
-            "| database | req/s (median) | p50 ms | p99 ms | applied | other programs' CPU |",
-            "|---|---:|---:|---:|---:|---:|",
+            "| database | req/s (median) | p50 ms | p99 ms | applied | CPU ms/request: server / PostgreSQL "
+            "| other programs' CPU |",
+            "|---|---:|---:|---:|---:|---:|---:|",
         ]
         for label in ("empty", "loaded"):
             run = webhook[label]
             lines.append(
                 f"| {label} | {run['rps']:.0f} | {run['p50_ms']:.1f} | {run['p99_ms']:.1f} | "
-                f"{run['applied']} / {run['requests']} | up to {run['other_cpu_share_max']:.0%} |"
+                f"{run['applied']} / {run['requests']} | {run['server_cpu_ms']:.2f} / {run['postgresql_cpu_ms']:.2f} | "
+                f"up to {run['other_cpu_share_max']:.0%} |"
             )
         rounds = ", ".join(f"{ratio:.2f}" for ratio in webhook["round_ratios"])
         lines += ["", f"Loaded / empty: **{_fmt(webhook['ratio'], 2)}**, the median of the rounds' ratios ({rounds})."]
@@ -1194,15 +1203,17 @@ def main(argv: list[str] | None = None) -> int:
         results["machine"] = machine_description()
         username, password = staff_user_create()
         django_disconnect()  # gunicorn's workers, not this process, serve the pages
-        loaded = gunicorn_start(args, env, label="loaded")
-        admin = AdminClient(loaded)
-        admin.login(username, password)
-        phase: dict[str, Any] = {}
-        with other_programs_share(loaded, args.database_name, phase):
-            results["admin"] = admin_measure(admin, args)
-        results["admin"].update(phase)
+        if not args.skip_admin:
+            server = gunicorn_start(args, env, label="admin")
+            admin = AdminClient(server)
+            admin.login(username, password)
+            phase: dict[str, Any] = {}
+            with other_programs_share(server, args.database_name, phase):
+                results["admin"] = admin_measure(admin, args)
+            results["admin"].update(phase)
+            PROCESSES.stop(server.proc)
         results["sweep"] = sweep_measure(args)
-        if args.explain > 0:
+        if args.explain > 0 and not args.skip_admin:
             # Before the webhook, which adds paid orders to the data.
             _log("Explaining the slowest statements of the slowest pages and of the sweep")
             results["explained"] = explain_slowest(args, results["admin"]["pages"], username)
@@ -1213,11 +1224,14 @@ def main(argv: list[str] | None = None) -> int:
 
             with pg_connect(args.empty_url) as pg:
                 scale_data.products_insert(pg, count=1, connection=connection)
-            empty = gunicorn_start(args, {**env, "DATABASE_URL": args.empty_url}, label="empty")
-            servers = {"empty": empty, "loaded": loaded}
+            # Two fresh servers alike: the one that rendered the admin pages has grown its heap.
+            servers = {
+                "empty": gunicorn_start(args, {**env, "DATABASE_URL": args.empty_url}, label="empty"),
+                "loaded": gunicorn_start(args, env, label="loaded"),
+            }
             results["webhook"] = webhook_measure(args, servers, {"empty": args.empty_url, "loaded": args.database_url})
-            PROCESSES.stop(empty.proc)
-        PROCESSES.stop(loaded.proc)
+            for server in servers.values():
+                PROCESSES.stop(server.proc)
         results["targets"] = targets_evaluate(results)
         results["wall_s"] = round(time.monotonic() - began, 1)
     finally:
