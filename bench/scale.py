@@ -835,6 +835,17 @@ def _explain(sql: str) -> str:
     return "\n".join(lines)
 
 
+def _statement_list(captured: list[dict[str, str]]) -> list[dict[str, Any]]:
+    """Every statement of the page, slowest first, shortened: where the time goes at a glance."""
+    rows = [{"ms": round(float(query["time"]) * 1000, 1), "sql": _shorten(query["sql"])} for query in captured]
+    return sorted(rows, key=lambda row: -row["ms"])
+
+
+def _shorten(sql: str, limit: int = 160) -> str:
+    sql = " ".join(sql.split())
+    return sql if len(sql) <= limit else sql[: limit - 3] + "..."
+
+
 def _slowest_queries(captured: list[dict[str, str]], *, top: int = 2, at_least_ms: float = 5.0) -> list[dict]:
     queries = sorted(captured, key=lambda query: float(query["time"]), reverse=True)
     chosen = []
@@ -895,6 +906,7 @@ def explain_slowest(args: argparse.Namespace, pages: list[dict[str, Any]], usern
                 "statements": len(captured.captured_queries),
                 "sql_ms": round(sum(float(q["time"]) for q in captured.captured_queries) * 1000, 1),
                 "in_process_ms": round(elapsed * 1000, 1),
+                "statement_list": _statement_list(captured.captured_queries),
                 "queries": _slowest_queries(captured.captured_queries),
             }
         )
@@ -910,6 +922,7 @@ def explain_slowest(args: argparse.Namespace, pages: list[dict[str, Any]], usern
             "statements": len(captured.captured_queries),
             "sql_ms": round(sum(float(q["time"]) for q in captured.captured_queries) * 1000, 1),
             "in_process_ms": round(elapsed * 1000, 1),
+            "statement_list": _statement_list(captured.captured_queries),
             "queries": _slowest_queries(captured.captured_queries, top=3),
         }
     )
@@ -1125,6 +1138,13 @@ def report_markdown(results: dict[str, Any]) -> str:
                 f"**{entry['what']}** (`{entry['path']}`): {entry['statements']} statements, {entry['sql_ms']} ms "
                 f"of SQL, {entry['in_process_ms']} ms in-process."
             )
+            listing = entry.get("statement_list", [])
+            if listing:
+                lines += ["", "| ms | statement |", "|---:|---|"]
+                for row in listing[:12]:
+                    lines.append(f"| {row['ms']} | `{row['sql'].replace('|', '/')}` |")
+                if len(listing) > 12:
+                    lines.append(f"| | ... and {len(listing) - 12} more |")
             if not entry["queries"]:
                 lines += [
                     "",
