@@ -129,7 +129,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--reuse-database",
         action="store_true",
-        help="Measure an existing loaded database (from --keep-database) instead of loading a new one.",
+        help="Measure an existing loaded database (from --keep-database) instead of loading a new one; it is "
+        "dropped at the end unless --keep-database is given again.",
     )
     parser.add_argument("--skip-webhook", action="store_true", help="No webhook (and no empty database).")
     parser.add_argument("--skip-admin", action="store_true", help="No admin pages (the sweep and the webhook only).")
@@ -478,7 +479,7 @@ class FilterLinks(html.parser.HTMLParser):
         elif tag == "a" and self._href is not None:
             text = " ".join("".join(self._text).split())
             href = self._href
-            if href and href.startswith("?") and href != "?" and "_facets" not in href and not self._selected:
+            if href and "?" in href and "_facets" not in href and not self._selected:
                 self.links.append((f"{self._title or 'filter'} = {text or '(blank)'}", href))
             self._href = None
         elif tag == "li":
@@ -617,10 +618,15 @@ def admin_measure(admin: AdminClient, args: argparse.Namespace) -> dict[str, Any
         _log(f"{label[0].upper()}{label[1:]}, unfiltered and with each filter")
         row, body = page_measure(admin, args, kind="page", name=f"{label}, unfiltered", path=path)
         pages.append(row)
-        links = filter_links(body)
+        # Relative ("?status__exact=paid") or absolute links to this list with a query; not the list itself.
+        links = []
+        for filter_label, href in filter_links(body):
+            target = urllib.parse.urljoin(path, href)
+            if target.startswith(path + "?") and target != path + "?":
+                links.append((filter_label, target))
         row["filters"] = len(links)
-        for filter_label, href in links:
-            row, _ = page_measure(admin, args, kind="filter", name=f"{label}: {filter_label}", path=path + href)
+        for filter_label, target in links:
+            row, _ = page_measure(admin, args, kind="filter", name=f"{label}: {filter_label}", path=target)
             pages.append(row)
     samples = search_samples()
     order_list = reverse("admin:orders_order_changelist")
