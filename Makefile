@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test migrate demo lint bench bench-quick clean
+.PHONY: install run test migrate demo lint bench bench-quick bench-scale clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ bench: install
 
 bench-quick: install
 	$(BIN)/python bench/run.py --quick
+
+# A million orders in a throwaway PostgreSQL database: the admin, the sweep and the webhook on it.
+bench-scale: install
+	$(BIN)/python bench/scale.py $(BENCH_ARGS)
 
 clean:
 	rm -rf var/ .pytest_cache
