@@ -66,9 +66,12 @@ def test_undeliverable_units_are_refunded_once_each_through_a_worker_kill(stack,
                 notification_url=web.url + WEBHOOK_URL,
                 receipt={"Items": [], "Email": order.customer_email, "Taxation": "usn_income"},
             )
-        # Every Cancel answers after 0.5 s (the refund is made at once): the kill finds some in flight.
+        # Every Cancel answers after 1.5 s (the refund is made at once), and the bank holds its
+        # notifications until after the kill, so refunds stay SENDING until their answer comes:
+        # the kill is sure to find some in flight, whatever the machine's speed.
+        bank.notify_on_cancel = False
         for _ in range(2 * ORDERS):
-            bank.inject("Cancel", Fault("lose_answer", delay=0.5))
+            bank.inject("Cancel", Fault("lose_answer", delay=1.5))
         started = time.monotonic()
 
         def pay(chunk):
@@ -88,6 +91,14 @@ def test_undeliverable_units_are_refunded_once_each_through_a_worker_kill(stack,
         first.popen.wait(timeout=10)
         in_flight = Refund.objects.exclude(state=RefundState.SUCCEEDED).count()
         sending = Refund.objects.filter(state=RefundState.SENDING).count()
+        # The bank's late notifications of what it refunded so far, then notifications as usual.
+        with bank._lock:
+            bank.notify_on_cancel = True
+            refunded_so_far = [payment for payment in bank.payments.values() if payment.refunded]
+        run_threads(
+            [lambda chunk=refunded_so_far[n::4]: [bank.notify(p, p.status) for p in chunk] for n in range(4)],
+            timeout=60,
+        )
         stack.start_worker("w2", concurrency=16, beat=True, **env)
 
         wait_for_orders(order_ids, "partially_refunded", timeout=120)
