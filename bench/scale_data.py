@@ -123,6 +123,9 @@ ORDERS = TableLoad(
     explicit_ids=True,
     columns={
         "id": "g",
+        # Unique per order, like the random ids the shop makes (a column default is one value).
+        "public_id": "left(md5('order-' || g), 24)",
+        "access_token": "md5('token-' || g)",
         "status": "status",
         "amount_kopecks": """pg_temp.bench_price(1 + mod(g, %(products)s))
             * (1 + (pg_temp.bench_u(g, 3) < 900 AND g <> %(hot_order)s)::int)""",
@@ -359,6 +362,9 @@ WEBHOOK_ORDERS = TableLoad(
     model="orders.Order",
     source="generate_series(1, %(count)s) AS g",
     columns={
+        # Random, like the shop's own ids: every round adds orders to the same table.
+        "public_id": "left(md5(random()::text || clock_timestamp()::text || g), 24)",
+        "access_token": "md5(random()::text || g)",
         "status": _sql("{o_new}"),
         "amount_kopecks": "%(price)s",
         "customer_email": "'bench' || g || '@example.com'",
@@ -417,6 +423,12 @@ def columns_plan(load: TableLoad) -> list[Column]:
         elif getattr(model_field, "auto_now", False) or getattr(model_field, "auto_now_add", False):
             plan.append(Column(column, "now", None, model_field))
         else:
+            if model_field.unique:
+                # A default is one value for every row: a unique column needs its own expression.
+                raise LoaderOutdated(
+                    f"bench/scale_data.py ({load.label}): {load.model}.{model_field.name} is unique; add an SQL "
+                    "expression giving each row its own value to the columns of this TableLoad."
+                )
             value = model_field.get_default()
             if value is None:
                 if model_field.null:

@@ -49,6 +49,19 @@ def test_a_not_null_field_without_default_is_named_with_the_fix():
         columns_plan(incomplete)
 
 
+def test_a_unique_field_left_to_its_default_is_named_with_the_fix():
+    # A default is one value for a million rows: the public id must be given per row.
+    without_ids = TableLoad(
+        label="orders",
+        model="orders.Order",
+        source="generate_series(1, 2) AS g",
+        columns={"status": "'new'", "amount_kopecks": "100", "access_token": "md5(g::text)"},
+    )
+
+    with pytest.raises(LoaderOutdated, match=r"orders\.Order\.public_id is unique"):
+        columns_plan(without_ids)
+
+
 def test_a_field_removed_from_the_model_is_named():
     stale = TableLoad(label="orders", model="orders.Order", source="x", columns={"no_such_column": "1"})
 
