@@ -71,10 +71,12 @@ def orders_create_paid(*, count: int, product: Product) -> list[int]:
     return ids
 
 
-def confirmed_bodies(order_ids: list[int]) -> list[str]:
-    """Signed CONFIRMED notifications, one per order, as the bank would send them."""
+def confirmed_bodies(order_ids: list[int], *, public_ids: dict[int, str] | None = None) -> list[str]:
+    """Signed CONFIRMED notifications, one per order, as the bank would send them. `public_ids`
+    (order id -> OrderId) when the orders are in another database than Django's own."""
     bodies = []
-    public_ids = dict(Order.objects.filter(pk__in=order_ids).values_list("pk", "public_id"))
+    if public_ids is None:
+        public_ids = dict(Order.objects.filter(pk__in=order_ids).values_list("pk", "public_id"))
     for order_id in order_ids:
         payload = {
             "TerminalKey": settings.TBANK_TERMINAL_KEY,

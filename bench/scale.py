@@ -732,6 +732,10 @@ def webhook_measure(args: argparse.Namespace, servers: dict[str, Server], urls: 
             order_ids = scale_data.orders_new_insert(
                 pg, count=count, product=1, price=WEBHOOK_PRICE, connection=connection
             )
+            # The OrderIds come from the database the orders are in (the empty one is not Django's).
+            public_ids = dict(
+                pg.execute("SELECT id, public_id FROM orders_order WHERE id = ANY(%s)", (order_ids,)).fetchall()
+            )
         created[label] += order_ids
         server = servers[label]
         with _cpu_attributed_to(urls[label]):
@@ -739,7 +743,7 @@ def webhook_measure(args: argparse.Namespace, servers: dict[str, Server], urls: 
                 tool=tool,
                 port=server.port,
                 path=WEBHOOK_PATH,
-                bodies=fixtures.confirmed_bodies(order_ids),
+                bodies=fixtures.confirmed_bodies(order_ids, public_ids=public_ids),
                 concurrency=concurrency,
                 seconds=duration,
                 groups={"server": [server.proc.pid]},
@@ -809,13 +813,13 @@ def webhook_rows_delete(pg: Any, order_ids: list[int]) -> None:
     """Take the webhook's orders out of the loaded database again, so that a kept database
     (--keep-database) measures the same data next time."""
     from fulfillment.models import Delivery, DeliveryAttempt
-    from orders.models import Order, OrderItem, PaymentNotification
+    from orders.models import Order, OrderItem, Payment, PaymentNotification
 
     with pg.transaction():
-        for model in (DeliveryAttempt, Delivery, PaymentNotification, OrderItem, Order):
+        for model in (DeliveryAttempt, Delivery, PaymentNotification, Payment, OrderItem, Order):
             column = "id" if model is Order else "order_id"
             pg.execute(f"DELETE FROM {model._meta.db_table} WHERE {column} = ANY(%s)", (order_ids,))
-    for model in (Delivery, PaymentNotification, OrderItem, Order):
+    for model in (Delivery, PaymentNotification, Payment, OrderItem, Order):
         pg.execute(f"VACUUM (ANALYZE) {model._meta.db_table}")
 
 
