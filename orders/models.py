@@ -129,6 +129,8 @@ class Order(models.Model):
             # The admin's date filter and sort; PAID orders by age for "paid for too long".
             models.Index(fields=["created_at"], name="order_created"),
             models.Index(fields=["paid_at"], name="order_paid_open", condition=Q(status="paid"), include=["id"]),
+            # Refunded orders by when: the reconciliation sweep looks at the recent ones only.
+            models.Index(fields=["refunded_at"], name="order_refunded_recent", condition=Q(status="refunded")),
         ]
 
     def __str__(self) -> str:

@@ -27,6 +27,12 @@ from orders.state import OrderStatus
 
 logger = logging.getLogger(__name__)
 
+#: How far back the sweep looks for the leftovers of a crash at payment or refund time. Both
+#: happen within seconds of the event (units are created in the paying transaction, and a refund
+#: cancels unsent units in its own), and the sweep runs every few seconds, so a day is ample; a
+#: paid order that still slipped through shows on the staff dashboard as paid for too long.
+REPAIR_WINDOW = timedelta(days=1)
+
 
 def paid_orders_reconcile(*, limit: int = 1000) -> list[int]:
     """Queue every PAID order (or REFUNDED one with a unit in flight) with a unit that is due and
@@ -58,7 +64,7 @@ def paid_orders_reconcile(*, limit: int = 1000) -> list[int]:
     # has nothing to deliver (no item with a unit) is flagged for staff, once, and left alone:
     # queueing it again every sweep would never change anything.
     missing = list(
-        Order.objects.filter(status=OrderStatus.PAID, paid_at__lt=stale)
+        Order.objects.filter(status=OrderStatus.PAID, paid_at__lt=stale, paid_at__gte=now - REPAIR_WINDOW)
         .exclude(Exists(Delivery.objects.filter(order=OuterRef("pk"))))
         .exclude(Exists(OrderFlag.objects.filter(order=OuterRef("pk"), kind=FlagKind.NOTHING_TO_DELIVER)))
         .order_by()  # see _paid_orders_all_delivered
@@ -82,9 +88,11 @@ def paid_orders_reconcile(*, limit: int = 1000) -> list[int]:
     if order_ids:
         logger.info("Reconciliation queued %d paid order(s): %s", len(order_ids), order_ids[:20])
     # A unit that failed back to WAITING just as its order was refunded would wait for ever.
-    Delivery.objects.filter(status=DeliveryStatus.WAITING, order__status=OrderStatus.REFUNDED).update(
-        status=DeliveryStatus.CANCELLED, last_message="Order refunded before this unit was sent."
-    )
+    Delivery.objects.filter(
+        status=DeliveryStatus.WAITING,
+        order__status=OrderStatus.REFUNDED,
+        order__refunded_at__gte=now - REPAIR_WINDOW,
+    ).update(status=DeliveryStatus.CANCELLED, last_message="Order refunded before this unit was sent.")
     # Units failed by a product or shop fault (before such faults were handled by scope, or after
     # staff deleted a halt) are sent again once no halt or pause covers them.
     deliveries_resume_after_faults(limit=limit)

@@ -97,3 +97,34 @@ def test_a_task_the_broker_refused_is_queued_by_the_next_sweep(
     with django_capture_on_commit_callbacks(execute=True):
         assert paid_orders_reconcile() == [order.pk]  # well inside the stale window
     assert sent == [order.pk]
+
+
+def test_the_repairs_of_payment_and_refund_leftovers_look_back_one_day_only(paid_order_factory, queued_deliveries):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from fulfillment.services.reconciliation import REPAIR_WINDOW
+    from orders.models import Order
+    from orders.services import order_refund
+
+    # Paid without units (the leftover of a crash at payment time), recently and long ago.
+    recent, old = paid_order_factory(), paid_order_factory()
+    Delivery.objects.filter(order__in=[recent, old]).delete()
+    Order.objects.filter(pk=recent.pk).update(paid_at=timezone.now() - timedelta(hours=1))
+    Order.objects.filter(pk=old.pk).update(paid_at=timezone.now() - REPAIR_WINDOW - timedelta(hours=1))
+    # Refunded with a unit left WAITING (a failure that raced the refund), recently and long ago.
+    refunded_recently, refunded_long_ago = paid_order_factory(), paid_order_factory()
+    for order in (refunded_recently, refunded_long_ago):
+        order_refund(order_id=order.pk)
+        Delivery.objects.filter(order=order).update(status=DeliveryStatus.WAITING)
+    Order.objects.filter(pk=refunded_long_ago.pk).update(
+        refunded_at=timezone.now() - REPAIR_WINDOW - timedelta(hours=1)
+    )
+
+    queued = paid_orders_reconcile()
+
+    assert recent.pk in queued and Delivery.objects.filter(order=recent).exists()
+    assert old.pk not in queued and not Delivery.objects.filter(order=old).exists()
+    assert set(Delivery.objects.filter(order=refunded_recently).values_list("status", flat=True)) == {"cancelled"}
+    assert set(Delivery.objects.filter(order=refunded_long_ago).values_list("status", flat=True)) == {"waiting"}
