@@ -43,7 +43,7 @@ def _services() -> tuple[str, str]:
         import redis
 
         try:
-            psycopg.connect(postgres, connect_timeout=3).close()
+            psycopg.connect(_maintenance(postgres), connect_timeout=3).close()
             redis.Redis.from_url(broker, socket_timeout=3).ping()
         except (psycopg.Error, redis.RedisError) as exc:
             problem = f"the services do not answer ({type(exc).__name__})"
@@ -54,10 +54,16 @@ def _services() -> tuple[str, str]:
     return postgres, broker
 
 
+def _maintenance(postgres: str) -> str:
+    """The server's own `postgres` database: the URL's database need not exist (pytest-django
+    makes test_<name>, and the harness makes its own)."""
+    return urllib.parse.urlunsplit(urllib.parse.urlsplit(postgres)._replace(path="/postgres"))
+
+
 def _databases(postgres: str, prefix: str) -> list[str]:
     import psycopg
 
-    with psycopg.connect(postgres) as conn:
+    with psycopg.connect(_maintenance(postgres)) as conn:
         rows = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (prefix + "%",)).fetchall()
     return [row[0] for row in rows]
 
