@@ -309,6 +309,24 @@ def test_unknown_outcome_and_halted_provider_units_are_not_refunded_automaticall
     assert units(order)["FAIL-halted"] == DeliveryStatus.FAILED
 
 
+def test_a_unit_failed_by_a_fault_not_its_own_is_not_refunded(shop, bank, settings):
+    # Older data: a unit FAILED by a shop or product fault goes back to waiting once the fault
+    # clears; giving its money back meanwhile would refund a unit that may still be delivered.
+    settings.REFUND_POLICY = "staff"
+    order = shop([(10000, 1, "0811"), (7000, 1, "FAIL-shop"), (3000, 1, "FAIL-product")])
+    fulfill_order(order.pk)
+    Delivery.objects.filter(order=order, item__recipient="FAIL-shop").update(failure_scope="shop")
+    Delivery.objects.filter(order=order, item__recipient="FAIL-product").update(failure_scope="product")
+    settings.REFUND_POLICY = "auto"
+
+    refunds_reconcile()
+
+    assert not Refund.objects.exists()
+    preview = refund_services.undelivered_units_preview(order_id=order.pk)
+    assert sorted(unit.item.recipient for unit in preview.held) == ["FAIL-product", "FAIL-shop"]
+    assert preview.units == [] and preview.nothing_to_refund
+
+
 def test_staff_refund_of_an_order_still_delivering_is_refused_with_the_reason(shop, bank, scripted_provider):
     from fulfillment.providers.base import FulfillmentResult
 

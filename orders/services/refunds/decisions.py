@@ -13,6 +13,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from fulfillment.models import OPEN_STATUSES, Delivery, DeliveryStatus, ProviderHalt
+from fulfillment.providers.base import FailureScope
 from orders.models import Order, Payment, Refund, RefundReason
 from orders.refund_state import RefundState
 from orders.services.refunds.closing import order_settle
@@ -22,6 +23,8 @@ from orders.state import OrderStatus
 from orders.tbank.receipts import ReceiptError, ReceiptLine, receipt_build
 
 logger = logging.getLogger(__name__)
+
+FAULTS_NOT_THE_UNITS = frozenset({FailureScope.PRODUCT, FailureScope.SHOP, FailureScope.CONFIGURATION})
 
 
 def _unknown_outcome(unit: Delivery) -> bool:
@@ -67,7 +70,9 @@ def undelivered_units_preview(*, order_id: int, include_unknown: bool = False) -
     halted = set(ProviderHalt.objects.values_list("provider", flat=True))
     failed = Delivery.objects.filter(order_id=order_id, status=DeliveryStatus.FAILED, refund__isnull=True)
     for unit in failed.select_related("item__product").order_by("item_id", "unit_index"):
-        if unit.provider and unit.provider in halted:
+        # Failed by a fault that was not the unit's (a halted provider, a paused product, the shop's
+        # setup): the unit goes back to waiting once the fault clears, so it is not refunded.
+        if (unit.provider and unit.provider in halted) or unit.failure_scope in FAULTS_NOT_THE_UNITS:
             preview.held.append(unit)
         elif _unknown_outcome(unit):
             (preview.units if include_unknown else preview.unknown).append(unit)
