@@ -66,6 +66,7 @@ def resend_refunds(modeladmin, request, queryset) -> None:
             modeladmin.message_user(request, str(exc), messages.WARNING)
             continue
         modeladmin.message_user(request, f"Refund {refund.pk} queued again ({refund.get_state_display()}).")
+        modeladmin.log_change(request, refund, f"Sent refund {refund.pk} again ({refund.get_state_display()}).")
 
 
 @admin.register(Refund)
@@ -174,6 +175,8 @@ def refund_undelivered_units(modeladmin, request, queryset):
             if refund is None:
                 modeladmin.message_user(request, f"Order {order_id}: nothing to refund.", messages.WARNING)
             else:
+                done = f"Refund {refund.pk} of {rubles(refund.amount_kopecks)} decided for undelivered units."
+                modeladmin.log_change(request, refund.order, done)  # the order's admin history and timeline
                 modeladmin.message_user(
                     request,
                     f"Order {order_id}: refund {refund.pk} of {rubles(refund.amount_kopecks)} is being sent.",

@@ -43,6 +43,11 @@ def test_the_action_shows_the_amount_first_and_refunds_on_confirmation(
     assert refund.state == RefundState.SUCCEEDED and refund.amount_kopecks == 7050
     assert refund.decided_by.startswith("staff") and refund.decided_by_user is not None
     assert [call["Amount"] for call in bank.calls("Cancel")] == [7050]
+    # Recorded in the order's admin history (and so its timeline) with who and when.
+    from django.contrib.admin.models import LogEntry
+
+    entry = LogEntry.objects.get(object_id=str(failed_order.pk))
+    assert f"Refund {refund.pk} of 70.50 ₽ decided" in entry.get_change_message() and entry.user_id
 
 
 def test_the_action_needs_its_own_permission(failed_order, staff_client_factory):
