@@ -95,8 +95,16 @@ def order_refund(*, order_id: int, current: str | None = None) -> TransitionResu
 
 
 def order_mark_partially_refunded(*, order_id: int) -> TransitionResult:
-    """PAID -> PARTIALLY_REFUNDED; the caller has checked that every unit is delivered or refunded."""
-    return order_transition(order_id=order_id, target=OrderStatus.PARTIALLY_REFUNDED)
+    """PAID -> PARTIALLY_REFUNDED; the caller has checked that every unit is delivered or refunded.
+
+    Its delivered units have codes the customer must receive, as for FULFILLED: listeners of
+    `order_fulfilled` (the codes email's outbox row) act in the same transaction.
+    """
+    with transaction.atomic(savepoint=False):
+        result = order_transition(order_id=order_id, target=OrderStatus.PARTIALLY_REFUNDED)
+        if result.changed:
+            signals.order_fulfilled.send(sender=Order, order_id=order_id)
+    return result
 
 
 def order_mark_fulfilled(*, order_id: int) -> TransitionResult:

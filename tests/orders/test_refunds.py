@@ -481,6 +481,26 @@ def test_a_settled_refund_emails_the_customer_once_through_the_outbox(
     assert CustomerEmail.objects.filter(order=order, kind="refund").count() == 1
 
 
+def test_a_partly_refunded_order_still_emails_the_codes_it_delivered_and_says_so(
+    shop, bank, mailoutbox, client, django_capture_on_commit_callbacks
+):
+    from orders.models import CustomerEmail
+
+    order = shop([(10000, 1, "0811"), (7000, 1, "FAIL-1")])
+    run(order, django_capture_on_commit_callbacks)
+
+    assert status_of(order) == OrderStatus.PARTIALLY_REFUNDED
+    assert CustomerEmail.objects.filter(order=order, kind="codes").count() == 1
+    codes_mail = [message for message in mailoutbox if "codes" in message.subject.lower()]
+    assert len(codes_mail) == 1
+    delivered = Delivery.objects.get(order=order, status=DeliveryStatus.DELIVERED)
+    assert delivered.serial and delivered.serial in codes_mail[0].body
+    assert "their money is refunded" in codes_mail[0].body
+    order.refresh_from_db()
+    page = client.get(f"/orders/{order.public_id}/?token={order.access_token}&lang=en").content.decode()
+    assert "Partly delivered, the rest refunded" in page
+
+
 def test_money_balance_adds_up(shop, bank, django_capture_on_commit_callbacks):
     order = shop([(10000, 2, "0811"), (7000, 1, "FAIL-1")])
     run(order, django_capture_on_commit_callbacks)
