@@ -21,6 +21,26 @@ from orders.tbank import sign_notification
 WEBHOOK_URL = "/api/payments/tbank/notification"
 
 
+def let_time_pass(seconds: float = 61, **unit_filter) -> None:
+    """As if `seconds` had passed since every provider request recorded for the units matching
+    `unit_filter` (all units when empty), and make them due: their purchases and status checks
+    are moved back in time. Digiflazz allows one request about a transaction per minute, and the
+    delivery run refuses a check sooner than that, so a test that re-checks a unit lets a minute
+    pass first (61 s by default)."""
+    from datetime import timedelta
+
+    from django.db.models import F
+    from django.utils import timezone
+
+    from fulfillment.models import Delivery, DeliveryAttempt
+
+    ago = timedelta(seconds=seconds)
+    units = Delivery.objects.filter(**unit_filter)
+    DeliveryAttempt.objects.filter(delivery__in=units).update(started_at=F("started_at") - ago)
+    units.filter(reference_sent_at__isnull=False).update(reference_sent_at=F("reference_sent_at") - ago)
+    units.update(next_attempt_at=timezone.now() - timedelta(seconds=1))
+
+
 @pytest.fixture
 def product_factory(db) -> Callable[..., Product]:
     counter = iter(range(1, 10**6))

@@ -5,8 +5,9 @@ A fault is raised when a provider answers with it, and held back units wait with
 purchase attempts. It is lifted when it is shown to be gone: by the periodic account check
 (fulfillment.services.accounts), by a probe (after a growing wait, one purchase is let through,
 and any answer but the same fault lifts it), when a wait the provider asked for is over, or by
-staff. Lifting makes the units it held back due at once, and sends again the units that an
-earlier version of this service had marked FAILED for such a fault.
+staff. Lifting makes the WAITING units it held back due at once (a PENDING unit keeps its own
+schedule), and sends again the units that an earlier version of this service had marked FAILED
+for such a fault.
 """
 
 from __future__ import annotations
@@ -99,13 +100,18 @@ def provider_halt(
 
 
 def provider_resume(*, provider: str, reason: str = "") -> int:
-    """Lift the halt of `provider`: its waiting units are due at once, and units an earlier version
-    marked FAILED for a shop-wide fault are sent again. Returns how many halts were deleted (0 or 1)."""
+    """Lift the halt of `provider`: its WAITING units are due at once, and units an earlier version
+    marked FAILED for a shop-wide fault are sent again. Returns how many halts were deleted (0 or 1).
+
+    PENDING units keep their own schedule: their purchase was sent, and asking about it again
+    sooner than the provider allows (Digiflazz: once a minute) is what the lift must not cause.
+    (The delivery run enforces that interval for every check anyway.)
+    """
     deleted, _ = ProviderHalt.objects.filter(provider=provider).delete()
     if deleted:
-        Delivery.objects.filter(
-            Q(provider=provider) | Q(provider=""), status__in=(DeliveryStatus.WAITING, DeliveryStatus.PENDING)
-        ).update(next_attempt_at=timezone.now())
+        Delivery.objects.filter(Q(provider=provider) | Q(provider=""), status=DeliveryStatus.WAITING).update(
+            next_attempt_at=timezone.now()
+        )
         logger.warning("Deliveries through %s resume: %s", provider, reason or "the halt was lifted")
         deliveries_resume_after_faults(provider=provider)
     return deleted

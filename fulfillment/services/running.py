@@ -12,12 +12,13 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, transaction
-from django.db.models import CharField, Exists, F, Q, Value
+from django.db.models import CharField, Exists, F, Max, Q, Value
 from django.utils import timezone
 
 from fulfillment.models import (
     AttemptKind,
     Delivery,
+    DeliveryAttempt,
     DeliveryStatus,
     ProductPause,
     ProviderHalt,
@@ -313,16 +314,21 @@ def _process_unit(
             return _give_up_checking(unit, claim_token=claim_token, provider_name=provider_name)
         # An order's units are checked one after another under one claim; by the time this one's
         # turn comes its claim may have expired and another run may have checked it. Renew the
-        # claim on the row, still ours and still due, or leave the unit alone: a second check
-        # of the same reference inside min_check_interval is what providers forbid.
+        # claim on the row, still ours and still due, or leave the unit alone.
         now = timezone.now()
-        renewed = Delivery.objects.filter(
+        renewable = Delivery.objects.filter(
             Q(status=DeliveryStatus.SENDING) | Q(status=DeliveryStatus.PENDING, next_attempt_at__lte=now),
             pk=unit.pk,
             claim_token=claim_token,
             reference=unit.reference,
-        ).update(claim_expires_at=now + timedelta(seconds=settings.FULFILLMENT_CLAIM_SECONDS))
+        )
+        # The one place a reference is asked about again, so the one place the provider's minimum
+        # interval is kept, whatever made the unit due (a lift, a sweep, a hint, a staff retry).
+        renewed = _not_asked_within(renewable, unit=unit, interval=provider.min_check_interval, now=now).update(
+            claim_expires_at=now + timedelta(seconds=settings.FULFILLMENT_CLAIM_SECONDS)
+        )
         if not renewed:
+            _wait_for_check_interval(unit, claim_token=claim_token, interval=provider.min_check_interval)
             return None
 
     params = _params(unit)
@@ -348,6 +354,49 @@ def _process_unit(
         check_interval=provider.min_check_interval,
         probe=probe is not None,
     )
+
+
+def _requests_since(unit: Delivery, *, since: datetime):
+    """The calls that asked the provider about the unit's current reference after `since`: its
+    purchase and its status checks (a callback is the provider asking us, not a request)."""
+    return DeliveryAttempt.objects.filter(
+        delivery_id=unit.pk,
+        reference=unit.reference,
+        kind__in=(AttemptKind.PURCHASE, AttemptKind.CHECK),
+        started_at__gt=since,
+    )
+
+
+def _not_asked_within(units, *, unit: Delivery, interval: timedelta, now: datetime):
+    """`units` narrowed to the unit if its reference was neither sent nor checked in the last
+    `interval`. The purchase counts from `reference_sent_at` too: a call still in flight (or
+    whose worker died) has no attempt recorded yet."""
+    if not interval:
+        return units
+    since = now - interval
+    return units.exclude(reference_sent_at__gt=since).exclude(Exists(_requests_since(unit, since=since)))
+
+
+def _wait_for_check_interval(unit: Delivery, *, claim_token: str, interval: timedelta) -> None:
+    """The check was refused as too soon after the last request about the reference: release the
+    unit, due again once the provider's minimum interval has passed since that request. A unit
+    that moved on meanwhile (another run, a callback) is left alone."""
+    if not interval:
+        return
+    since = timezone.now() - interval
+    last = _requests_since(unit, since=since).aggregate(last=Max("started_at"))["last"]
+    sent = Delivery.objects.filter(pk=unit.pk).values_list("reference_sent_at", flat=True).first()
+    latest = max(filter(None, (last, sent if sent and sent > since else None)), default=None)
+    if latest is None:
+        return
+    logger.info("Unit %s not checked yet: %s was asked about at %s", unit.unit_key, unit.reference, latest)
+    if unit.status == DeliveryStatus.SENDING:
+        # Its claim is what makes a SENDING unit wait (and the sweep look at it once expired).
+        Delivery.objects.filter(pk=unit.pk, claim_token=claim_token, status=DeliveryStatus.SENDING).update(
+            claim_expires_at=latest + interval
+        )
+        return
+    _postpone(unit, claim_token, until=latest + interval)
 
 
 def _hold_if_faulted(unit: Delivery, *, provider_name: str, claim_token: str, faults: _Faults | None) -> None:

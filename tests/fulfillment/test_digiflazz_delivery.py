@@ -12,13 +12,14 @@ from fulfillment.models import AttemptKind, Delivery, DeliveryAttempt, DeliveryS
 from fulfillment.providers.base import FailureScope, Outcome
 from fulfillment.services import fulfill_order, order_fulfillment_reset_for_retry, paid_orders_reconcile
 from orders.models import Order
+from tests.conftest import let_time_pass
 
 pytestmark = pytest.mark.django_db
 
 
 def _make_due(order: Order) -> None:
     """The backoff / check interval has passed."""
-    Delivery.objects.filter(order=order).update(next_attempt_at=timezone.now() - timedelta(seconds=1))
+    let_time_pass(order=order)
 
 
 def _status(order: Order) -> str:

@@ -25,12 +25,13 @@ from fulfillment.services import (
 from fulfillment.services.halts import fault_probe_claim
 from orders.models import Order, Product
 from orders.services import ItemSpec, order_create, order_mark_paid
+from tests.conftest import let_time_pass
 
 pytestmark = pytest.mark.django_db
 
 
 def _make_due(order: Order) -> None:
-    Delivery.objects.filter(order=order).update(next_attempt_at=timezone.now() - timedelta(seconds=1))
+    let_time_pass(order=order)
 
 
 def _units(order: Order) -> list[Delivery]:

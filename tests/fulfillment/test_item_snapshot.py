@@ -5,23 +5,22 @@ SKU its status checks send."""
 from __future__ import annotations
 
 import importlib
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from django.apps import apps as global_apps
-from django.utils import timezone
 
 from fulfillment.models import Delivery, DeliveryStatus
 from fulfillment.services import fulfill_order
 from orders.models import OrderItem, Product
 from orders.services import ItemSpec, order_create
+from tests.conftest import let_time_pass
 
 pytestmark = pytest.mark.django_db
 
 
 def _make_due(order) -> None:
-    Delivery.objects.filter(order=order).update(next_attempt_at=timezone.now() - timedelta(seconds=1))
+    let_time_pass(order=order)
 
 
 def test_order_create_keeps_what_was_sold(product_factory, settings):

@@ -3,8 +3,6 @@ about something else: a refused status check, a stale callback, a rate limit."""
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pytest
 from django.utils import timezone
 
@@ -18,15 +16,16 @@ from fulfillment.services import (
     provider_resume,
 )
 from orders.services import order_refund
+from tests.conftest import let_time_pass
 
 
 def _make_due(order) -> None:
-    Delivery.objects.filter(order=order).update(next_attempt_at=timezone.now() - timedelta(seconds=1))
+    let_time_pass(order=order)
 
 
 def _recheck(order_id: int) -> Delivery:
     """Run the order again once its pending unit is due; return the unit as it ends up."""
-    Delivery.objects.filter(order_id=order_id).update(next_attempt_at=timezone.now() - timedelta(seconds=1))
+    let_time_pass(order_id=order_id)
     fulfill_order(order_id)
     return Delivery.objects.get(order_id=order_id)
 
