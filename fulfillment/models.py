@@ -15,6 +15,7 @@ The Delivery status machine (its transitions live in fulfillment.services):
     FAILED --staff retry (new reference)--> WAITING
     FAILED by a product or shop fault (older data) --fault no longer active--> WAITING
     WAITING on a halted provider or paused product: postponed, sent again once it is lifted
+    WAITING on a deposit halt: released (released_at) once the deposit seen covers it, oldest first
     FAILED --refund decided (same transaction as the Refund)--> REFUNDING --refund succeeded--> REFUNDED
 
 A unit leaves FAILED by one conditional UPDATE (`WHERE status = 'failed'`), whether to WAITING
@@ -73,6 +74,14 @@ class Delivery(models.Model):
     claim_token = models.CharField(max_length=64, blank=True)
     claim_expires_at = models.DateTimeField(null=True, blank=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
+    released_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text=(
+            "Let through a deposit halt of its provider at this time: the deposit seen covers it. Cleared when "
+            "it goes back to waiting or the halt ends."
+        ),
+    )
     refund = models.ForeignKey(
         "orders.Refund",
         null=True,

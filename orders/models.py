@@ -203,7 +203,7 @@ class Order(models.Model):
 
 class OrderItem(models.Model):
     """One line of an order. What was sold is kept on the item itself (`sku`, `provider`,
-    `max_provider_price`, `unit_price_kopecks`), copied from the product when the order is made:
+    `max_provider_price`, `provider_price`, `unit_price_kopecks`), copied from the product when the order is made:
     editing the product later changes new orders, never what an existing order's units buy."""
 
     order = models.ForeignKey(Order, related_name="items", on_delete=models.PROTECT)
@@ -223,6 +223,14 @@ class OrderItem(models.Model):
     max_provider_price = models.PositiveBigIntegerField(
         null=True, blank=True, help_text="The product's max provider price when the order was made; empty: no cap."
     )
+    provider_price = models.PositiveBigIntegerField(
+        null=True,
+        blank=True,
+        help_text=(
+            "The provider's price of one unit when the order was made (last price-list sync): what a unit is "
+            "expected to take from the deposit. Empty: not known."
+        ),
+    )
 
     class Meta:
         ordering = ["id"]
@@ -240,6 +248,7 @@ class OrderItem(models.Model):
             "sku": product.sku,
             "provider": settings.FULFILLMENT_PROVIDER,
             "max_provider_price": product.max_provider_price,
+            "provider_price": product.provider_price,
             "unit_price_kopecks": product.price_kopecks,
         }
 

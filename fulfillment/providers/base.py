@@ -122,7 +122,7 @@ class FulfillmentResult:
     failure_scope: FailureScope | None = None
     raw: dict[str, Any] = field(default_factory=dict)  # provider's answer, secrets removed
     retry_after: float | None = None  # seconds the provider asks us to wait before the next attempt
-    balance: int | None = None  # the shop's deposit, when the answer tells it (a baseline for halts)
+    balance: int | None = None  # the shop's deposit, when the answer tells it (measured against halts)
 
     @property
     def retryable(self) -> bool:
@@ -130,8 +130,10 @@ class FulfillmentResult:
         return self.outcome == Outcome.PENDING or self.failure_scope == FailureScope.RETRYABLE
 
     @classmethod
-    def delivered(cls, *, serial: str = "", code: str = "", message: str = "", raw: dict | None = None):
-        return cls(Outcome.DELIVERED, code=code, message=message, serial=serial, raw=raw or {})
+    def delivered(
+        cls, *, serial: str = "", code: str = "", message: str = "", raw: dict | None = None, balance: int | None = None
+    ):
+        return cls(Outcome.DELIVERED, code=code, message=message, serial=serial, raw=raw or {}, balance=balance)
 
     @classmethod
     def pending(cls, *, code: str = "", message: str = "", raw: dict | None = None):
@@ -197,6 +199,10 @@ class FulfillmentProvider(ABC):
     #: Failure codes after which the goods may still have been delivered: staff retries leave
     #: such units alone until someone has checked with the provider.
     review_before_rebuy_codes: ClassVar[frozenset[str]] = frozenset()
+    #: Codes of a shop fault that means "the deposit does not cover the purchase". A halt for one
+    #: of them is lifted by the balance the account check (or a purchase's answer) reports, as far
+    #: as it covers the units waiting: fulfillment.services.funding. Needs check_account().
+    deposit_fault_codes: ClassVar[frozenset[str]] = frozenset()
 
     @classmethod
     def configuration_errors(cls) -> list[str]:

@@ -206,7 +206,11 @@ def result_from_data(data: dict[str, Any], *, http_status: int | None = None) ->
     # `status` is authoritative; `rc` alone decides when an error answer carries no status.
     if status == STATUS_SUCCESS or (not status and rc == RC_SUCCESS):
         return FulfillmentResult.delivered(
-            serial=str(data.get("sn") or ""), code=rc or RC_SUCCESS, message=theirs or "Delivered", raw=raw
+            serial=str(data.get("sn") or ""),
+            code=rc or RC_SUCCESS,
+            message=theirs or "Delivered",
+            raw=raw,
+            balance=_integer(data.get("buyer_last_saldo")),  # what is left: a probe's lift is measured by it
         )
     if status == STATUS_PENDING or (not status and rc in PENDING_CODES):
         message = theirs or PENDING_CODES.get(rc, "Pending at Digiflazz.")
@@ -426,6 +430,7 @@ class DigiflazzProvider(FulfillmentProvider):
     min_check_interval: ClassVar[timedelta] = DEFAULT_MIN_CHECK_INTERVAL
     max_check_age: ClassVar[timedelta | None] = DEFAULT_MAX_CHECK_AGE
     review_before_rebuy_codes: ClassVar[frozenset[str]] = REVIEW_BEFORE_REBUY_CODES
+    deposit_fault_codes: ClassVar[frozenset[str]] = frozenset({"44", "61"})  # too low; never deposited
 
     def __init__(self, client: DigiflazzClient) -> None:
         self.client = client
@@ -507,10 +512,7 @@ class DigiflazzProvider(FulfillmentProvider):
             return False
         if code in CLEARED_BY_A_BALANCE_CALL:
             return True
-        if code == "61":  # never deposited
-            return (account.balance or 0) > 0
-        if code == "44":  # too low for a purchase: only a top-up since the halt began says it is enough now
-            return account.balance is not None and lowest_balance is not None and account.balance > lowest_balance
+        # Deposit halts (deposit_fault_codes) lift by what the balance covers: services.funding.
         return False  # rate limits clear when their wait is over; the rest by a probe
 
 

@@ -24,6 +24,7 @@ import random
 import threading
 import time
 from datetime import timedelta
+from typing import ClassVar
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -51,6 +52,7 @@ BALANCE = 1_000_000
 
 class MockProvider(FulfillmentProvider):
     name = "mock"
+    deposit_fault_codes: ClassVar[frozenset[str]] = frozenset({DEPOSIT_CODE})
 
     def __init__(
         self,
@@ -181,11 +183,8 @@ class MockProvider(FulfillmentProvider):
 
     @classmethod
     def fault_cleared(cls, *, code: str, account: AccountStatus, lowest_balance: int | None) -> bool:
-        if code == CREDENTIALS_CODE:
-            return account.ok
-        if code == DEPOSIT_CODE:
-            return account.ok and (account.balance or 0) > 0
-        return False
+        # DEPOSIT_CODE (deposit_fault_codes) lifts by what the balance covers: services.funding.
+        return code == CREDENTIALS_CODE and account.ok
 
     def _repeat(self, reference: str) -> FulfillmentResult | None:
         entry = MockLedgerEntry.objects.filter(reference=reference).first()

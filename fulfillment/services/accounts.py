@@ -1,6 +1,7 @@
 """The periodic account check: ask each provider in use about the shop's account (without buying),
 remember the balance in ProviderAccount, and lift a provider's halt once the check shows its fault
-gone (a top-up after the deposit ran out, credentials fixed, a rate limit's wait over)."""
+gone (credentials fixed, a rate limit's wait over); a deposit halt as far as the balance covers
+the units waiting behind it (fulfillment.services.funding)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from django.utils import timezone
 from fulfillment.models import ProviderAccount, ProviderHalt
 from fulfillment.providers.base import AccountStatus
 from fulfillment.registry import get_fulfillment_provider
+from fulfillment.services.funding import is_deposit_halt, provider_release_by_deposit
 from fulfillment.services.halts import provider_resume
 
 logger = logging.getLogger(__name__)
@@ -59,6 +61,13 @@ def provider_account_check(*, provider: str) -> AccountCheckReport:
         return AccountCheckReport(provider, status)
     if halt.clears_at and halt.clears_at <= now:
         reason = "the wait the provider asked for is over"
+    elif status is not None and status.ok and status.balance is not None and is_deposit_halt(halt):
+        # A deposit halt lifts as far as the balance covers the units waiting, oldest first.
+        released = provider_release_by_deposit(provider=provider, balance=status.balance, source="the account check")
+        if released is None:  # lifted meanwhile
+            return AccountCheckReport(provider, status)
+        detail = released.summary or status.message
+        return AccountCheckReport(provider, status, halted=True, lifted=released.lifted, detail=detail)
     elif status is not None and type(instance).fault_cleared(
         code=halt.code, account=status, lowest_balance=halt.lowest_balance
     ):

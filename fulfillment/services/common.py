@@ -83,6 +83,7 @@ class UnitReport:
     message: str = ""
     serial: str = ""
     failure_scope: str = ""
+    balance: int | None = None  # the deposit the provider's answer reported, if any
 
 
 _WORKABLE = Q(order__status=OrderStatus.PAID) | Q(

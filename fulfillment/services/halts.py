@@ -95,6 +95,10 @@ def provider_halt(
         ProviderHalt.objects.filter(pk=halt.pk).update(lowest_balance=balance)
         halt.lowest_balance = balance
     if created:
+        # Releases through an earlier deposit halt (services.funding) do not carry over to this one.
+        Delivery.objects.filter(status=DeliveryStatus.WAITING, released_at__isnull=False).filter(
+            Q(provider=provider) | Q(provider="")
+        ).update(released_at=None)
         logger.error("Deliveries through %s halted (%s fault, code %s): %s", provider, scope, code, reason)
     return halt
 
@@ -110,7 +114,7 @@ def provider_resume(*, provider: str, reason: str = "") -> int:
     deleted, _ = ProviderHalt.objects.filter(provider=provider).delete()
     if deleted:
         Delivery.objects.filter(Q(provider=provider) | Q(provider=""), status=DeliveryStatus.WAITING).update(
-            next_attempt_at=timezone.now()
+            next_attempt_at=timezone.now(), released_at=None
         )
         logger.warning("Deliveries through %s resume: %s", provider, reason or "the halt was lifted")
         deliveries_resume_after_faults(provider=provider)

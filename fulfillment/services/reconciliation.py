@@ -58,7 +58,8 @@ def paid_orders_reconcile(*, limit: int = 1000) -> list[int]:
     halted = list(ProviderHalt.objects.values_list("provider", flat=True))
     candidates = Delivery.objects.filter(_WORKABLE, due, not_claimed, not_queued)
     if halted:
-        candidates = candidates.exclude(provider__in=halted)
+        # Units released through a deposit halt (services.funding) go on.
+        candidates = candidates.exclude(provider__in=halted, released_at__isnull=True)
     order_ids = list(candidates.order_by("order_id").values_list("order_id", flat=True).distinct()[:limit])
     # Orders paid but without units (payment committed, creation lost) are repaired too. One that
     # has nothing to deliver (no item with a unit) is flagged for staff, once, and left alone:

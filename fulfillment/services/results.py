@@ -141,6 +141,7 @@ def delivery_record_result(
         message=result.message,
         serial=result.serial,
         failure_scope=scope,
+        balance=result.balance,
     )
 
 
@@ -214,6 +215,7 @@ def _fresh_purchase(*, now: datetime, delay: timedelta, failure_scope: str) -> d
         "status_checks": 0,
         "failure_scope": failure_scope,
         "next_attempt_at": now + delay,
+        "released_at": None,
     }
 
 

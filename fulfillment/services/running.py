@@ -42,6 +42,7 @@ from fulfillment.services.common import (
     _complete_if_delivered,
     _unit_counts,
 )
+from fulfillment.services.funding import provider_release_by_deposit
 from fulfillment.services.halts import fault_hold_until, fault_probe_claim, product_resume, provider_resume
 from fulfillment.services.results import delivery_record_result
 from orders.models import Order, OrderItem
@@ -116,6 +117,9 @@ def fulfill_order(
             name = unit.provider or default_name
         # A halt stops every call through the provider; a pause stops new purchases of its SKU.
         blocking = faults.blocking(provider=name, sku=unit.item.sku if purchase else None)
+        if purchase and (unit.released_at is not None or unit.pk in faults.released):
+            # Released through a deposit halt: the deposit seen covers this purchase.
+            blocking = [fault for fault in blocking if not isinstance(fault, ProviderHalt)]
         probe = None
         if blocking:
             if len(blocking) == 1 and purchase and faults.probe_due(blocking[0]) and fault_probe_claim(blocking[0]):
@@ -141,7 +145,8 @@ def fulfill_order(
             on_unit(unit_report)
         scope = unit_report.failure_scope
         if probe is not None and not faults.same_kind(probe, scope):
-            faults.lift(probe, reason=f"a probe purchase met no such fault (answer: {unit_report.code or '-'})")
+            reason = f"a probe purchase met no such fault (answer: {unit_report.code or '-'})"
+            faults.lift(probe, reason=reason, balance=unit_report.balance)
         if scope in SHOP_WIDE_SCOPES:
             faults.reload_halt(name)
         elif scope == FailureScope.PRODUCT:
@@ -202,6 +207,7 @@ class _Faults:
     def __init__(self) -> None:
         self.halts: dict[str, ProviderHalt] = {}
         self.pauses: dict[tuple[str, str], ProductPause] = {}
+        self.released: set[int] = set()  # units this run's probe released through a deposit halt
 
     @classmethod
     def load(cls, *, skus: set[str]) -> _Faults:
@@ -240,10 +246,19 @@ class _Faults:
         """Whether an answer of `scope` is the fault `fault` again."""
         return scope in SHOP_WIDE_SCOPES if isinstance(fault, ProviderHalt) else scope == FailureScope.PRODUCT
 
-    def lift(self, fault: ProviderHalt | ProductPause, *, reason: str) -> None:
+    def lift(self, fault: ProviderHalt | ProductPause, *, reason: str, balance: int | None = None) -> None:
         if isinstance(fault, ProviderHalt):
-            provider_resume(provider=fault.provider, reason=reason)
-            self.halts.pop(fault.provider, None)
+            # A deposit halt lifts as far as the deposit the answer reported covers what waits.
+            released = None
+            if balance is not None:
+                released = provider_release_by_deposit(provider=fault.provider, balance=balance, source=reason)
+            if released is None:
+                provider_resume(provider=fault.provider, reason=reason)
+            if released is None or released.lifted:
+                self.halts.pop(fault.provider, None)
+            else:
+                self.released.update(unit.pk for unit in released.plan.release)
+                self.reload_halt(fault.provider)
         else:
             product_resume(provider=fault.provider, sku=fault.sku, reason=reason)
             self.pauses.pop((fault.provider, fault.sku), None)
@@ -291,13 +306,15 @@ def _process_unit(
         # raised by another run since this one started also stops (unless this is its probe).
         gate = Delivery.objects.filter(pk=unit.pk, claim_token=claim_token, status=DeliveryStatus.WAITING)
         if not isinstance(probe, ProviderHalt):
-            gate = gate.exclude(Exists(ProviderHalt.objects.filter(provider=provider_name)))
+            # A unit released through a deposit halt passes it (services.funding).
+            gate = gate.exclude(Exists(ProviderHalt.objects.filter(provider=provider_name)), released_at__isnull=True)
         if not isinstance(probe, ProductPause):
             gate = gate.exclude(Exists(ProductPause.objects.filter(provider=provider_name, sku=unit.item.sku)))
         sent = gate.update(
             status=DeliveryStatus.SENDING,
             provider=provider_name,
             reference_sent_at=now,
+            released_at=None,  # a release covers one purchase
             # Renewed per unit: an order's units are sent one after another under one claim.
             claim_expires_at=now + timedelta(seconds=settings.FULFILLMENT_CLAIM_SECONDS),
             purchase_attempts=F("purchase_attempts") + 1,

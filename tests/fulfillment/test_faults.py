@@ -214,6 +214,7 @@ def test_only_one_run_gets_to_probe(fake_digiflazz, deposit_ran_out):
 
 def test_a_probe_that_goes_through_lifts_a_halt(fake_digiflazz, deposit_ran_out):
     order = deposit_ran_out
+    fake_digiflazz.deposit = 500000  # topped up: the balance the probe's answer reports covers the rest
     fake_digiflazz.answer("0811", status="Sukses", rc="00")
     _probe_due(ProviderHalt)
     _make_due(order)
