@@ -41,8 +41,27 @@ class StaffAdminSite(admin.AdminSite):
         extra_context = {
             **(extra_context or {}),
             "problems": problems,
+            "deposit_shortfalls": _deposit_shortfalls(),
             "problems_total": sum(1 for problem in problems if problem.count),
             "provider_accounts": accounts,
             "balance_alert": None if threshold is None else provider_amount(threshold),
         }
         return super().index(request, extra_context)
+
+
+def _deposit_shortfalls() -> list[dict]:
+    """The halt tile's lines for each provider halted for its deposit: the balance seen, what the
+    held units cost, and how much more the deposit needs."""
+    from fulfillment.services.funding import deposit_shortfalls
+
+    return [
+        {
+            "provider": shortfall.provider,
+            "balance": provider_amount(shortfall.balance),
+            "held_units": shortfall.held_units,
+            "held_cost": provider_amount(shortfall.held_cost),
+            "held_unknown": shortfall.held_unknown,
+            "needed": provider_amount(shortfall.needed),
+        }
+        for shortfall in deposit_shortfalls()
+    ]

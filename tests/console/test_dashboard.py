@@ -215,3 +215,30 @@ def test_flagged_orders_and_paused_products_are_counted_and_linked(admin_client,
     assert [row.pk for row in flagged.context["cl"].result_list] == [order.pk]
     order_page = admin_client.get(reverse("admin:orders_order_change", args=[order.pk])).content.decode()
     assert "Gagal rc 74 after Sukses." in order_page
+
+
+def test_the_halt_tile_says_what_a_deposit_halt_needs(admin_client, digiflazz_settings, product_factory):
+    from fulfillment.models import Delivery
+    from fulfillment.providers.base import FailureScope
+    from fulfillment.services.funding import provider_release_by_deposit
+    from orders.services import ItemSpec, order_create, order_mark_paid
+
+    product = product_factory(sku="xld10", provider_price=10_000)
+    order = order_create(items=[ItemSpec(product=product, recipient="0811", quantity=3)])
+    order_mark_paid(order_id=order.pk, payment_id="1")
+    provider_halt(provider="digiflazz", code="44", reason="Deposit too low", scope=FailureScope.SHOP, balance=0)
+    ProviderAccount.objects.create(provider="digiflazz", balance=12_000)
+    provider_release_by_deposit(provider="digiflazz", balance=12_000, source="the account check")
+
+    page = admin_client.get(INDEX).content.decode()
+    assert "digiflazz: deposit seen 12,000; 2 held unit(s) cost 20,000; top up at least 18,000 more." in page
+
+    held = Delivery.objects.filter(order=order, released_at__isnull=True).first()
+    order_page = admin_client.get(reverse("admin:orders_order_change", args=[order.pk])).content.decode()
+    assert "does not cover this unit" in order_page and held.last_message.startswith("Held:")
+
+
+def test_a_halt_that_is_not_for_the_deposit_shows_no_deposit_line(admin_client, digiflazz_settings):
+    provider_halt(provider="digiflazz", code="41", reason="Signature rejected")
+    page = admin_client.get(INDEX).content.decode()
+    assert "deposit-shortfall" not in page
