@@ -13,7 +13,12 @@ FULFILLMENT_PROVIDER=flaky. Until the epoch time a test stores in the Redis key
 
 In every mode, while the key `flaky:deposit-empty` is set every new purchase is refused as a
 SHOP fault (the shop's deposit is used up; nothing is bought), and the account check reports the
-deposit stored in `flaky:balance`: a test "tops up" by raising it and deleting the key.
+deposit stored in `flaky:balance`: a test "tops up" by raising it and deleting the key. While
+`flaky:deposit-metered` is set instead, every new purchase costs PRICE out of `flaky:balance`
+(atomically) and is refused the same way when the balance does not cover it: a partial top-up
+pays for only some units. While `flaky:checks-down` is set, status checks get no answer (the
+purchase under them stays unknown). FLAKY_MIN_CHECK_SECONDS sets the provider's minimum interval
+between two requests about one reference (Digiflazz: 60 s), 0 by default.
 
 After that it is the Mock provider, idempotent per reference through its ledger. Every call is
 counted in Redis (the broker database, flushed per test), per unit and in total, so a test can
@@ -31,6 +36,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from datetime import timedelta
 
 from django.conf import settings
 
@@ -44,10 +50,22 @@ UNIT_CALLS_KEY = "flaky:unit-calls"
 DEPOSIT_EMPTY_KEY = "flaky:deposit-empty"
 BALANCE_KEY = "flaky:balance"
 DEPOSIT_CODE = "FLAKY_DEPOSIT"
+DEPOSIT_METERED_KEY = "flaky:deposit-metered"
+CHECKS_DOWN_KEY = "flaky:checks-down"
+PRICE = 10000  # what one unit costs out of a metered deposit
+
+# Takes ARGV[1] from the balance when it covers it; returns what is left, or -1 (nothing taken).
+_CHARGE = """
+local balance = tonumber(redis.call('GET', KEYS[1]) or '0')
+local price = tonumber(ARGV[1])
+if balance < price then return -1 end
+return redis.call('DECRBY', KEYS[1], price)
+"""
 
 
 class FlakyProvider(MockProvider):
     name = "flaky"
+    deposit_fault_codes = frozenset({DEPOSIT_CODE})
 
     def __init__(self, *, mode: str, **mock_options) -> None:
         if mode not in ("fail", "timeout"):
@@ -61,13 +79,15 @@ class FlakyProvider(MockProvider):
 
     @classmethod
     def from_settings(cls) -> FlakyProvider:
-        return cls(
+        provider = cls(
             mode=os.environ.get("FLAKY_MODE", "fail"),
             delay_min=settings.MOCK_FULFILLMENT_DELAY_MIN,
             delay_max=settings.MOCK_FULFILLMENT_DELAY_MAX,
             success_rate=settings.MOCK_FULFILLMENT_SUCCESS_RATE,
             pending_rate=settings.MOCK_FULFILLMENT_PENDING_RATE,
         )
+        provider.min_check_interval = timedelta(seconds=float(os.environ.get("FLAKY_MIN_CHECK_SECONDS", "0")))
+        return provider
 
     def _count(self, kind: str, params: FulfillmentParams) -> None:
         pipe = self._redis.pipeline()
@@ -89,10 +109,6 @@ class FlakyProvider(MockProvider):
         balance = self._balance()
         return AccountStatus(ok=True, balance=balance, message=f"Flaky deposit {balance}.")
 
-    @classmethod
-    def fault_cleared(cls, *, code: str, account: AccountStatus, lowest_balance: int | None) -> bool:
-        return code == DEPOSIT_CODE and account.balance is not None and account.balance > (lowest_balance or 0)
-
     def fulfill(self, params: FulfillmentParams) -> FulfillmentResult:
         self._count("fulfill", params)
         bought = MockLedgerEntry.objects.filter(reference=params.reference).exists()
@@ -100,6 +116,11 @@ class FlakyProvider(MockProvider):
             return FulfillmentResult.failed(
                 scope=FailureScope.SHOP, code=DEPOSIT_CODE, message="Flaky: deposit used up", balance=self._balance()
             )
+        if self._redis.exists(DEPOSIT_METERED_KEY) and not bought:
+            if self._redis.eval(_CHARGE, 1, BALANCE_KEY, PRICE) < 0:
+                return FulfillmentResult.failed(
+                    scope=FailureScope.SHOP, code=DEPOSIT_CODE, message="Flaky: deposit short", balance=self._balance()
+                )
         if self._down():
             if self.mode == "fail":
                 return FulfillmentResult.failed(
@@ -112,7 +133,7 @@ class FlakyProvider(MockProvider):
 
     def check_status(self, params: FulfillmentParams) -> FulfillmentResult:
         self._count("check", params)
-        if self._down():
+        if self._down() or self._redis.exists(CHECKS_DOWN_KEY):
             raise TimeoutError("Flaky: no answer from the supplier")
         # The Mock ledger answers for a known reference, and buys only if it never got there.
         return super().fulfill(params)
