@@ -236,11 +236,14 @@ class DepositShortfall:
     needed: int  # how much more the deposit needs for every held unit of known cost
 
 
-def deposit_shortfalls() -> list[DepositShortfall]:
-    """One DepositShortfall per provider halted for its deposit, by provider name: one aggregate
-    query over the units waiting behind each halt."""
+def deposit_shortfalls(*, halts: Sequence[ProviderHalt] | None = None) -> list[DepositShortfall]:
+    """One DepositShortfall per provider halted for its deposit, by provider name: two queries per
+    such halt (the balance seen, one aggregate over the units waiting behind it). `halts`: the
+    halts already read (provider and code are enough), else they are read here."""
     shortfalls = []
-    for halt in ProviderHalt.objects.order_by("provider"):
+    if halts is None:
+        halts = list(ProviderHalt.objects.order_by("provider"))
+    for halt in sorted(halts, key=lambda halt: halt.provider):
         if not is_deposit_halt(halt):
             continue
         account = ProviderAccount.objects.filter(provider=halt.provider).values("balance", "balance_checked_at").first()

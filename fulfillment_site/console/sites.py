@@ -21,13 +21,19 @@ class StaffAdminSite(admin.AdminSite):
 
     def each_context(self, request):
         context = super().each_context(request)
-        context["provider_halts"] = active_halts() if request.user.is_active and request.user.is_staff else []
+        halts = []
+        if request.user.is_active and request.user.is_staff:
+            # The dashboard reads the halts first (its halt tile); the banner reuses them.
+            halts = getattr(request, "console_halts", None)
+            halts = active_halts() if halts is None else halts
+        context["provider_halts"] = halts
         return context
 
     def index(self, request, extra_context=None):
         from fulfillment.models import ProviderAccount
 
         problems = problems_count()
+        halts = request.console_halts = active_halts()
         threshold = settings.PROVIDER_BALANCE_ALERT
         accounts = [
             {
@@ -41,7 +47,7 @@ class StaffAdminSite(admin.AdminSite):
         extra_context = {
             **(extra_context or {}),
             "problems": problems,
-            "deposit_shortfalls": _deposit_shortfalls(),
+            "deposit_shortfalls": _deposit_shortfalls(halts),
             "problems_total": sum(1 for problem in problems if problem.count),
             "provider_accounts": accounts,
             "balance_alert": None if threshold is None else provider_amount(threshold),
@@ -49,11 +55,14 @@ class StaffAdminSite(admin.AdminSite):
         return super().index(request, extra_context)
 
 
-def _deposit_shortfalls() -> list[dict]:
+def _deposit_shortfalls(halts: list[dict]) -> list[dict]:
     """The halt tile's lines for each provider halted for its deposit: the balance seen, what the
     held units cost, and how much more the deposit needs."""
+    from fulfillment.models import ProviderHalt
     from fulfillment.services.funding import deposit_shortfalls
 
+    # Only a halt for the deposit costs queries.
+    rows = [ProviderHalt(provider=halt["provider"], code=halt["code"]) for halt in halts]
     return [
         {
             "provider": shortfall.provider,
@@ -63,5 +72,5 @@ def _deposit_shortfalls() -> list[dict]:
             "held_unknown": shortfall.held_unknown,
             "needed": provider_amount(shortfall.needed),
         }
-        for shortfall in deposit_shortfalls()
+        for shortfall in deposit_shortfalls(halts=rows)
     ]

@@ -242,3 +242,27 @@ def test_a_halt_that_is_not_for_the_deposit_shows_no_deposit_line(admin_client, 
     provider_halt(provider="digiflazz", code="41", reason="Signature rejected")
     page = admin_client.get(INDEX).content.decode()
     assert "deposit-shortfall" not in page
+
+
+def test_the_deposit_line_costs_the_same_queries_however_many_units_wait(admin_client, paid_order_factory, settings):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from fulfillment.providers.base import FailureScope
+    from fulfillment.providers.mock import DEPOSIT_CODE
+
+    settings.FULFILLMENT_PROVIDER = "mock"
+    paid_order_factory(payment_id="1")
+    provider_halt(provider="mock", code=DEPOSIT_CODE, reason="Mock deposit", scope=FailureScope.SHOP, balance=0)
+    admin_client.get(INDEX)  # the first request of a process fills caches
+
+    def queries() -> int:
+        with CaptureQueriesContext(connection) as captured:
+            page = admin_client.get(INDEX).content.decode()
+        assert 'id="deposit-shortfall-mock"' in page
+        return len(captured)
+
+    few = queries()
+    for n in range(2, 8):
+        paid_order_factory(quantities=(2,), payment_id=str(n))
+    assert queries() == few
