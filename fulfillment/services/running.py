@@ -345,7 +345,7 @@ def _process_unit(
             claim_expires_at=now + timedelta(seconds=settings.FULFILLMENT_CLAIM_SECONDS)
         )
         if not renewed:
-            _wait_for_check_interval(unit, claim_token=claim_token, interval=provider.min_check_interval)
+            _wait_for_check_interval(unit, claim_token=claim_token, interval=provider.min_check_interval, now=now)
             return None
 
     params = _params(unit)
@@ -394,13 +394,13 @@ def _not_asked_within(units, *, unit: Delivery, interval: timedelta, now: dateti
     return units.exclude(reference_sent_at__gt=since).exclude(Exists(_requests_since(unit, since=since)))
 
 
-def _wait_for_check_interval(unit: Delivery, *, claim_token: str, interval: timedelta) -> None:
+def _wait_for_check_interval(unit: Delivery, *, claim_token: str, interval: timedelta, now: datetime) -> None:
     """The check was refused as too soon after the last request about the reference: release the
     unit, due again once the provider's minimum interval has passed since that request. A unit
     that moved on meanwhile (another run, a callback) is left alone."""
     if not interval:
         return
-    since = timezone.now() - interval
+    since = now - interval  # the same window the refused renewal looked at
     last = _requests_since(unit, since=since).aggregate(last=Max("started_at"))["last"]
     sent = Delivery.objects.filter(pk=unit.pk).values_list("reference_sent_at", flat=True).first()
     latest = max(filter(None, (last, sent if sent and sent > since else None)), default=None)
