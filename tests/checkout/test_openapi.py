@@ -203,6 +203,18 @@ def test_the_answers_match_their_schemas(schema, bank, post_order, phone_product
     assert browser.status_code == 200 and browser["Content-Type"] == "application/json"
 
 
+def test_every_operation_in_the_schema_answers_in_the_one_error_shape(schema):
+    """A view added to the API later gets the error handler and JSON answers by subclassing
+    CustomerAPIView; one that does not would answer DRF's own error shapes."""
+    from django.urls import resolve
+
+    from orders.api.views import CustomerAPIView
+
+    for path in schema["paths"]:
+        view = resolve(re.sub(r"\{[^}]+\}", "x", path)).func.view_class
+        assert issubclass(view, CustomerAPIView), f"{path}: {view.__name__} is not a CustomerAPIView"
+
+
 def test_machine_endpoints_are_not_in_the_schema(schema):
     assert not any("tbank" in path or "digiflazz" in path or "healthz" in path for path in schema["paths"])
 
