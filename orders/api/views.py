@@ -106,9 +106,8 @@ class OrderCreateView(CustomerAPIView):
         parameters=[
             OpenApiParameter(
                 "Idempotency-Key",
-                OpenApiTypes.STR,
+                {"type": "string", "minLength": 1, "maxLength": 255, "pattern": IDEMPOTENCY_KEY_PATTERN},
                 OpenApiParameter.HEADER,
-                pattern=IDEMPOTENCY_KEY_PATTERN,
                 description="Any unique string of 1 to 255 printable ASCII characters without spaces, e.g. a UUID. "
                 "Recommended: a repeat with the same key and body never creates a second order or payment.",
             ),
