@@ -23,18 +23,17 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 # Top-level codes of each refusal (fields carry their own, DRF's: required, invalid, max_value...).
 ERROR_CODES = {
-    "invalid": "400: the request breaks the schema; `errors` names each bad field.",
-    "parse_error": "400: the body is not readable JSON.",
-    "not_found": "404: no such order (or a wrong token).",
-    "method_not_allowed": "405: the operation has no such method.",
-    "not_acceptable": "406: the Accept header asks for something other than JSON.",
-    "idempotency_key_in_progress": "409: a request with this Idempotency-Key is being processed.",
-    "body_too_large": "413: the body is over 64 KiB.",
-    "unsupported_media_type": "415: the body is not application/json.",
-    "order_not_accepted": "422: the order is well formed but cannot be sold as asked; `errors` says why.",
-    "idempotency_key_reused": "422: the Idempotency-Key was used with another body.",
-    "throttled": "429: too many orders from this address; see Retry-After.",
-    "payment_unavailable": "503: the bank could not start the payment; repeat with the same Idempotency-Key.",
+    "invalid": "400: the request breaks the schema; `errors` names each bad field",
+    "parse_error": "400: the body is not readable JSON",
+    "not_found": "404: no such order, or a wrong token",
+    "method_not_allowed": "405: the operation has no such method",
+    "idempotency_key_in_progress": "409: a request with this Idempotency-Key is being processed",
+    "body_too_large": "413: the body is over 64 KiB",
+    "unsupported_media_type": "415: the body is not application/json",
+    "order_not_accepted": "422: the order is well formed but cannot be sold as asked; `errors` says why",
+    "idempotency_key_reused": "422: the Idempotency-Key was used with another body",
+    "throttled": "429: too many orders from this address; see Retry-After",
+    "payment_unavailable": "503: the bank could not start the payment; repeat with the same Idempotency-Key",
 }
 
 

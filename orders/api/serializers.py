@@ -6,7 +6,7 @@ from django.conf import settings
 from django.core.validators import RegexValidator
 from rest_framework import serializers
 
-from orders.api.errors import OrderNotAccepted, field_error
+from orders.api.errors import ERROR_CODES, OrderNotAccepted, field_error
 from orders.models import Product
 from orders.services.lifecycle import ItemSpec
 from orders.state import OrderStatus
@@ -226,7 +226,10 @@ class ErrorSerializer(serializers.Serializer):
     """Every refusal of the customer API has this shape (see orders.api.errors)."""
 
     detail = serializers.CharField(help_text="What is wrong and how to fix it, for people.")
-    code = serializers.CharField(help_text="Stable code of the refusal, for programs (see each answer).")
+    code = serializers.CharField(
+        help_text="Stable code of the refusal, for programs: "
+        + "; ".join(f"`{code}` ({meaning})" for code, meaning in ERROR_CODES.items())
+    )
     errors = FieldErrorSerializer(many=True, help_text="One entry per bad field; empty when no field is at fault.")
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from rest_framework.exceptions import ErrorDetail
 
-from orders.api.errors import flatten_errors
+from orders.api.errors import ERROR_CODES, flatten_errors
 from tests.checkout.conftest import order_body
 
 pytestmark = pytest.mark.django_db
@@ -17,6 +17,7 @@ def shape(response, status: int, code: str) -> dict:
     assert response["Content-Type"] == "application/json"
     body = response.json()
     assert set(body) == {"detail", "code", "errors"} and body["code"] == code and body["detail"], body
+    assert code in ERROR_CODES, f"{code} is not documented in the schema (ERROR_CODES)"
     return body
 
 

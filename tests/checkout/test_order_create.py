@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 import pytest
 from django.utils import timezone
 
+from orders.api.errors import ERROR_CODES
 from orders.models import IdempotencyKey, Order, OrderItem, Payment, TBankCall, TBankCallOutcome
 from orders.services.checkout import init_request
 from orders.tbank.client import TBankClient
@@ -146,6 +147,7 @@ def assert_error_shape(response, status: int, code: str) -> list[dict]:
     assert response.status_code == status, response.content
     body = response.json()
     assert set(body) == {"detail", "code", "errors"} and body["code"] == code, body
+    assert code in ERROR_CODES, f"{code} is not documented in the schema (ERROR_CODES)"
     assert body["detail"] and all(set(error) == {"field", "message", "code"} for error in body["errors"])
     return body["errors"]
 
