@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test migrate demo lint bench bench-quick bench-scale clean
+.PHONY: install run test migrate demo lint bench bench-quick bench-scale contract clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,3 +46,7 @@ bench-scale: install
 
 clean:
 	rm -rf var/ .pytest_cache
+
+# Schemathesis against a server started for the run: is the API what /api/schema/ says?
+contract: install
+	$(BIN)/python scripts/contract.py $(CONTRACT_ARGS)

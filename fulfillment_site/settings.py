@@ -182,7 +182,7 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [],
     "DEFAULT_PERMISSION_CLASSES": [],
     "UNAUTHENTICATED_USER": None,
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "orders.api.schema.CustomerAPISchema",
     # Proxies in front of the site that append to X-Forwarded-For; 0 = the client address is REMOTE_ADDR.
     "NUM_PROXIES": env.int("API_NUM_PROXIES", default=0),
     "DEFAULT_THROTTLE_RATES": {"order_create": env("ORDER_CREATE_THROTTLE_RATE", default="20/min")},
@@ -198,6 +198,13 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Both answers that carry an order's status use the one list of statuses.
+    "ENUM_NAME_OVERRIDES": {"OrderStatusEnum": "orders.api.serializers.ORDER_STATUSES"},
+    # The enum components (the default hook), then the links between operations (orders.api.schema).
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "orders.api.schema.add_links",
+    ],
 }
 
 # --- Customer checkout ------------------------------------------------------------------------

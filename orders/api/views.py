@@ -6,12 +6,15 @@ import re
 
 from django.utils import translation
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
+from rest_framework.negotiation import DefaultContentNegotiation
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
+from orders.api.errors import api_exception_handler, error_response, field_error
 from orders.api.parsers import StrictJSONParser
 from orders.api.serializers import (
     ErrorSerializer,
@@ -19,6 +22,7 @@ from orders.api.serializers import (
     OrderCreateSerializer,
     OrderStatusSerializer,
     ProductSerializer,
+    order_items_resolve,
 )
 from orders.models import Product
 from orders.services.checkout import (
@@ -27,10 +31,16 @@ from orders.services.checkout import (
     order_checkout,
     order_checkout_repeat,
 )
-from orders.services.lifecycle import ItemSpec
 from orders.status import order_for_customer, order_status_data
 
-IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
+#: An Idempotency-Key: 1 to 255 printable ASCII characters without spaces (the schema's pattern).
+IDEMPOTENCY_KEY_PATTERN = r"^[!-~]{1,255}$"
+IDEMPOTENCY_KEY = re.compile(r"[!-~]{1,255}")
+
+
+def _error_responses(**described: str) -> dict[int, OpenApiResponse]:
+    """Error answers, each in the one error shape (ErrorSerializer), keyed by status."""
+    return {int(code[1:]): OpenApiResponse(ErrorSerializer, description=text) for code, text in described.items()}
 
 
 class OrderCreateThrottle(SimpleRateThrottle):
@@ -42,18 +52,34 @@ class OrderCreateThrottle(SimpleRateThrottle):
         return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
 
 
-class ProductListView(APIView):
+class JSONOnlyNegotiation(DefaultContentNegotiation):
+    """Answers are JSON whatever the Accept header says (the schema documents JSON only): a
+    browser gets the JSON, not DRF's browsable page, and no client is refused with a 406."""
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+
+class CustomerAPIView(APIView):
+    """Base of the customer API's views: JSON answers, every refusal in the one error shape."""
+
+    renderer_classes = [JSONRenderer]
+    content_negotiation_class = JSONOnlyNegotiation
+
+    def get_exception_handler(self):
+        return api_exception_handler
+
+
+class ProductListView(CustomerAPIView):
+    """Products on sale, by name; `price` in kopecks."""
+
     @extend_schema(summary="The catalogue: products on sale", responses=ProductSerializer(many=True))
     def get(self, request):
         products = Product.objects.filter(is_active=True).order_by("name", "id")
         return Response(ProductSerializer(products, many=True).data)
 
 
-def _error(http_status: int, detail: str, code: str) -> Response:
-    return Response({"detail": detail, "code": code}, status=http_status)
-
-
-class OrderCreateView(APIView):
+class OrderCreateView(CustomerAPIView):
     parser_classes = [StrictJSONParser]
     throttle_classes = [OrderCreateThrottle]
 
@@ -63,47 +89,77 @@ class OrderCreateView(APIView):
             "Validates everything before anything is written. Creates the order NEW and calls T-Bank Init; "
             "send the customer to `payment_url`. With an `Idempotency-Key` header, repeating the same request "
             "returns the same answer (no second order, no second payment); after a 503, repeating it tries to "
-            "start the payment again for the same order."
+            "start the payment again for the same order.\n\n"
+            "A request that breaks this schema is refused with 400; a request the schema allows but that "
+            "cannot be sold as asked (a product not on sale, a recipient not in its product's "
+            "`recipient_pattern`, more than ORDER_MAX_UNITS units in all) with 422. Every refusal has the "
+            "`Error` shape; `errors` names each field at fault."
         ),
         request=OrderCreateSerializer,
+        examples=[
+            OpenApiExample(
+                "Two top-ups for one player",
+                request_only=True,
+                value={"email": "you@example.com", "items": [{"product": 3, "quantity": 2, "recipient": "12345678"}]},
+            )
+        ],
         parameters=[
             OpenApiParameter(
                 "Idempotency-Key",
-                OpenApiTypes.STR,
+                {"type": "string", "minLength": 1, "maxLength": 255, "pattern": IDEMPOTENCY_KEY_PATTERN},
                 OpenApiParameter.HEADER,
-                description="Any unique string (up to 255 printable ASCII characters), e.g. a UUID.",
-            )
+                description="Any unique string of 1 to 255 printable ASCII characters without spaces, e.g. a UUID. "
+                "Recommended: a repeat with the same key and body never creates a second order or payment.",
+            ),
+            OpenApiParameter(
+                "Retry-After",
+                OpenApiTypes.INT,
+                OpenApiParameter.HEADER,
+                response=[429],
+                required=True,
+                description="Seconds to wait before the next order from this address.",
+            ),
         ],
         responses={
-            201: OrderCreatedSerializer,
-            400: OpenApiResponse(description="Invalid body: each bad field is named (DRF error format)."),
-            409: OpenApiResponse(ErrorSerializer, description="A request with this Idempotency-Key is in progress."),
-            413: OpenApiResponse(ErrorSerializer, description="Body too large."),
-            422: OpenApiResponse(ErrorSerializer, description="Idempotency-Key reused with another body."),
-            429: OpenApiResponse(ErrorSerializer, description="Too many orders from this address; retry later."),
-            503: OpenApiResponse(ErrorSerializer, description="T-Bank could not start the payment; order kept NEW."),
+            201: OpenApiResponse(OrderCreatedSerializer, description="The order, NEW, with its payment link."),
+            **_error_responses(
+                _400="The request breaks the schema (code `invalid`; `parse_error` for a body that is not "
+                "JSON): each bad field is named in `errors`. Nothing is written or sent.",
+                _409="A request with this Idempotency-Key is being processed (`idempotency_key_in_progress`); "
+                "repeat it in a few seconds.",
+                _413="The body is over 64 KiB (`body_too_large`).",
+                _415="The body is not `application/json` (`unsupported_media_type`).",
+                _422="A well-formed order that cannot be sold as asked (`order_not_accepted`: `errors` says "
+                "which item, with code `not_on_sale`, `recipient_format` or `too_many_units`), or an "
+                "Idempotency-Key used before with another body (`idempotency_key_reused`). Nothing is written.",
+                _429="Too many orders from this address (`throttled`); retry after `Retry-After` seconds.",
+                _503="T-Bank could not start the payment (`payment_unavailable`); the order is kept NEW, and "
+                "repeating the request with the same Idempotency-Key tries again.",
+            ),
         },
     )
     def post(self, request):
-        key = request.headers.get("Idempotency-Key", "")
-        if key and not IDEMPOTENCY_KEY.fullmatch(key):
-            return Response(
-                {"Idempotency-Key": ["Use 1 to 255 printable ASCII characters without spaces (a UUID is ideal)."]},
-                status=status.HTTP_400_BAD_REQUEST,
+        key = request.headers.get("Idempotency-Key")
+        if key is not None and not IDEMPOTENCY_KEY.fullmatch(key):
+            message = "Use 1 to 255 printable ASCII characters without spaces (a UUID is ideal), or send no key."
+            return error_response(
+                status.HTTP_400_BAD_REQUEST,
+                f"The Idempotency-Key header is invalid: {message}",
+                "invalid",
+                [field_error("Idempotency-Key", message)],
             )
+        key = key or ""
         data = request.data
+        # The schema first (400): a body that breaks it is refused the same with or without a key.
+        serializer = OrderCreateSerializer(data=data)
+        serializer.is_valid(raise_exception=True)
         request_hash = checkout_request_hash(data)
         if key:
             record = idempotency_key_find(key=key)
             if record is not None:
-                answer = order_checkout_repeat(record=record, request_hash=request_hash)
-                return Response(answer.body, status=answer.http_status)
-        serializer = OrderCreateSerializer(data=data)
-        serializer.is_valid(raise_exception=True)
-        items = [
-            ItemSpec(product=item["product_obj"], recipient=item["recipient"], quantity=item["quantity"])
-            for item in serializer.validated_data["items"]
-        ]
+                # Before the catalogue: a repeat gets the first answer even if a product left the shop since.
+                return self._answer(order_checkout_repeat(record=record, request_hash=request_hash))
+        items = order_items_resolve(serializer.validated_data["items"])
         answer = order_checkout(
             items=items,
             email=serializer.validated_data["email"],
@@ -111,22 +167,46 @@ class OrderCreateView(APIView):
             idempotency_key=key,
             request_hash=request_hash,
         )
+        return self._answer(answer)
+
+    @staticmethod
+    def _answer(answer) -> Response:
+        if answer.http_status >= 400:
+            # The service's refusals (409, 422, 503, replayed ones too) in the one error shape.
+            return error_response(answer.http_status, answer.body["detail"], answer.body["code"])
         return Response(answer.body, status=answer.http_status)
 
 
-class OrderStatusView(APIView):
+class OrderStatusView(CustomerAPIView):
+    """An order as its customer sees it: status, amounts, and each unit with its code once delivered."""
+
     @extend_schema(
         summary="The customer's view of an order, with the delivered codes",
         parameters=[
             OpenApiParameter(
-                "token", OpenApiTypes.STR, OpenApiParameter.QUERY, required=True, description="access_token"
+                "token",
+                OpenApiTypes.STR,
+                OpenApiParameter.QUERY,
+                required=True,
+                description="The order's `access_token` (from the answer of POST /api/orders).",
             )
         ],
-        responses={200: OrderStatusSerializer, 404: OpenApiResponse(ErrorSerializer, description="No such order.")},
+        responses={
+            200: OrderStatusSerializer,
+            **_error_responses(
+                _400="No `token` given (`invalid`).",
+                _404="No order with this id and token (`not_found`); a wrong token answers the same as an unknown id.",
+            ),
+        },
     )
     def get(self, request, public_id: str):
-        order = order_for_customer(public_id=public_id, token=request.query_params.get("token", ""))
+        token = request.query_params.get("token")
+        if token is None:
+            message = "Give the order's access_token as ?token= (from the answer of POST /api/orders)."
+            errors = [field_error("token", message, "required")]
+            return error_response(status.HTTP_400_BAD_REQUEST, f"The token is missing: {message}", "invalid", errors)
+        order = order_for_customer(public_id=public_id, token=token)
         if order is None:
             # The same answer for a wrong token and an unknown id: a token cannot be probed.
-            return _error(404, "No order with this id and token.", "not_found")
+            return error_response(404, "No order with this id and token.", "not_found")
         return Response(OrderStatusSerializer(order_status_data(order)).data)

@@ -19,7 +19,7 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from django.conf import settings
@@ -300,7 +300,8 @@ def order_payment_start(*, order: Order) -> Payment:
         return existing
 
     request = init_request(order)
-    _, due = redirect_due_date()
+    # The expiry we keep is the one the bank was sent (computing it again could be a second later).
+    due = datetime.fromisoformat(request["redirect_due_date"])
     try:
         answer = _recorded_call(order, "Init", _audit_request(request), lambda: client.init(**request))
     except TBankRefused as exc:
