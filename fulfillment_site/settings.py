@@ -10,6 +10,8 @@ from pathlib import Path
 
 import environ
 
+from fulfillment_site.logs import logging_config
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
@@ -84,6 +86,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # /healthz and /readyz, answered before the HTTPS redirect and the host check (load balancers
+    # probe a backend by its address, over plain HTTP).
+    "fulfillment_site.health.HealthCheckMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Serves collected static files (the admin's styles) from the WSGI process itself.
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -393,11 +398,14 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celery" / "beat-schedule")
 CELERY_LOG_PERIODIC_TASKS = env.bool("CELERY_LOG_PERIODIC_TASKS", default=False)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
-}
+# plain: `time level logger message [order <public id>]`; json: one JSON object per line (time,
+# level, logger, message, order, task), for a log collector. Secret values are masked in both
+# (fulfillment_site/logs.py). With json the Celery worker and beat write through it too.
+LOG_FORMAT = env("LOG_FORMAT", default="plain").strip().lower()
+LOGGING = logging_config(log_format=LOG_FORMAT, level=env("LOG_LEVEL", default="INFO"))
+
+# --- Health checks (fulfillment_site/health.py) ------------------------------------------------
+# /healthz (the process answers) and /readyz (database, broker, migrations) are answered before
+# any other middleware: no HTTPS redirect, host check, session or throttle stands between a load
+# balancer and them. Each /readyz check waits at most this long for the broker.
+HEALTH_CHECK_TIMEOUT_SECONDS = env.float("HEALTH_CHECK_TIMEOUT_SECONDS", default=2.0)
