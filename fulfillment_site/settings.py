@@ -393,6 +393,12 @@ CELERY_WORKER_CONCURRENCY = env.int("CELERY_WORKER_CONCURRENCY", default=32)
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celery" / "beat-schedule")
+# Beat opens its schedule file but does not create its folder: on a fresh machine with a network
+# broker (nothing else writes under VAR_DIR) it would stop at startup.
+try:
+    Path(CELERY_BEAT_SCHEDULE_FILENAME).parent.mkdir(parents=True, exist_ok=True)
+except OSError:
+    pass  # a read-only filesystem (a web container): only beat needs the folder, and says so
 # Celery logs every run of every task at INFO; the periodic ones (reconciliation, account check)
 # run every few seconds and mostly find nothing, so their lines are dropped unless this is set.
 CELERY_LOG_PERIODIC_TASKS = env.bool("CELERY_LOG_PERIODIC_TASKS", default=False)
