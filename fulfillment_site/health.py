@@ -96,15 +96,18 @@ def broker_check() -> Check:
     transport_options = dict(app.conf.broker_transport_options or {})
     if url.startswith(("redis://", "rediss://")):
         transport_options.update(socket_connect_timeout=timeout, socket_timeout=timeout)
-    connection = app.connection_for_write(connect_timeout=timeout, transport_options=transport_options)
+    connection = None
     try:
+        # A transport that cannot even load (a missing package) fails here: still a 503, not a 500.
+        connection = app.connection_for_write(connect_timeout=timeout, transport_options=transport_options)
         # One attempt, no retry loop: a load balancer asks again in a few seconds anyway.
         connection.ensure_connection(max_retries=0, timeout=timeout)
         connection.default_channel  # noqa: B018 - Redis only talks to the server when a channel opens
     except Exception as exc:  # noqa: BLE001
         return Check("broker", False, f"no connection ({type(exc).__name__})")
     finally:
-        connection.release()
+        if connection is not None:
+            connection.release()
     return Check("broker", True, "accepted a connection")
 
 

@@ -197,3 +197,18 @@ def test_a_process_going_unready_logs_it_once_not_once_per_probe(fake_broker, ca
         ),
         ("INFO", "fulfillment_site.health", "Ready: database, broker and migrations pass"),
     ]
+
+
+def test_a_broker_transport_that_cannot_load_is_a_503_not_a_500(monkeypatch):
+    # As on a fresh install missing a package kombu's Redis transport imports.
+    monkeypatch.setitem(app.conf, "broker_url", "redis://127.0.0.1:6379/0")
+
+    def cannot_load(**kwargs):
+        raise ModuleNotFoundError("No module named 'packaging'")
+
+    monkeypatch.setattr(app, "connection_for_write", cannot_load)
+
+    response, body = get("/readyz")
+
+    assert response.status_code == 503
+    assert body["checks"]["broker"] == {"ok": False, "detail": "no connection (ModuleNotFoundError)"}
