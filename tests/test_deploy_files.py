@@ -1,8 +1,8 @@
 """The deployment files (Procfile, deploy/systemd, compose.yaml, Dockerfile) start what exists,
 the same way everywhere, with exactly one beat; the systemd units pass `systemd-analyze verify`.
 
-No container engine runs in CI (docs/operations.md, "Containers" says what was run by hand), so
-compose.yaml and the Dockerfile are checked here by reading them.
+Read here, on any machine; tests/integration/test_container.py also builds the image and runs
+it (compose.yaml's PostgreSQL and Redis images come from a registry and are not started).
 """
 
 from __future__ import annotations

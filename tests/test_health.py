@@ -23,6 +23,12 @@ def get(path: str, **extra):
     return response, json.loads(response.content) if response.content else None
 
 
+def use_broker(monkeypatch, url: str) -> None:
+    # Celery reads CELERY_BROKER_URL from the environment before its configuration.
+    monkeypatch.setenv("CELERY_BROKER_URL", url)
+    monkeypatch.setitem(app.conf, "broker_url", url)
+
+
 class FakeBrokerConnection:
     """Stands in for kombu's connection: records how it was asked, refuses when told to."""
 
@@ -48,7 +54,7 @@ def fake_broker(monkeypatch):
     calls: list = []
 
     def install(*, refuse: bool):
-        monkeypatch.setitem(app.conf, "broker_url", f"redis://:{SECRET}@10.1.2.3:6379/0")
+        use_broker(monkeypatch, f"redis://:{SECRET}@10.1.2.3:6379/0")
         monkeypatch.setattr(
             app,
             "connection_for_write",
@@ -109,7 +115,7 @@ def test_broker_down_is_unavailable_and_says_so_without_the_url_or_password(fake
 
 
 def test_the_filesystem_broker_is_unavailable_when_its_folder_is_gone(monkeypatch, tmp_path):
-    monkeypatch.setitem(app.conf, "broker_url", "filesystem://localhost//")
+    use_broker(monkeypatch, "filesystem://localhost//")
     gone = str(tmp_path / "gone")
     monkeypatch.setitem(app.conf, "broker_transport_options", {"data_folder_in": gone, "data_folder_out": gone})
 
@@ -201,7 +207,7 @@ def test_a_process_going_unready_logs_it_once_not_once_per_probe(fake_broker, ca
 
 def test_a_broker_transport_that_cannot_load_is_a_503_not_a_500(monkeypatch):
     # As on a fresh install missing a package kombu's Redis transport imports.
-    monkeypatch.setitem(app.conf, "broker_url", "redis://127.0.0.1:6379/0")
+    use_broker(monkeypatch, "redis://127.0.0.1:6379/0")
 
     def cannot_load(**kwargs):
         raise ModuleNotFoundError("No module named 'packaging'")
