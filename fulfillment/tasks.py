@@ -12,6 +12,7 @@ from celery import shared_task
 from django.db import DatabaseError
 
 from fulfillment import services
+from fulfillment_site.logs import bind_order
 
 logger = logging.getLogger(__name__)
 
@@ -31,8 +32,11 @@ def deliver_order(order_id: int) -> dict:
     try:
         report = services.fulfill_order(order_id)
     except (services.OrderNotFound, services.OrderNotFulfillable) as exc:
+        bind_order(getattr(exc, "public_id", None))
         logger.info("Nothing to deliver: %s", exc)
         return {"order_id": order_id, "skipped": str(exc)}
+    # Celery's own line about the finished task is about this order too.
+    bind_order(report.order_public_id, pk=order_id)
     return {
         "order_id": order_id,
         "delivered": report.units_delivered,

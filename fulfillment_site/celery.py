@@ -1,10 +1,14 @@
 """The Celery application: configured from Django settings (CELERY_* names)."""
 
 import logging
+import logging.config
 import os
+from pathlib import Path
 
 from celery import Celery
-from celery.signals import worker_init
+from celery.signals import setup_logging, task_postrun, task_prerun, worker_init
+
+from fulfillment_site.logs import task_finished, task_started
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "fulfillment_site.settings")
 
@@ -42,6 +46,35 @@ class QuietPeriodicTasks(logging.Filter):
 
 for _logger in ("celery.beat", "celery.worker.strategy", "celery.app.trace"):
     logging.getLogger(_logger).addFilter(QuietPeriodicTasks())
+
+# Every task starts and ends with no order bound to its log lines (threads serve task after task).
+task_prerun.connect(task_started, dispatch_uid="fulfillment_site.celery.task_started")
+task_postrun.connect(task_finished, dispatch_uid="fulfillment_site.celery.task_finished")
+
+
+def _json_logs() -> bool:
+    """LOG_FORMAT=json, from the environment or .env (read as settings.py reads it): decided
+    before the settings are loaded, because Celery sets up its logging only when nobody else does."""
+    env_file = Path(__file__).resolve().parent.parent / ".env"
+    if "LOG_FORMAT" not in os.environ and env_file.exists():
+        import environ
+
+        environ.Env.read_env(str(env_file))
+    return os.environ.get("LOG_FORMAT", "").strip().lower() == "json"
+
+
+if _json_logs():
+
+    @setup_logging.connect
+    def _log_through_django(loglevel=None, **kwargs) -> None:
+        """The worker and beat write JSON lines through settings.LOGGING, like the web processes,
+        instead of Celery's own format; `--loglevel` still sets the level."""
+        from django.conf import settings
+
+        logging.config.dictConfig(settings.LOGGING)
+        if loglevel:
+            logging.getLogger().setLevel(loglevel)
+
 
 app = Celery("fulfillment_site")
 app.config_from_object("django.conf:settings", namespace="CELERY")

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import environ
 
+from fulfillment_site.logs import logging_config
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
@@ -84,6 +86,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # /healthz and /readyz, answered before the HTTPS redirect and the host check (load balancers
+    # probe a backend by its address, over plain HTTP).
+    "fulfillment_site.health.HealthCheckMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Serves collected static files (the admin's styles) from the WSGI process itself.
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -395,16 +400,25 @@ CELERY_WORKER_CONCURRENCY = env.int("CELERY_WORKER_CONCURRENCY", default=32)
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celery" / "beat-schedule")
+# Beat opens its schedule file but does not create its folder: on a fresh machine with a network
+# broker (nothing else writes under VAR_DIR) it would stop at startup.
+try:
+    Path(CELERY_BEAT_SCHEDULE_FILENAME).parent.mkdir(parents=True, exist_ok=True)
+except OSError:
+    pass  # a read-only filesystem (a web container): only beat needs the folder, and says so
 # Celery logs every run of every task at INFO; the periodic ones (reconciliation, account check)
 # run every few seconds and mostly find nothing, so their lines are dropped unless this is set.
 CELERY_LOG_PERIODIC_TASKS = env.bool("CELERY_LOG_PERIODIC_TASKS", default=False)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
-}
+# plain: `time level logger message [order <public id>]`; json: one JSON object per line (time,
+# level, logger, message, order, task), for a log collector. Secret values are masked in both
+# (fulfillment_site/logs.py). With json the Celery worker and beat write through it too.
+LOG_FORMAT = env("LOG_FORMAT", default="plain").strip().lower()
+LOGGING = logging_config(log_format=LOG_FORMAT, level=env("LOG_LEVEL", default="INFO"))
+
+# --- Health checks (fulfillment_site/health.py) ------------------------------------------------
+# /healthz (the process answers) and /readyz (database, broker, migrations) are answered before
+# any other middleware: no HTTPS redirect, host check, session or throttle stands between a load
+# balancer and them. Each /readyz check waits at most this long for the broker.
+HEALTH_CHECK_TIMEOUT_SECONDS = env.float("HEALTH_CHECK_TIMEOUT_SECONDS", default=2.0)

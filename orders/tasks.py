@@ -13,10 +13,12 @@ import logging
 from celery import shared_task
 from django.db import DatabaseError
 
+from fulfillment_site.logs import bind_order
 from orders.models import Refund
 from orders.services import refunds
 from orders.services.emails import (
     EmailSendFailed,
+    customer_email_order_public_id,
     customer_email_send,
     customer_emails_requeue,
     email_retry_delay,
@@ -36,6 +38,7 @@ logger = logging.getLogger(__name__)
 )
 def send_customer_email(self, email_id: int) -> str:
     """Send one outbox email; an SMTP failure comes back after a growing delay."""
+    bind_order(customer_email_order_public_id(email_id))  # Celery's lines about the task too
     try:
         return customer_email_send(email_id=email_id)
     except EmailSendFailed as exc:
@@ -68,6 +71,7 @@ def poll_payments() -> dict:
 )
 def send_refund(refund_id: int) -> dict:
     """Send or check one refund. Safe to run twice at once: the refund is claimed."""
+    bind_order(refunds.refund_order_public_id(refund_id))  # Celery's lines about the task too
     try:
         state = refunds.refund_send(refund_id=refund_id)
     except Refund.DoesNotExist as exc:

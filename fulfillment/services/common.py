@@ -37,9 +37,10 @@ class OrderNotFound(Exception):
 class OrderNotFulfillable(Exception):
     """The order is not PAID, so nothing may be delivered."""
 
-    def __init__(self, order_id: int, status: str) -> None:
+    def __init__(self, order_id: int, status: str, *, public_id: str | None = None) -> None:
         self.order_id = order_id
         self.status = status
+        self.public_id = public_id
         super().__init__(
             f"Order {order_id} is {status}, not paid: only paid orders are delivered."
             + (" It is already fulfilled." if status == OrderStatus.FULFILLED else "")

@@ -14,6 +14,7 @@ from django.db.models import Exists, OuterRef, QuerySet
 from django.utils import timezone
 
 from fulfillment.models import OrderFlag
+from fulfillment_site.logs import order_log_extra
 from orders.models import Order
 
 logger = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ def order_flag_raise(
     flag = OrderFlag.objects.create(
         order_id=order_id, delivery_id=delivery_id, attempt_id=attempt_id, kind=kind, reason=reason
     )
-    logger.warning("Order %s flagged for staff (%s): %s", order_id, kind, reason)
+    logger.warning("Order %s flagged for staff (%s): %s", order_id, kind, reason, extra=order_log_extra(order_id))
     return flag
 
 

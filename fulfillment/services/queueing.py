@@ -13,6 +13,7 @@ from fulfillment.models import (
 from fulfillment.services.common import (
     new_reference,
 )
+from fulfillment_site.logs import order_log_extra
 from orders.models import OrderItem
 
 logger = logging.getLogger(__name__)
@@ -55,7 +56,11 @@ def order_fulfillment_publish(*, order_id: int) -> None:
     try:
         deliver_order.delay(order_id)
     except BrokerUnavailable:
-        logger.exception("Could not queue the delivery of order %s; reconciliation will queue it", order_id)
+        logger.exception(
+            "Could not queue the delivery of order %s; reconciliation will queue it",
+            order_id,
+            extra=order_log_extra(order_id),
+        )
         # Not queued after all: the next sweep must not wait for the stale window.
         Delivery.objects.filter(order_id=order_id, status__in=OPEN_STATUSES).update(queued_at=None)
 

@@ -22,6 +22,7 @@ from fulfillment.services.common import (
 from fulfillment.services.flags import order_flag_raise
 from fulfillment.services.halts import deliveries_resume_after_faults
 from fulfillment.services.queueing import deliveries_create, order_fulfillment_queue
+from fulfillment_site.logs import order_log_extra
 from orders.models import Order
 from orders.state import OrderStatus
 
@@ -101,7 +102,12 @@ def paid_orders_reconcile(*, limit: int = 1000) -> list[int]:
     # fulfilled leaves a PAID order with nothing due, which nothing above would ever look at.
     for order_id in _paid_orders_all_delivered(limit=limit):
         status = _complete_if_delivered(order_id)
-        logger.warning("Reconciliation found order %s paid with every unit delivered; it is now %s", order_id, status)
+        logger.warning(
+            "Reconciliation found order %s paid with every unit delivered; it is now %s",
+            order_id,
+            status,
+            extra=order_log_extra(order_id),
+        )
     return order_ids
 
 

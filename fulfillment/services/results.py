@@ -36,6 +36,7 @@ from fulfillment.services.common import (
 from fulfillment.services.flags import order_flag_raise
 from fulfillment.services.halts import fault_hold_until, product_pause, provider_halt
 from fulfillment.services.queueing import order_fulfillment_queue
+from fulfillment_site.logs import bind_order, order_log_extra
 from orders.models import Order
 from orders.state import OrderStatus
 
@@ -245,6 +246,8 @@ def delivery_resolve_by_reference(*, reference: str, result: FulfillmentResult, 
         unit = earlier.delivery
     elif unit.status == DeliveryStatus.WAITING:
         return False  # its reference was never sent: no callback can be about it
+    # A callback is its request's one subject: the view's own lines come after this returns.
+    bind_order(order_log_extra(unit.order_id)["order"], pk=unit.order_id)
     is_open = unit.reference == reference and unit.status in (DeliveryStatus.SENDING, DeliveryStatus.PENDING)
     if is_open and result.outcome != Outcome.PENDING:
         delivery_record_result(
@@ -322,6 +325,7 @@ def delivery_check_soon(*, reference: str, provider_name: str) -> bool:
     ).first()
     if unit is None:
         return False
+    bind_order(order_log_extra(unit.order_id)["order"], pk=unit.order_id)
     try:
         interval = get_provider_class(provider_name).min_check_interval
     except ImproperlyConfigured:

@@ -45,6 +45,7 @@ from fulfillment.services.common import (
 from fulfillment.services.funding import provider_release_by_deposit
 from fulfillment.services.halts import fault_hold_until, fault_probe_claim, product_resume, provider_resume
 from fulfillment.services.results import delivery_record_result
+from fulfillment_site.logs import order_logging
 from orders.models import Order, OrderItem
 from orders.state import OrderStatus
 
@@ -54,6 +55,7 @@ logger = logging.getLogger(__name__)
 @dataclass
 class FulfillmentReport:
     order_id: int
+    order_public_id: str = ""
     units_total: int = 0
     units_delivered: int = 0
     units: list[UnitReport] = field(default_factory=list)
@@ -89,11 +91,25 @@ def fulfill_order(
     their outcome is known; nothing new is sent for it.
     Raises OrderNotFound / OrderNotFulfillable; never raises for a provider's failure.
     """
-    status = Order.objects.filter(pk=order_id).values_list("status", flat=True).first()
-    if status is None:
+    row = Order.objects.filter(pk=order_id).values_list("status", "public_id").first()
+    if row is None:
         raise OrderNotFound(order_id)
+    status, public_id = row
     if status not in (OrderStatus.PAID, OrderStatus.REFUNDED):
-        raise OrderNotFulfillable(order_id, status)
+        raise OrderNotFulfillable(order_id, status, public_id=public_id)
+    with order_logging(public_id, pk=order_id):
+        report = _deliver_due_units(order_id, items=items, provider=provider, on_unit=on_unit)
+    report.order_public_id = public_id
+    return report
+
+
+def _deliver_due_units(
+    order_id: int,
+    *,
+    items: Iterable[int | OrderItem] | None,
+    provider: str | FulfillmentProvider | None,
+    on_unit: ProgressCallback | None,
+) -> FulfillmentReport:
     report = FulfillmentReport(order_id=order_id)
     item_ids = None if items is None else [item.pk if isinstance(item, OrderItem) else int(item) for item in items]
 

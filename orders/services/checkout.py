@@ -191,7 +191,7 @@ def _recorded_call(order: Order, method: str, request: dict[str, Any], call: Cal
     try:
         result = call()
     except TBankNotConfigured as exc:
-        logger.error("T-Bank is not configured: %s", exc)
+        logger.error("T-Bank is not configured: %s", exc, extra={"order": order.public_id})
         raise PaymentUnavailable("payments are not configured on this shop.") from exc
     except TBankRefused as exc:
         TBankCall.objects.create(
@@ -360,7 +360,12 @@ def _settle_unknown_init(order: Order, client) -> None:
             },
         )
         if payment.order_id != order.pk:
-            logger.error("CheckOrder of order %s listed PaymentId %s of another order", order.pk, state.payment_id)
+            logger.error(
+                "CheckOrder of order %s listed PaymentId %s of another order",
+                order.pk,
+                state.payment_id,
+                extra={"order": order.public_id},
+            )
             continue
         if not created and payment.bank_status != state.status:
             Payment.objects.filter(pk=payment.pk).update(bank_status=state.status, updated_at=timezone.now())
@@ -389,7 +394,12 @@ def _cancel_unreachable(order: Order, client, payment: Payment) -> None:
             "was started."
         ) from exc
     Payment.objects.filter(pk=payment.pk).update(bank_status=answer.status or "CANCELED", updated_at=timezone.now())
-    logger.info("Order %s: cancelled PaymentId %s left by an unanswered Init", order.pk, payment.payment_id)
+    logger.info(
+        "Order %s: cancelled PaymentId %s left by an unanswered Init",
+        order.pk,
+        payment.payment_id,
+        extra={"order": order.public_id},
+    )
 
 
 def _apply_found_status(order: Order, state) -> None:

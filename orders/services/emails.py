@@ -23,7 +23,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.db.models import F, Max, Q
 from django.template.loader import render_to_string
 from django.utils import timezone, translation
@@ -136,7 +136,19 @@ def customer_email_publish(*, email_id: int) -> None:
     try:
         send_customer_email.delay(email_id)
     except Exception:  # noqa: BLE001 - any broker failure; the sweep queues it again
-        logger.exception("Could not queue customer email %s; the sweep will retry", email_id)
+        logger.exception(
+            "Could not queue customer email %s; the sweep will retry",
+            email_id,
+            extra={"order": customer_email_order_public_id(email_id)},
+        )
+
+
+def customer_email_order_public_id(email_id: int) -> str | None:
+    """The public id of the email's order, for log lines (None if unknown or unreadable)."""
+    try:
+        return CustomerEmail.objects.filter(pk=email_id).values_list("order__public_id", flat=True).first()
+    except DatabaseError:
+        return None
 
 
 def customer_email_render(email: CustomerEmail) -> EmailMultiAlternatives:
@@ -191,7 +203,12 @@ def customer_email_send(*, email_id: int) -> str:
             last_error=error, claimed_until=None, state=EmailState.FAILED if final else EmailState.PENDING
         )
         logger.warning(
-            "Customer email %s, attempt %s failed%s: %s", email_id, email.attempts, " (gave up)" * final, error
+            "Customer email %s, attempt %s failed%s: %s",
+            email_id,
+            email.attempts,
+            " (gave up)" * final,
+            error,
+            extra={"order": email.order.public_id},
         )
         if final:
             return "failed"
@@ -199,7 +216,13 @@ def customer_email_send(*, email_id: int) -> str:
     CustomerEmail.objects.filter(pk=email_id).update(
         state=EmailState.SENT, sent_at=timezone.now(), claimed_until=None, last_error=""
     )
-    logger.info("Customer email %s (%s, order %s) sent to the customer", email_id, email.kind, email.order_id)
+    logger.info(
+        "Customer email %s (%s, order %s) sent to the customer",
+        email_id,
+        email.kind,
+        email.order_id,
+        extra={"order": email.order.public_id},
+    )
     return "sent"
 
 

@@ -12,6 +12,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from fulfillment_site.logs import bind_order
 from fulfillment_site.networks import Network, address_in, networks_parse
 from orders import tbank
 from orders.models import NotificationSource, NotificationVerdict, Order, Payment, PaymentNotification
@@ -149,6 +150,8 @@ def payment_notification_process(*, body: bytes, remote_addr: str | None = None)
             )
             _record(outcome, body=body, limit=limit, address=source)
             return outcome
+        # To the end of the request: the delivery is queued, and the answer logged, after this returns.
+        bind_order(order.public_id, pk=order.pk)
         return payment_status_apply(order=order, payload=payload, body=body, remote_addr=source)
 
 

@@ -21,6 +21,7 @@ from django.db import transaction
 from django.db.models import F, OuterRef, Q, Subquery
 from django.utils import timezone
 
+from fulfillment_site.logs import order_logging
 from orders.models import NotificationSource, Order, Payment
 from orders.services.notifications import payment_status_apply
 from orders.state import OrderStatus
@@ -91,6 +92,11 @@ def payments_poll(*, limit: int | None = None) -> PollReport:
 
 def payment_state_poll(*, payment: Payment, client) -> bool:
     """Ask GetState about one payment and apply the answer; True when the order was settled."""
+    with order_logging(payment.order.public_id, pk=payment.order_id):
+        return _payment_state_poll(payment=payment, client=client)
+
+
+def _payment_state_poll(*, payment: Payment, client) -> bool:
     try:
         state = client.get_state(payment_id=payment.payment_id)
     except TBankError as exc:

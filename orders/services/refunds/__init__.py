@@ -55,6 +55,7 @@ from orders.services.refunds.reconciliation import (
 )
 from orders.services.refunds.sending import (
     refund_mark_succeeded,
+    refund_order_public_id,
     refund_publish,
     refund_queue,
     refund_resend,
@@ -80,6 +81,7 @@ __all__ = [
     "refund_decide_undelivered",
     "refund_mark_succeeded",
     "refund_notification_apply",
+    "refund_order_public_id",
     "refund_publish",
     "refund_queue",
     "refund_resend",

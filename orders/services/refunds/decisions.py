@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from fulfillment.models import OPEN_STATUSES, Delivery, DeliveryStatus, ProviderHalt
 from fulfillment.providers.base import FailureScope
+from fulfillment_site.logs import order_log_extra
 from orders.models import Order, Payment, Refund, RefundReason
 from orders.refund_state import RefundState
 from orders.services.refunds.closing import order_settle
@@ -190,10 +191,22 @@ def refund_decide_undelivered(
         )
         if taken != len(units):
             transaction.set_rollback(True)
-            logger.info("Refund of order %s not decided: %d of its units moved meanwhile", order_id, len(units) - taken)
+            logger.info(
+                "Refund of order %s not decided: %d of its units moved meanwhile",
+                order_id,
+                len(units) - taken,
+                extra={"order": order.public_id},
+            )
             return None
         refund_queue(refund_id=refund.pk)
-    logger.info("Refund %s decided for order %s: %s kopecks (%s)", refund.pk, order_id, amount, decided_by)
+    logger.info(
+        "Refund %s decided for order %s: %s kopecks (%s)",
+        refund.pk,
+        order_id,
+        amount,
+        decided_by,
+        extra={"order": order.public_id},
+    )
     return refund
 
 
@@ -218,7 +231,13 @@ def refund_decide_double_payment(*, order: Order, payment: Payment) -> tuple[Ref
         queued_at=timezone.now(),
     )
     refund_queue(refund_id=refund.pk)
-    logger.warning("Order %s paid twice: refund %s of PaymentId %s decided", order.pk, refund.pk, payment.payment_id)
+    logger.warning(
+        "Order %s paid twice: refund %s of PaymentId %s decided",
+        order.pk,
+        refund.pk,
+        payment.payment_id,
+        extra={"order": order.public_id},
+    )
     return refund, True
 
 
@@ -241,5 +260,5 @@ def order_settle_undelivered(*, order_id: int) -> str:
         try:
             refund_decide_undelivered(order_id=order_id, decided_by="system: undeliverable units (REFUND_POLICY=auto)")
         except RefundNotPossible as exc:
-            logger.info("No automatic refund: %s", exc)
+            logger.info("No automatic refund: %s", exc, extra=order_log_extra(order_id))
     return order_settle(order_id=order_id)

@@ -10,11 +10,12 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.db.models import F
 from django.utils import timezone
 
 from fulfillment.models import Delivery, DeliveryStatus
+from fulfillment_site.logs import order_logging
 from orders import signals
 from orders.models import Order, Payment, Refund, RefundAttempt, RefundReason
 from orders.refund_state import IN_FLIGHT, RefundState, refund_transition
@@ -48,7 +49,11 @@ def refund_publish(*, refund_id: int) -> None:
     try:
         send_refund.delay(refund_id)
     except BrokerUnavailable:
-        logger.exception("Could not queue refund %s; reconciliation will queue it", refund_id)
+        logger.exception(
+            "Could not queue refund %s; reconciliation will queue it",
+            refund_id,
+            extra={"order": refund_order_public_id(refund_id)},
+        )
         Refund.objects.filter(pk=refund_id).update(queued_at=None)
 
 
@@ -96,6 +101,19 @@ def refund_send(*, refund_id: int) -> str:
     """Send (or check) one refund: Cancel with its ExternalRequestId, GetState after an unknown
     outcome, Cancel again (same id) only when GetState shows it was not made. Safe to run twice
     at once: a claim with an expiry lets one run work on it. Returns the refund's state."""
+    with order_logging(refund_order_public_id(refund_id)):
+        return _refund_send(refund_id=refund_id)
+
+
+def refund_order_public_id(refund_id: int) -> str | None:
+    """The public id of the refund's order, for its log lines (None if unknown or unreadable)."""
+    try:
+        return Refund.objects.filter(pk=refund_id).values_list("order__public_id", flat=True).first()
+    except DatabaseError:
+        return None  # the send itself will meet (and report) the same problem
+
+
+def _refund_send(*, refund_id: int) -> str:
     action, refund, token = _claim(refund_id)
     if refund is None:
         raise Refund.DoesNotExist(f"Refund {refund_id} does not exist.")
