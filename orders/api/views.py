@@ -20,6 +20,7 @@ from orders.api.serializers import (
     OrderStatusSerializer,
     ProductSerializer,
 )
+from orders.capacity import CHECKOUT_GATE, CHECKOUT_RETRY_AFTER_SECONDS
 from orders.models import Product
 from orders.services.checkout import (
     checkout_request_hash,
@@ -63,7 +64,9 @@ class OrderCreateView(APIView):
             "Validates everything before anything is written. Creates the order NEW and calls T-Bank Init; "
             "send the customer to `payment_url`. With an `Idempotency-Key` header, repeating the same request "
             "returns the same answer (no second order, no second payment); after a 503, repeating it tries to "
-            "start the payment again for the same order."
+            "start the payment again for the same order. A 503 with `code` `checkout_busy` and `Retry-After` means "
+            "the shop has as many payments being started as it takes at once: nothing was written; repeat the "
+            "request after the seconds given."
         ),
         request=OrderCreateSerializer,
         parameters=[
@@ -81,7 +84,11 @@ class OrderCreateView(APIView):
             413: OpenApiResponse(ErrorSerializer, description="Body too large."),
             422: OpenApiResponse(ErrorSerializer, description="Idempotency-Key reused with another body."),
             429: OpenApiResponse(ErrorSerializer, description="Too many orders from this address; retry later."),
-            503: OpenApiResponse(ErrorSerializer, description="T-Bank could not start the payment; order kept NEW."),
+            503: OpenApiResponse(
+                ErrorSerializer,
+                description="T-Bank could not start the payment; order kept NEW (`payment_unavailable`). Or the shop "
+                "is full (`checkout_busy`, with Retry-After): nothing written.",
+            ),
         },
     )
     def post(self, request):
@@ -91,6 +98,20 @@ class OrderCreateView(APIView):
                 {"Idempotency-Key": ["Use 1 to 255 printable ASCII characters without spaces (a UUID is ideal)."]},
                 status=status.HTTP_400_BAD_REQUEST,
             )
+        # Every checkout may wait on the bank: only so many at once per process (orders/capacity.py).
+        with CHECKOUT_GATE.admit() as admitted:
+            if not admitted:
+                response = _error(
+                    503,
+                    "The shop is starting as many payments as it can right now; nothing was created. Repeat the "
+                    f"request in {CHECKOUT_RETRY_AFTER_SECONDS} seconds (with the same Idempotency-Key).",
+                    "checkout_busy",
+                )
+                response["Retry-After"] = str(CHECKOUT_RETRY_AFTER_SECONDS)
+                return response
+            return self._checkout(request, key)
+
+    def _checkout(self, request, key: str) -> Response:
         data = request.data
         request_hash = checkout_request_hash(data)
         if key:
