@@ -25,6 +25,7 @@ import json
 import os
 import platform
 import secrets
+import shutil
 import signal
 import socket
 import statistics
@@ -388,6 +389,7 @@ def round_run(
             "answered": len(latencies),
             "statuses": entry["statuses"],
             "p50_ms": percentile(latencies, 0.50),
+            "p90_ms": percentile(latencies, 0.90),
             "p99_ms": percentile(latencies, 0.99),
             "max_ms": max(latencies) if latencies else None,
             "mean_ms": round(statistics.fmean(latencies), 2) if latencies else None,
@@ -546,6 +548,7 @@ def main(argv: list[str] | None = None) -> int:
     output = args.output or ROOT / "var" / "bench" / f"flash-{stamp}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(results, indent=2))
+    shutil.rmtree(var, ignore_errors=True)  # the logs are kept only when the run failed
     report_print(results)
     print(f"\nResults: {output}; took {results['wall_s']} s")
     return 0
