@@ -310,7 +310,8 @@ def round_run(
     bank_log, web_log = logs / f"bank-{tag}.log", logs / f"gunicorn-{tag}.log"
     bank = PROCESSES.start(
         [sys.executable, "-m", "tests.fakes.tbank_server", "--port", str(bank_port)]
-        + ["--terminal-key", env["TBANK_TERMINAL_KEY"], "--password", env["TBANK_PASSWORD"]]
+        # NAME=VALUE: a random password may begin with "-", which argparse would take for an option.
+        + [f"--terminal-key={env['TBANK_TERMINAL_KEY']}", f"--password={env['TBANK_PASSWORD']}"]
         + ["--delay-ms", f"{delay_ms:g}"],
         env=env,
         log=bank_log,
