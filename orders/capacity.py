@@ -54,12 +54,13 @@ class CheckoutGate:
     @contextmanager
     def admit(self) -> Iterator[bool]:
         """Yields True with a slot (and a working slot) held for the block, or False: refuse the request."""
+        limit = settings.CHECKOUT_MAX_IN_FLIGHT
         with self._lock:
-            admitted = self.in_flight < settings.CHECKOUT_MAX_IN_FLIGHT
+            admitted = self.in_flight < limit
             if admitted:
                 self.in_flight += 1
         if not admitted:
-            self._refuse("already in flight (CHECKOUT_MAX_IN_FLIGHT)")
+            self._refuse(f"{limit} checkouts already in flight in this process (CHECKOUT_MAX_IN_FLIGHT)")
             yield False
             return
         try:

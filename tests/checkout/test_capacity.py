@@ -130,6 +130,18 @@ def test_a_checkout_waiting_on_the_bank_leaves_its_working_slot_to_another(setti
     assert done.is_set() and gate.working == 0 and gate.in_flight == 0
 
 
+def test_refusals_are_logged_once_a_minute_with_the_limit_named(settings, caplog):
+    settings.CHECKOUT_MAX_IN_FLIGHT = 1
+    gate = CheckoutGate()
+    with caplog.at_level("WARNING", logger="orders.capacity"), gate.admit():
+        for _ in range(3):
+            with gate.admit() as admitted:
+                assert admitted is False
+    [line] = [record.getMessage() for record in caplog.records]
+    assert line.startswith("Checkout refused (503): 1 checkouts already in flight in this process")
+    assert "CHECKOUT_MAX_IN_FLIGHT" in line and gate.refused == 3
+
+
 # --- the database connection during bank calls ------------------------------------------------
 
 
