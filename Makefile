@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test migrate demo lint bench bench-quick bench-scale contract clean
+.PHONY: install run test migrate demo lint bench bench-quick bench-scale bench-flash contract clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ bench-quick: install
 # A million orders in a throwaway PostgreSQL database: the admin, the sweep and the webhook on it.
 bench-scale: install
 	$(BIN)/python bench/scale.py $(BENCH_ARGS)
+
+# A flash sale against a fast and a slow fake bank: orders/s, and the webhook and catalogue meanwhile.
+bench-flash: install
+	$(BIN)/python bench/flash.py $(BENCH_ARGS)
 
 clean:
 	rm -rf var/ .pytest_cache

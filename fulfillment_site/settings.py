@@ -219,6 +219,13 @@ PUBLIC_BASE_URL = env("PUBLIC_BASE_URL", default="http://127.0.0.1:8000").rstrip
 ORDER_MAX_UNITS = env.int("ORDER_MAX_UNITS", default=20)
 # The customer's status page reloads itself this often while the order is not final.
 STATUS_PAGE_REFRESH_SECONDS = env.int("STATUS_PAGE_REFRESH_SECONDS", default=5)
+# Threads of each web process (gunicorn.conf.py reads the same variable and, started by it, sets
+# it to the value in use); how many of them checkouts may hold, most of them waiting on the bank
+# (the rest always answer the webhook and everything else); and how many checkouts run code at
+# once rather than wait (orders/capacity.py).
+GUNICORN_THREADS = env.int("GUNICORN_THREADS", default=32)
+CHECKOUT_MAX_IN_FLIGHT = env.int("CHECKOUT_MAX_IN_FLIGHT", default=max(1, GUNICORN_THREADS * 3 // 4))
+CHECKOUT_MAX_WORKING = env.int("CHECKOUT_MAX_WORKING", default=4)
 
 # --- Email to customers -------------------------------------------------------------------------
 # consolemail:// (development: printed by the worker), smtp://USER:PASSWORD@HOST:587/?tls=True,

@@ -84,3 +84,27 @@ def tbank_demo_credentials_check(app_configs, **kwargs) -> list[checks.CheckMess
         )
         for name in demo_credentials_in_use()
     ]
+
+
+@checks.register()
+def checkout_gate_check(app_configs, **kwargs) -> list[checks.CheckMessage]:
+    gate, threads = settings.CHECKOUT_MAX_IN_FLIGHT, settings.GUNICORN_THREADS
+    zero = [name for name in ("CHECKOUT_MAX_IN_FLIGHT", "CHECKOUT_MAX_WORKING") if getattr(settings, name) < 1]
+    if zero:
+        return [
+            checks.Error(
+                f"{' and '.join(zero)} below 1: no order could ever be created.",
+                id="orders.E006",
+                hint=f"Leave them unset, or give at least 1 (keep CHECKOUT_MAX_IN_FLIGHT under {threads}).",
+            )
+        ]
+    if threads > 1 and gate >= threads:
+        return [
+            checks.Warning(
+                f"CHECKOUT_MAX_IN_FLIGHT ({gate}) is not below GUNICORN_THREADS ({threads}): customers waiting on "
+                "a slow bank can take every thread, and T-Bank's notifications then wait behind them.",
+                id="orders.W002",
+                hint="Leave CHECKOUT_MAX_IN_FLIGHT unset (3/4 of the threads) or keep a few threads free.",
+            )
+        ]
+    return []

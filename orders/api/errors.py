@@ -34,6 +34,8 @@ ERROR_CODES = {
     "idempotency_key_reused": "422: the Idempotency-Key was used with another body",
     "throttled": "429: too many orders from this address; see Retry-After",
     "payment_unavailable": "503: the bank could not start the payment; repeat with the same Idempotency-Key",
+    "checkout_busy": "503: as many payments are being started as the shop takes at once; nothing was written, "
+    "repeat after Retry-After seconds",
 }
 
 

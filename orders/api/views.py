@@ -24,6 +24,7 @@ from orders.api.serializers import (
     ProductSerializer,
     order_items_resolve,
 )
+from orders.capacity import CHECKOUT_GATE, CHECKOUT_RETRY_AFTER_SECONDS
 from orders.models import Product
 from orders.services.checkout import (
     checkout_request_hash,
@@ -93,7 +94,9 @@ class OrderCreateView(CustomerAPIView):
             "A request that breaks this schema is refused with 400; a request the schema allows but that "
             "cannot be sold as asked (a product not on sale, a recipient not in its product's "
             "`recipient_pattern`, more than ORDER_MAX_UNITS units in all) with 422. Every refusal has the "
-            "`Error` shape; `errors` names each field at fault."
+            "`Error` shape; `errors` names each field at fault.\n\n"
+            "A 503 with `code` `checkout_busy` and `Retry-After` means the shop has as many payments being started "
+            "as it takes at once: nothing was written; repeat the request after the seconds given."
         ),
         request=OrderCreateSerializer,
         examples=[
@@ -134,7 +137,8 @@ class OrderCreateView(CustomerAPIView):
                 "Idempotency-Key used before with another body (`idempotency_key_reused`). Nothing is written.",
                 _429="Too many orders from this address (`throttled`); retry after `Retry-After` seconds.",
                 _503="T-Bank could not start the payment (`payment_unavailable`); the order is kept NEW, and "
-                "repeating the request with the same Idempotency-Key tries again.",
+                "repeating the request with the same Idempotency-Key tries again. Or the shop is starting as many "
+                "payments as it takes at once (`checkout_busy`, with `Retry-After`): nothing was written.",
             ),
         },
     )
@@ -149,6 +153,20 @@ class OrderCreateView(CustomerAPIView):
                 [field_error("Idempotency-Key", message)],
             )
         key = key or ""
+        # Every checkout may wait on the bank: only so many at once per process (orders/capacity.py).
+        with CHECKOUT_GATE.admit() as admitted:
+            if not admitted:
+                response = error_response(
+                    503,
+                    "The shop is starting as many payments as it can right now; nothing was created. Repeat the "
+                    f"request in {CHECKOUT_RETRY_AFTER_SECONDS} seconds (with the same Idempotency-Key).",
+                    "checkout_busy",
+                )
+                response["Retry-After"] = str(CHECKOUT_RETRY_AFTER_SECONDS)
+                return response
+            return self._checkout(request, key)
+
+    def _checkout(self, request, key: str) -> Response:
         data = request.data
         # The schema first (400): a body that breaks it is refused the same with or without a key.
         serializer = OrderCreateSerializer(data=data)

@@ -1,8 +1,9 @@
 """Customer checkout: create the order, start its T-Bank payment, honour Idempotency-Key.
 
 The order row (and its Idempotency-Key row) are committed first, then Init is called with no
-transaction open: a bank call never holds a database lock, and a failed or lost Init leaves a
-NEW order that a repeat of the same request pays again.
+transaction open: a bank call never holds a database lock (nor, with the pool, a database
+connection, nor a working slot of the checkout gate: orders/capacity.py), and a failed or lost
+Init leaves a NEW order that a repeat of the same request pays again.
 
 An Init whose outcome is unknown (timeout, no readable answer) may have created a payment
 whose PaymentURL we never saw. Before any new Init of that order we ask CheckOrder: a payment
@@ -28,6 +29,7 @@ from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 
+from orders.capacity import bank_wait
 from orders.models import (
     IdempotencyKey,
     NotificationSource,
@@ -189,7 +191,9 @@ def checkout_answer_body(order: Order, payment: Payment | None) -> dict[str, Any
 def _recorded_call(order: Order, method: str, request: dict[str, Any], call: Callable[[], T]) -> T:
     """Run one bank call and leave its audit record, whatever the outcome."""
     try:
-        result = call()
+        # The wait (up to TBANK_TIMEOUT_SECONDS) holds no database connection and no working slot.
+        with bank_wait():
+            result = call()
     except TBankNotConfigured as exc:
         logger.error("T-Bank is not configured: %s", exc, extra={"order": order.public_id})
         raise PaymentUnavailable("payments are not configured on this shop.") from exc

@@ -56,9 +56,17 @@ class Fault:
 
 
 class FakeTBank:
-    def __init__(self, *, terminal_key: str = "TestTerminalDEMO", password: str = "test-terminal-password") -> None:
+    def __init__(
+        self, *, terminal_key: str = "TestTerminalDEMO", password: str = "test-terminal-password", latency: float = 0.0
+    ) -> None:
         self.terminal_key = terminal_key
         self.password = password
+        # Seconds every API call waits before its answer (a slow bank; bench/flash.py).
+        self.latency = latency
+        # When set to an Event, every API call waits for it before answering (a bank that keeps
+        # the shop waiting until the test says so; at most 60 s).
+        self.hold: threading.Event | None = None
+        self.waiting = 0  # API calls waiting on `hold` right now
         self.payments: dict[str, FakePayment] = {}
         self.requests: list[tuple[str, dict[str, Any]]] = []
         self.notifications: list[tuple[dict[str, Any], int, str]] = []  # (payload, http status, body)
@@ -205,6 +213,15 @@ class FakeTBank:
         with self._lock:
             self.requests.append((method, {k: ("***" if k == "Token" else v) for k, v in body.items()}))
             fault = self.faults.get(method, []) and self.faults[method].pop(0)
+        if self.latency:
+            time.sleep(self.latency)
+        hold = self.hold
+        if hold is not None:
+            with self._lock:
+                self.waiting += 1
+            hold.wait(timeout=60)
+            with self._lock:
+                self.waiting -= 1
         if fault and fault.kind == "http500":
             return self._answer(handler, 500, "<h1>Internal Server Error</h1>")
         if fault and fault.kind == "refuse":
@@ -362,9 +379,11 @@ def main() -> None:  # pragma: no cover - a manual tool
     parser.add_argument("--port", type=int, default=8100)
     parser.add_argument("--terminal-key", default="DemoTerminal")
     parser.add_argument("--password", default="demo-password-change-me")
+    parser.add_argument("--delay-ms", type=float, default=0.0, help="Wait before every API answer (a slow bank).")
     args = parser.parse_args()
-    bank = FakeTBank(terminal_key=args.terminal_key, password=args.password).start(args.port)
-    print(f"Fake T-Bank on {bank.api_url} (Ctrl-C to stop)")
+    bank = FakeTBank(terminal_key=args.terminal_key, password=args.password, latency=args.delay_ms / 1000)
+    bank.start(args.port)
+    print(f"Fake T-Bank on {bank.api_url} (Ctrl-C to stop)", flush=True)
     try:
         while True:
             time.sleep(3600)

@@ -348,8 +348,10 @@ class Stack:
 
     def start_web(self, name: str = "web", **env) -> Web:
         port = free_port()
-        args = [str(BIN / "gunicorn"), "fulfillment_site.wsgi", "-b", f"127.0.0.1:{port}", "-w", "2"]
-        args += ["--threads", "8", "--timeout", "60", "--graceful-timeout", "5", "--access-logfile", "-"]
+        # The production command (gunicorn.conf.py), smaller: 2 processes x 8 threads.
+        args = [str(BIN / "gunicorn"), "-c", str(ROOT / "gunicorn.conf.py"), "fulfillment_site.wsgi"]
+        args += ["-b", f"127.0.0.1:{port}", "-w", "2", "--threads", "8", "--timeout", "60", "--graceful-timeout", "5"]
+        args += ["--access-logfile", "-"]
         proc = self._spawn(name, args, self.env(app=f"it-{name}", **env))
         web = Web(proc, f"http://127.0.0.1:{port}")
 
