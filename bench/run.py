@@ -1049,7 +1049,7 @@ def main(argv: list[str] | None = None) -> int:
                     "per request and caps the floor's rate first, so webhook/floor reads higher than with wrk."
                 )
             bench = WebhookBench(args, tool, server.port, product, groups={"server": [server.proc.pid]})
-            bench.floor_bodies = fixtures.confirmed_bodies(list(range(1, 1001)))
+            bench.floor_bodies = fixtures.floor_bodies(1000)
             # Warm-up: every gunicorn worker imports and connects before anything is measured.
             bench.floor(args.gunicorn_workers * 2, 1.0)
             bench.webhook(args.gunicorn_workers * 2, 1.0, expected_rps=2000)
