@@ -1,5 +1,6 @@
 """Creating an order's delivery units and queueing background delivery runs for them."""
 
+import functools
 import logging
 
 from django.db import connection, transaction
@@ -55,22 +56,38 @@ def _deliveries_create_in_one_statement(*, order_id: int) -> int:
     """deliveries_create on PostgreSQL: the items read and the units inserted in one statement
     (the webhook pays an order in as few round trips as it can). The references are random like
     new_reference()'s: the first 24 hex digits of a version 4 UUID."""
-    now = timezone.now()
+    sql, defaults = _units_insert_statement()
+    with connection.cursor() as cursor:
+        cursor.execute(sql, {**defaults, "order": order_id, "now": timezone.now()})
+        return cursor.fetchone()[0]
+
+
+@functools.cache
+def _units_insert_statement() -> tuple[str, dict[str, object]]:
+    """The statement, built once per process from the models' meta, and its constant parameters."""
     quote = connection.ops.quote_name
-    others = [field for field in Delivery._meta.concrete_fields if field.name not in _UNIT_COLUMNS]
     columns = ["order_id", "item_id", "unit_index", "unit_key", "reference", "next_attempt_at", "queued_at"]
-    columns += [field.column for field in others]
-    params: dict[str, object] = {"order": order_id, "now": now}
-    defaults = []
-    for index, field in enumerate(others):
-        value = now if getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False) else None
-        if value is None:
-            value = field.get_default()
-        params[f"d{index}"] = field.get_db_prep_save(value, connection)
-        defaults.append(f"%(d{index})s")
-    items, units_table = quote(OrderItem._meta.db_table), quote(Delivery._meta.db_table)
-    column_list = ", ".join(quote(column) for column in columns)
-    default_list = "".join(", " + value for value in defaults)
+    values = [
+        "%(order)s",
+        "item_id",
+        "unit_index",
+        "concat(%(order)s, '-', item_id, '-', unit_index)",
+        "left(replace(gen_random_uuid()::text, '-', ''), 24)",
+        "%(now)s",
+        "%(now)s",
+    ]
+    defaults: dict[str, object] = {}
+    for field in Delivery._meta.concrete_fields:
+        if field.name in _UNIT_COLUMNS:
+            continue
+        columns.append(field.column)
+        if getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
+            values.append("%(now)s")
+        else:
+            key = f"default_{field.column}"
+            defaults[key] = field.get_db_prep_save(field.get_default(), connection)
+            values.append(f"%({key})s")
+    items, units = quote(OrderItem._meta.db_table), quote(Delivery._meta.db_table)
     # Names from the models' meta, every value a parameter.
     sql = f"""
         WITH units AS (
@@ -78,18 +95,15 @@ def _deliveries_create_in_one_statement(*, order_id: int) -> int:
             FROM {items} AS item CROSS JOIN LATERAL generate_series(0, item.quantity - 1) AS unit(index)
             WHERE item.order_id = %(order)s
         ), created AS (
-            INSERT INTO {units_table} ({column_list})
-            SELECT %(order)s, item_id, unit_index, concat(%(order)s, '-', item_id, '-', unit_index),
-                   left(replace(gen_random_uuid()::text, '-', ''), 24), %(now)s, %(now)s{default_list}
+            INSERT INTO {units} ({", ".join(quote(column) for column in columns)})
+            SELECT {", ".join(values)}
             FROM units ORDER BY item_id, unit_index
             ON CONFLICT DO NOTHING
             RETURNING 1
         )
         SELECT count(*) FROM units
     """  # noqa: S608
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.fetchone()[0]
+    return sql, defaults
 
 
 def order_fulfillment_queue(*, order_id: int) -> None:
