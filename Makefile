@@ -34,11 +34,12 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# BENCH_ARGS: more options (`bench/run.py --help`); `BENCH_ARGS=--tiny` is CI's few-second run of each.
 bench: install
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 bench-quick: install
-	$(BIN)/python bench/run.py --quick
+	$(BIN)/python bench/run.py --quick $(BENCH_ARGS)
 
 # A million orders in a throwaway PostgreSQL database: the admin, the sweep and the webhook on it.
 bench-scale: install

@@ -77,6 +77,12 @@ def confirmed_bodies(order_ids: list[int], *, public_ids: dict[int, str] | None 
     bodies = []
     if public_ids is None:
         public_ids = dict(Order.objects.filter(pk__in=order_ids).values_list("pk", "public_id"))
+    missing = [order_id for order_id in order_ids if order_id not in public_ids]
+    if missing:
+        raise ValueError(
+            f"{len(missing)} order id(s) have no public id, e.g. {missing[:5]}: create the orders first, or pass "
+            "public_ids (floor_bodies() makes bodies that name no order)."
+        )
     for order_id in order_ids:
         payload = {
             "TerminalKey": settings.TBANK_TERMINAL_KEY,
@@ -92,6 +98,13 @@ def confirmed_bodies(order_ids: list[int], *, public_ids: dict[int, str] | None 
         }
         bodies.append(json.dumps(sign_notification(payload, settings.TBANK_PASSWORD), separators=(",", ":")))
     return bodies
+
+
+def floor_bodies(count: int) -> list[str]:
+    """Bodies for the floor endpoint: shaped and signed like the webhook's, naming no order (the
+    floor inserts a row and looks nothing up). OrderIds are public ids, not primary keys."""
+    numbers = list(range(1, count + 1))
+    return confirmed_bodies(numbers, public_ids={number: f"floor-{number:06d}" for number in numbers})
 
 
 def notification_verdicts(order_ids: list[int]) -> dict[str, int]:

@@ -1,10 +1,11 @@
 """The order status machine: the one place that defines order statuses and moves between them.
 
 Every status change is a conditional UPDATE (`... WHERE id = %s AND status IN (<legal
-sources>)`), so two processes racing on the same order cannot both win: the database
-decides, whichever backend it is. A transition to the status the order already has is a
-no-op that reports `changed=False`, which is what makes duplicate notifications and retries
-harmless. Anything else that is not in TRANSITIONS raises IllegalTransition.
+sources>)`, or `... WHERE <lookup> AND status = %s RETURNING` on a hot path), so two
+processes racing on the same order cannot both win: the database decides, whichever backend
+it is. A transition to the status the order already has is a no-op that reports
+`changed=False`, which is what makes duplicate notifications and retries harmless. Anything
+else that is not in TRANSITIONS raises IllegalTransition.
 """
 
 from __future__ import annotations
@@ -118,3 +119,56 @@ def order_transition(*, order_id: int, target: str, current: str | None = None, 
     if current == target:
         return TransitionResult(changed=False, previous=current, current=current)
     raise IllegalTransition(order_id=order_id, current=current, target=target)
+
+
+def order_transition_returning(*, lookup: dict[str, object], target: str, current: str, **fields):
+    """Move the order matching `lookup` from `current` to `target`, atomically with `fields`, and
+    return it as it now is; None, changing nothing, when no order matches `lookup` with status
+    `current`.
+
+    One statement, `UPDATE ... WHERE <lookup> AND status = <current> RETURNING <row>`: the row
+    lock, the check and the change in one round trip, where order_transition needs the caller's
+    `SELECT ... FOR UPDATE` first. Two racing callers are ordered by the row lock: the second
+    re-checks the status once the first commits, matches nothing and gets None. For the common
+    case of a hot path (a NEW order paid); anything else takes the locked read and
+    order_transition.
+    """
+    from django.db import connection
+
+    from orders.models import Order
+
+    if not can_transition(current, target):
+        raise ValueError(f"An order that is {current} cannot become {target}; see TRANSITIONS.")
+    now = timezone.now()
+    values = {"status": target, "status_changed_at": now, **fields}
+    stamp = _STAMPS.get(target)
+    if stamp:
+        values[stamp] = now
+    meta, quote = Order._meta, connection.ops.quote_name
+    assignments, conditions, params = [], [], []
+    for name, value in values.items():
+        field = meta.get_field(name)
+        assignments.append(f"{quote(field.column)} = %s")
+        params.append(field.get_db_prep_save(value, connection))
+    for name, value in {**lookup, "status": current}.items():
+        field = meta.get_field(name)
+        conditions.append(f"{quote(field.column)} = %s")
+        params.append(field.get_db_prep_value(value, connection))
+    columns = meta.concrete_fields
+    # Names from the model's meta, every value a parameter.
+    returning = ", ".join(quote(field.column) for field in columns)
+    sql = f"UPDATE {quote(meta.db_table)} SET {', '.join(assignments)} WHERE {' AND '.join(conditions)} "  # noqa: S608
+    sql += f"RETURNING {returning}"
+    # The status column is only ever written here and in order_transition.
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    converted = []
+    for field, value in zip(columns, row, strict=True):
+        column = field.get_col(meta.db_table)
+        for converter in connection.ops.get_db_converters(column) + field.get_db_converters(connection):
+            value = converter(value, column, connection)
+        converted.append(value)
+    return Order.from_db(connection.alias, [field.attname for field in columns], converted)

@@ -15,7 +15,13 @@ from django.db import transaction
 
 from orders import signals
 from orders.models import Order, OrderItem, Product
-from orders.state import IllegalTransition, OrderStatus, TransitionResult, order_transition
+from orders.state import (
+    IllegalTransition,
+    OrderStatus,
+    TransitionResult,
+    order_transition,
+    order_transition_returning,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +84,27 @@ def order_mark_paid(*, order_id: int, payment_id: str = "", current: str | None 
         if result.changed:
             signals.order_paid.send(sender=Order, order_id=order_id)
     return result
+
+
+def order_mark_paid_if_new(*, public_id: str, amount_kopecks: int, payment_id: str = "") -> Order | None:
+    """NEW -> PAID for the NEW order with this public id and amount, in one statement that locks,
+    checks and updates it; queues delivery once the transaction commits, as order_mark_paid.
+
+    Returns the paid order, or None, changing nothing, when there is no NEW order with this id
+    and amount (unknown, already paid, cancelled, another amount): the caller then reads the
+    order under its row lock and decides, as for any other notification.
+    """
+    fields = {"payment_id": payment_id} if payment_id else {}
+    with transaction.atomic(savepoint=False):  # no savepoint, as in order_mark_paid
+        order = order_transition_returning(
+            lookup={"public_id": public_id, "amount_kopecks": amount_kopecks},
+            target=OrderStatus.PAID,
+            current=OrderStatus.NEW,
+            **fields,
+        )
+        if order is not None:
+            signals.order_paid.send(sender=Order, order_id=order.pk)
+    return order
 
 
 def order_cancel(*, order_id: int, current: str | None = None) -> TransitionResult:

@@ -17,7 +17,7 @@ from fulfillment_site.networks import Network, address_in, networks_parse
 from orders import tbank
 from orders.models import NotificationSource, NotificationVerdict, Order, Payment, PaymentNotification
 from orders.services import refunds
-from orders.services.lifecycle import order_cancel, order_mark_paid, order_refund
+from orders.services.lifecycle import order_cancel, order_mark_paid, order_mark_paid_if_new, order_refund
 from orders.state import OrderStatus
 
 logger = logging.getLogger(__name__)
@@ -143,6 +143,11 @@ def payment_notification_process(*, body: bytes, remote_addr: str | None = None)
         order = None
         # Public ids are short ASCII; anything else cannot name an order (and a NUL cannot be queried).
         if order_ref.isascii() and "\x00" not in order_ref and len(order_ref) <= 36:
+            outcome = _pay_if_new(order_ref, payload)
+            if outcome is not None:
+                _payment_captured(outcome.order, str(payload.get("PaymentId") or ""), payload["Amount"])
+                _record(outcome, body=body, limit=limit, address=source)
+                return outcome
             order = Order.objects.select_for_update().filter(public_id=order_ref).first()
         if order is None:
             outcome = NotificationOutcome(
@@ -178,6 +183,23 @@ def payment_status_apply(
         notification_source=source,
     )
     return outcome
+
+
+def _pay_if_new(order_ref: str, payload: dict[str, Any]) -> NotificationOutcome | None:
+    """The common case in one statement: a successful CONFIRMED for a NEW order of that amount
+    pays it (what _apply decides for it, without reading the order first). None when it is
+    anything else, changing nothing: the order is then read under its lock and _apply decides."""
+    amount = payload.get("Amount")
+    if payload["Status"] != tbank.CONFIRMED or payload.get("Success") is False or not _is_storable_int(amount):
+        return None
+    order = order_mark_paid_if_new(
+        public_id=order_ref, amount_kopecks=amount, payment_id=str(payload.get("PaymentId") or "")
+    )
+    if order is None:
+        return None
+    return NotificationOutcome(
+        200, NotificationVerdict.APPLIED, "Order new -> paid; delivery queued.", order=order, payload=payload
+    )
 
 
 def _authenticate(payload: dict[str, Any]) -> NotificationOutcome | None:

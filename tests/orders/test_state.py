@@ -11,7 +11,14 @@ from django.utils import timezone
 
 from orders.models import Order, StatusAssignmentError
 from orders.services import order_mark_paid
-from orders.state import TRANSITIONS, IllegalTransition, OrderStatus, can_transition, order_transition
+from orders.state import (
+    TRANSITIONS,
+    IllegalTransition,
+    OrderStatus,
+    can_transition,
+    order_transition,
+    order_transition_returning,
+)
 
 STATUSES = list(OrderStatus)
 LEGAL = {
@@ -330,3 +337,57 @@ def test_refreshed_fields_are_not_written_back(order_factory):
         "8742591",
         "new@example.com",
     )
+
+
+# --- the one-statement transition of the webhook's hot path ------------------------------------
+
+
+def _pay_returning(order: Order, **lookup) -> Order | None:
+    return order_transition_returning(
+        lookup={"public_id": order.public_id, "amount_kopecks": order.amount_kopecks, **lookup},
+        target=OrderStatus.PAID,
+        current=OrderStatus.NEW,
+        payment_id="777",
+    )
+
+
+def test_transition_returning_changes_the_matching_order_and_returns_it_as_stored(order_factory):
+    order = order_factory()
+
+    paid = _pay_returning(order)
+
+    stored = Order.objects.get(pk=order.pk)
+    assert paid is not None and paid.pk == order.pk
+    assert (paid.status, paid.payment_id) == (OrderStatus.PAID, "777") == (stored.status, stored.payment_id)
+    # Every field comes back as the ORM reads it (datetimes aware, on every backend).
+    for field in Order._meta.concrete_fields:
+        assert getattr(paid, field.attname) == getattr(stored, field.attname), field.name
+    assert paid.paid_at is not None and paid.paid_at == paid.status_changed_at
+    assert not paid._state.adding  # a stored instance: save() updates, never inserts
+
+
+@pytest.mark.parametrize("status", [s for s in STATUSES if s != OrderStatus.NEW])
+def test_transition_returning_changes_nothing_unless_the_status_is_the_expected_one(order_factory, status):
+    order = put_in_status(order_factory(), status)
+
+    assert _pay_returning(order) is None
+
+    assert Order.objects.get(pk=order.pk).status == status
+
+
+def test_transition_returning_changes_nothing_when_the_lookup_does_not_match(order_factory):
+    order = order_factory(price=10000)
+
+    assert _pay_returning(order, amount_kopecks=9999) is None
+    assert _pay_returning(order, public_id="no-such-order") is None
+
+    assert Order.objects.get(pk=order.pk).status == OrderStatus.NEW
+
+
+def test_transition_returning_refuses_a_pair_the_table_does_not_allow(order_factory):
+    order = order_factory()
+
+    with pytest.raises(ValueError, match="cannot become"):
+        order_transition_returning(lookup={"pk": order.pk}, target=OrderStatus.FULFILLED, current=OrderStatus.NEW)
+
+    assert Order.objects.get(pk=order.pk).status == OrderStatus.NEW

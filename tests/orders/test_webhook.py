@@ -646,13 +646,15 @@ def test_unconfigured_credentials_answer_503(order_factory, post_notification, s
     assert not PaymentNotification.objects.exists()
 
 
-def test_database_error_answers_503_and_keeps_nothing(order_factory, post_notification, monkeypatch):
+# The payment itself, and the Payment upsert after the order was already updated.
+@pytest.mark.parametrize("failing", ["order_mark_paid_if_new", "_payment_captured"])
+def test_database_error_answers_503_and_keeps_nothing(order_factory, post_notification, monkeypatch, failing):
     order = order_factory()
 
-    def broken(**kwargs):
+    def broken(*args, **kwargs):
         raise OperationalError("database went away")
 
-    monkeypatch.setattr("orders.services.notifications.order_mark_paid", broken)
+    monkeypatch.setattr(f"orders.services.notifications.{failing}", broken)
     response = post_notification(notification(order))
 
     assert response.status_code == 503
