@@ -30,7 +30,12 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser) -> None:
-        parser.add_argument("order_ids", nargs="*", type=int, metavar="ORDER_ID")
+        parser.add_argument(
+            "order_ids",
+            nargs="*",
+            metavar="ORDER",
+            help="The order's number as customers and the admin show it (its public id), or its database id.",
+        )
         parser.add_argument("--all-paid", action="store_true", help="Every order that is PAID.")
         parser.add_argument("--provider", help="Provider for new purchases (default: FULFILLMENT_PROVIDER).")
         parser.add_argument("--queue", action="store_true", help="Queue for the workers instead of running here.")
@@ -44,7 +49,7 @@ class Command(BaseCommand):
     def handle(
         self,
         *args,
-        order_ids: list[int],
+        order_ids: list[str],
         all_paid: bool,
         provider: str | None,
         queue: bool,
@@ -52,7 +57,7 @@ class Command(BaseCommand):
         **options,
     ):
         if not order_ids and not all_paid:
-            raise CommandError("Give at least one ORDER_ID, or --all-paid.", returncode=2)
+            raise CommandError("Give at least one ORDER (its number or database id), or --all-paid.", returncode=2)
         if provider:
             try:
                 get_fulfillment_provider(provider)
@@ -62,7 +67,13 @@ class Command(BaseCommand):
                 raise CommandError(
                     "--provider applies to foreground runs only; workers use FULFILLMENT_PROVIDER.", returncode=2
                 )
-        ids = list(dict.fromkeys(order_ids))
+        ids, unknown = self._resolve(order_ids)
+        if unknown:
+            raise CommandError(
+                "Nothing was done. "
+                + " ".join(f"No order {word!r}: give its number (public id) or its database id." for word in unknown),
+                returncode=2,
+            )
         if all_paid:
             ids += [
                 pk
@@ -83,9 +94,10 @@ class Command(BaseCommand):
             self.stdout.write("No paid orders to deliver.")
             return
 
+        numbers = dict(Order.objects.filter(pk__in=ids).values_list("pk", "public_id"))
         failed_orders = []
         for position, order_id in enumerate(ids, start=1):
-            prefix = f"[{position}/{len(ids)}] order {order_id}"
+            prefix = f"[{position}/{len(ids)}] order {numbers.get(order_id, order_id)}"
             try:
                 decision = order_fulfillment_reset_for_retry(order_id=order_id, rebuy_unknown=rebuy_unknown)
             except (OrderNotFound, OrderNotFulfillable) as exc:  # changed since validation
@@ -121,10 +133,28 @@ class Command(BaseCommand):
         self.stdout.write(f"Summary: {len(ids)} order(s) {verb}, {len(failed_orders)} not fully delivered.")
         if failed_orders:
             raise CommandError(
-                "Not fully delivered: " + ", ".join(map(str, failed_orders)) + ". Failed units are retried "
+                "Not fully delivered: "
+                + ", ".join(str(numbers.get(pk, pk)) for pk in failed_orders)
+                + ". Failed units are retried "
                 "automatically when a retry can help; see each order's attempts in the admin.",
                 returncode=1,
             )
+
+    @staticmethod
+    def _resolve(words: list[str]) -> tuple[list[int], list[str]]:
+        """Order pks for `words` (public ids or database ids, in the order given), and the words that
+        name no order. A public id is tried first: it is what people copy from pages and emails."""
+        ids: list[int] = []
+        unknown: list[str] = []
+        for word in dict.fromkeys(word.strip() for word in words):
+            pk = Order.objects.filter(public_id=word).values_list("pk", flat=True).first()
+            if pk is None and word.isdigit():
+                pk = Order.objects.filter(pk=int(word)).values_list("pk", flat=True).first()
+            if pk is None:
+                unknown.append(word)
+            elif pk not in ids:
+                ids.append(pk)
+        return ids, unknown
 
     def _show_unit(self, unit: UnitReport) -> None:
         detail = f"serial {unit.serial}" if unit.serial else f"{unit.code} {unit.message}".strip()
