@@ -299,6 +299,34 @@ def order_payment_start(*, order: Order) -> Payment:
     if existing is not None:
         return existing
 
+    return _payment_init(order, client)
+
+
+def order_payment_again(*, order_id: int) -> Payment:
+    """A payment link for the customer of a CANCELLED order (payment declined, link expired): nothing
+    was charged, so the same order may be paid again. Idempotent: a live link the order already has
+    is handed back rather than a second one made. A payment captured later moves the order to PAID
+    by the usual path (CANCELLED -> PAID is legal), so the order is never paid and lost.
+
+    Raises PaymentUnavailable (the reason, for the customer) for an order that is paid, refunded, or
+    whose payment cannot be started now; a NEW order gets its usual link (order_payment_start).
+    """
+    order = Order.objects.get(pk=order_id)
+    if order.status != OrderStatus.CANCELLED:
+        return order_payment_start(order=order)
+    existing = _reusable_payment(order)
+    if existing is not None:
+        return existing
+    client = _client()
+    _settle_unknown_init(order, client)
+    order.refresh_from_db()
+    if order.status != OrderStatus.CANCELLED:  # CheckOrder found a captured payment
+        return order_payment_start(order=order)
+    return _reusable_payment(order) or _payment_init(order, client)
+
+
+def _payment_init(order: Order, client) -> Payment:
+    """Init a new payment of `order` and record it."""
     request = init_request(order)
     _, due = redirect_due_date()
     try:
