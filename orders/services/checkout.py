@@ -314,7 +314,7 @@ def order_payment_again(*, order_id: int) -> Payment:
     order = Order.objects.get(pk=order_id)
     if order.status != OrderStatus.CANCELLED:
         return order_payment_start(order=order)
-    existing = _reusable_payment(order)
+    existing = _link_made_since_cancelled(order)
     if existing is not None:
         return existing
     client = _client()
@@ -322,7 +322,16 @@ def order_payment_again(*, order_id: int) -> Payment:
     order.refresh_from_db()
     if order.status != OrderStatus.CANCELLED:  # CheckOrder found a captured payment
         return order_payment_start(order=order)
-    return _reusable_payment(order) or _payment_init(order, client)
+    return _link_made_since_cancelled(order) or _payment_init(order, client)
+
+
+def _link_made_since_cancelled(order: Order) -> Payment | None:
+    # The payment that was declined may still read NEW here (a failure status is not written on
+    # the Payment row): only a link made after the order was cancelled is a live one.
+    payment = _reusable_payment(order)
+    if payment is None or (order.cancelled_at and payment.created_at <= order.cancelled_at):
+        return None
+    return payment
 
 
 def _payment_init(order: Order, client) -> Payment:
