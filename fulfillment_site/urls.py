@@ -9,10 +9,12 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from fulfillment.views import DigiflazzCallbackView
 from fulfillment_site.console.views import metrics_view
 from orders.api.views import OrderCreateView, OrderStatusView, ProductListView
-from orders.pages import order_pay_again_page, order_status_page, sandbox_pay_page
+from orders.pages import favicon, home_page, order_pay_again_page, order_status_page, sandbox_pay_page
 from orders.views import TBankNotificationView
 
 urlpatterns = [
+    path("", home_page, name="home"),
+    path("favicon.ico", favicon, name="favicon"),
     path("admin/", admin.site.urls),
     # set_language: the language switch in the admin's header (and on customer pages) posts here.
     path("i18n/", include("django.conf.urls.i18n")),

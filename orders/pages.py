@@ -23,6 +23,18 @@ logger = logging.getLogger(__name__)
 LANGUAGE_CODES = {code for code, _name in settings.LANGUAGES}
 
 
+def home_page(request):
+    """GET /: what this service is and where to go (it used to answer a debug 404)."""
+    return render(request, "orders/home.html", {})
+
+
+def favicon(request):
+    """GET /favicon.ico: nothing to show, and no 404 in the log on every page."""
+    from django.http import HttpResponse
+
+    return HttpResponse(status=204)
+
+
 @never_cache
 def order_status_page(request, public_id: str):
     """GET /orders/<id>/?token=...[&lang=ru|en]: the codes, refreshing itself until the order is final."""

@@ -84,3 +84,9 @@ def test_the_russian_status_page_writes_money_and_time_as_russians_do(sandbox, c
     assert re.search(r"\d\d\.\d\d\.\d{4} \d\d:\d\d:\d\d МСК", page)
     english = status_page(client, order, "en")
     assert "3,300.00 ₽" in english and "Price per unit" in english and re.search(r" \d\d:\d\d:\d\d MSK", english)
+
+
+def test_the_root_says_where_to_go_and_there_is_no_favicon_404(client, db):
+    page = client.get("/", HTTP_ACCEPT_LANGUAGE="ru")
+    assert page.status_code == 200 and "Консоль сотрудника" in page.content.decode()
+    assert client.get("/favicon.ico").status_code == 204

@@ -114,7 +114,10 @@ def test_make_run_prints_a_curl_line_that_creates_an_order():
     from pathlib import Path
 
     script = (Path(__file__).resolve().parents[2] / "scripts" / "run-dev.sh").read_text()
-    assert re.search(r"curl -s -X POST http://127\.0\.0\.1:8000/api/orders", script)
+    assert re.search(r"curl -s -X POST \$BASE/api/orders", script)
+    assert 'PORT="${PORT:-8000}"' in script and 'BASE="http://127.0.0.1:${PORT}"' in script
+    # The summary is printed last, after both processes are started.
+    assert script.index("runserver") < script.index("cat <<SUMMARY") < script.index("wait -n")
     env = (Path(__file__).resolve().parents[2] / ".env.example").read_text()
     assert re.search(r"^TBANK_SANDBOX=true$", env, re.M)
 
