@@ -181,8 +181,10 @@ def refund_undelivered_units(modeladmin, request, queryset):
                 )
             else:
                 values = {"id": refund.pk, "amount": rubles(refund.amount_kopecks), "order": refund.order}
-                done = _("Refund %(id)s of %(amount)s decided for undelivered units.") % values
-                modeladmin.log_change(request, refund.order, done)  # the order's admin history and timeline
+                # The order's admin history says who added which refund (Django words it, in the reader's
+                # language); the timeline shows the refund itself once, with who decided it.
+                added = [{"added": {"name": "refund", "object": f"{refund.pk}: {rubles(refund.amount_kopecks)}"}}]
+                modeladmin.log_change(request, refund.order, added)
                 modeladmin.message_user(
                     request, _("%(order)s: refund %(id)s of %(amount)s is being sent.") % values, messages.SUCCESS
                 )

@@ -313,7 +313,7 @@ class Payment(models.Model):
         ordering = ["id"]
 
     def __str__(self) -> str:
-        return f"Payment {self.payment_id} of order {self.order_id} ({self.bank_status or 'new'})"
+        return _("Payment %(id)s (%(status)s)") % {"id": self.payment_id, "status": self.bank_status or "NEW"}
 
 
 class NotificationSource(models.TextChoices):

@@ -124,7 +124,14 @@ def staff_events(order) -> list[Event]:
     return [
         Event(entry.action_time, _("Staff action"), entry.get_change_message() or str(entry), who=entry.user.username)
         for entry in entries.order_by("id")
+        # A refund staff decided is in the timeline as the refund (refund_events, with who): not twice.
+        if not entry.change_message.startswith(STAFF_REFUND_ENTRY)
     ]
+
+
+#: How the refund action records a decision in the order's admin history (orders/admin_refunds.py).
+STAFF_REFUND_ENTRY = '[{"added": {"name": "refund"'
+
 
 
 @register_source

@@ -136,3 +136,23 @@ def test_the_refund_confirmation_never_offers_zero(admin_client, paid_order_fact
     assert 'name="confirm"' not in page and "Refund 0.00 ₽" not in page and 'id="total"' not in page
     assert "still being delivered" in page  # why there is nothing to refund
     assert page.count(">Refund undelivered units<") == 1  # the title, once
+
+
+def test_a_staff_refund_is_in_the_timeline_once_and_in_the_admin_history(admin_client, failed_order, settings):
+    from django.contrib.admin.models import LogEntry
+
+    from orders.models import Payment, Refund
+
+    Payment.objects.create(order=failed_order, payment_id="8742591", amount_kopecks=80000, bank_status="CONFIRMED")
+    response = admin_client.post(
+        reverse("admin:orders_order_changelist"),
+        {"action": "refund_undelivered_units", "_selected_action": [failed_order.pk], "confirm": "1"},
+        follow=True,
+    )
+    assert response.status_code == 200
+    refund = Refund.objects.get(order=failed_order)
+
+    timeline = page_of(admin_client, failed_order).split('id="order-timeline"')[1]
+    assert timeline.count(f"Refund {refund.pk} of 400.00 ₽") == 1 and "admin" in timeline
+    (entry,) = LogEntry.objects.filter(object_id=str(failed_order.pk))
+    assert entry.user.username == "admin" and "refund" in entry.get_change_message().lower()
