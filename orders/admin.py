@@ -43,6 +43,7 @@ from orders.models import (
     TBankCall,
 )
 from orders.services import NotificationNotReviewable, payment_notification_mark_reviewed
+from orders.services.corrections import RecipientNotCorrectable, order_item_recipient_correct
 from orders.services.emails import customer_email_enqueue
 from orders.state import OrderStatus
 from orders.tbank import notifications as tbank_statuses
@@ -316,7 +317,12 @@ class OrderAdmin(HugeTableAdminMixin, ExactSearchMixin, admin.ModelAdmin):
             self.admin_site.admin_view(self.retry_view),
             name="orders_order_retry",
         )
-        return [retry, *urls]
+        correct = path(
+            "<path:object_id>/correct-recipient/",
+            self.admin_site.admin_view(self.correct_recipient_view),
+            name="orders_order_correct_recipient",
+        )
+        return [retry, correct, *urls]
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         order = self.get_object(request, object_id)
@@ -325,6 +331,8 @@ class OrderAdmin(HugeTableAdminMixin, ExactSearchMixin, admin.ModelAdmin):
             extra.update(order_page_context(order))
             extra["can_retry"] = order.status == OrderStatus.PAID and self.has_retry_fulfillment_permission(request)
             extra["retry_url"] = reverse("admin:orders_order_retry", args=[order.pk])
+            extra["can_correct"] = order.status == OrderStatus.PAID and self.has_correct_recipient_permission(request)
+            extra["correct_url"] = reverse("admin:orders_order_correct_recipient", args=[order.pk])
             extra["can_refund"] = order.status == OrderStatus.PAID and request.user.has_perm(
                 "orders.refund_undelivered_units"
             )
@@ -336,6 +344,56 @@ class OrderAdmin(HugeTableAdminMixin, ExactSearchMixin, admin.ModelAdmin):
         # One Save for the one editable field; no "save and add another" on a page that cannot add.
         context.update(show_save_and_continue=False, show_save_and_add_another=False)
         return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def has_correct_recipient_permission(self, request) -> bool:
+        # Changing what an order buys and buying it again: both permissions.
+        return request.user.has_perm("orders.change_order") and self.has_retry_fulfillment_permission(request)
+
+    def correct_recipient_view(self, request, object_id):
+        """GET: the item's recipient in a form. POST: correct it (the old value kept in the admin
+        history), then buy its failed units again under a new reference."""
+        if not (self.has_view_permission(request) and self.has_correct_recipient_permission(request)):
+            raise PermissionDenied
+        order = get_object_or_404(Order, pk=as_id(object_id) or 0)
+        order_url = reverse("admin:orders_order_change", args=[order.pk])
+        item = get_object_or_404(
+            OrderItem.objects.select_related("product"), pk=as_id(request.GET.get("item", "")) or 0, order=order
+        )
+        error = ""
+        if request.method == "POST":
+            try:
+                change = order_item_recipient_correct(item_id=item.pk, recipient=request.POST.get("recipient", ""))
+            except RecipientNotCorrectable as exc:
+                error = str(exc)
+            else:
+                values = {"product": item.product.name, "old": change.old, "new": change.new}
+                self.log_change(
+                    request, order, _("Corrected the recipient of %(product)s: %(old)s → %(new)s.") % values
+                )
+                try:
+                    decision = order_fulfillment_retry(order_id=order.pk)
+                except (OrderNotFound, OrderNotFulfillable) as exc:
+                    self.message_user(request, _("Nothing retried: %(why)s") % {"why": exc}, messages.ERROR)
+                else:
+                    self.message_user(
+                        request,
+                        _("%(order)s: recipient corrected to %(new)s; the failed units are bought again.")
+                        % {"order": order, "new": change.new},
+                        messages.SUCCESS,
+                    )
+                    retry_messages(self, request, [decision])
+                return HttpResponseRedirect(order_url)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": _("Correct the recipient of %(product)s") % {"product": item.product.name},
+            "opts": self.opts,
+            "order": order,
+            "order_url": order_url,
+            "item": item,
+            "error": error,
+            "value": request.POST.get("recipient", item.recipient),
+        }
+        return TemplateResponse(request, "console/order_correct_recipient.html", context)
 
     def retry_view(self, request, object_id):
         """GET: what a retry will do, with a confirm button. POST: retry, record it, show the outcome."""

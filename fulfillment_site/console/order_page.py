@@ -35,6 +35,7 @@ class UnitRow:
     unit_price: int = 0
     failure_scope: str = ""
     held_by: str = ""  # "pause" or "halt": waiting on a fault that is not the unit's own
+    item_id: int | None = None
 
 
 UNIT_TONES = {"delivered": "ok", "failed": "bad", "cancelled": "muted", "pending": "info", "sending": "info"}
@@ -91,6 +92,7 @@ def order_units(order) -> list[UnitRow]:
                 unit_price=unit.item.unit_price_kopecks,
                 failure_scope=unit.failure_scope,
                 held_by=_held_by(unit, halted=halted, paused=paused),
+                item_id=unit.item_id,
             )
             for unit in deliveries
         ]
@@ -164,10 +166,10 @@ def order_wrongs(order, units: list[UnitRow]) -> list[Wrong]:
             if unit.failure_scope == FailureScope.PERMANENT:
                 # A retry buys the same thing for the same recipient again: it cannot help.
                 text += " " + _("A retry will fail the same way: correct the recipient, or refund the unit.")
-                wrongs.append(Wrong(text, refund))
+                wrongs.append(Wrong(text, (f"correct:{unit.item_id}", *refund)))
             else:
                 text += " " + _("Fix the cause, then retry (a new purchase under a new reference), or refund the unit.")
-                wrongs.append(Wrong(text, ("retry", *refund)))
+                wrongs.append(Wrong(text, ("retry", f"correct:{unit.item_id}", *refund)))
         held = [unit for unit in units if unit.held_by]
         halts = {halt["provider"]: halt for halt in active_halts()}
         open_units = any(unit.status in ("waiting", "sending", "pending") for unit in units)

@@ -133,7 +133,6 @@ def staff_events(order) -> list[Event]:
 STAFF_REFUND_ENTRY = '[{"added": {"name": "refund"'
 
 
-
 @register_source
 def bank_call_events(order) -> list[Event]:
     """Our calls to T-Bank for the order's payment link (Init, CheckOrder, Cancel of a stale link)."""

@@ -156,3 +156,59 @@ def test_a_staff_refund_is_in_the_timeline_once_and_in_the_admin_history(admin_c
     assert timeline.count(f"Refund {refund.pk} of 400.00 ₽") == 1 and "admin" in timeline
     (entry,) = LogEntry.objects.filter(object_id=str(failed_order.pk))
     assert entry.user.username == "admin" and "refund" in entry.get_change_message().lower()
+
+
+def test_staff_correct_a_refused_recipient_and_the_unit_is_bought_again(
+    admin_client, failed_order, django_capture_on_commit_callbacks
+):
+    from django.contrib.admin.models import LogEntry
+
+    from orders.models import OrderItem
+
+    failed_unit = Delivery.objects.get(order=failed_order, status=DeliveryStatus.FAILED)
+    item = failed_unit.item
+    box = wrong_box(page_of(admin_client, failed_order))
+    url = reverse("admin:orders_order_correct_recipient", args=[failed_order.pk])
+    assert f"{url}?item={item.pk}" in box
+
+    form = admin_client.get(f"{url}?item={item.pk}")
+    assert form.status_code == 200 and item.recipient in form.content.decode()
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(f"{url}?item={item.pk}", {"recipient": "087800009999"})
+
+    assert response.status_code == 302
+    assert OrderItem.objects.get(pk=item.pk).recipient == "087800009999"
+    unit = Delivery.objects.get(pk=failed_unit.pk)
+    assert unit.reference != failed_unit.reference and unit.purchase_no == failed_unit.purchase_no + 1
+    assert unit.status == DeliveryStatus.DELIVERED  # eager Celery: bought again for the new recipient
+    (entry,) = LogEntry.objects.filter(object_id=str(failed_order.pk))
+    assert "087800001232 → 087800009999" in entry.get_change_message()  # the old value kept
+
+
+def test_a_recipient_the_product_refuses_is_not_saved_and_the_form_says_why(admin_client, failed_order, product_factory):
+    from orders.models import OrderItem, Product
+
+    item = Delivery.objects.get(order=failed_order, status=DeliveryStatus.FAILED).item
+    Product.objects.filter(pk=item.product_id).update(recipient_label="Phone number", recipient_pattern=r"08[0-9]{8,11}")
+    url = reverse("admin:orders_order_correct_recipient", args=[failed_order.pk])
+
+    response = admin_client.post(f"{url}?item={item.pk}", {"recipient": "not-a-number"})
+
+    assert response.status_code == 200
+    assert "&#x27;not-a-number&#x27; is not a valid Phone number (format: 08[0-9]{8,11})." in response.content.decode()
+    assert OrderItem.objects.get(pk=item.pk).recipient == "087800001232"
+
+
+def test_the_recipient_of_a_delivered_unit_cannot_change(failed_order):
+    from orders.services.corrections import RecipientNotCorrectable, order_item_recipient_correct
+
+    delivered = Delivery.objects.get(order=failed_order, status=DeliveryStatus.DELIVERED)
+    with pytest.raises(RecipientNotCorrectable, match="nothing to correct"):
+        order_item_recipient_correct(item_id=delivered.item_id, recipient="087800009999")
+    Delivery.objects.filter(item_id=delivered.item_id).exclude(pk=delivered.pk).delete()
+    Delivery.objects.filter(pk=delivered.pk).update(status=DeliveryStatus.FAILED)
+    Delivery.objects.create(
+        order=failed_order, item_id=delivered.item_id, unit_index=9, unit_key="x-9", reference="r-9", status="delivered"
+    )
+    with pytest.raises(RecipientNotCorrectable, match="cannot change"):
+        order_item_recipient_correct(item_id=delivered.item_id, recipient="087800009999")
