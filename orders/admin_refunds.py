@@ -53,7 +53,9 @@ class NeedsStaffFilter(admin.SimpleListFilter):
 
 class RefundAttemptInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = RefundAttempt
-    fields = ("started_at", "method", "outcome", "error_code", "message", "request", "answer", "duration_ms", "worker")
+    # What staff read: when, what was asked, what the bank said. The raw request and answer are
+    # on record (audit) but not dumped on the page.
+    fields = ("started_at", "method", "outcome", "error_code", "message", "duration_ms")
     readonly_fields = fields
     extra = 0
 
@@ -91,7 +93,45 @@ class RefundAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_select_related = ("payment", "order")
     inlines = [RefundAttemptInline]
     actions = [resend_refunds]
-    readonly_fields = [f.name for f in Refund._meta.fields] + ["amount"]
+    readonly_fields = [f.name for f in Refund._meta.fields] + ["amount", "order_link"]
+    # The refund's page says what a person needs first: how much, for which order, why, where it
+    # stands and what the bank said; the machinery (claims, ids, the receipt) is folded away.
+    fieldsets = (
+        (
+            None,
+            {
+                "fields": (
+                    "order_link",
+                    "amount",
+                    "reason",
+                    "state",
+                    "decided_by",
+                    "full",
+                    "bank_status",
+                    "last_error_code",
+                    "last_message",
+                    "created_at",
+                    "sent_at",
+                    "settled_at",
+                )
+            },
+        ),
+        (
+            _("Technical details"),
+            {
+                "classes": ("collapse",),
+                "fields": (
+                    "payment",
+                    "external_request_id",
+                    "cancel_calls",
+                    "state_checks",
+                    "queued_at",
+                    "next_check_at",
+                    "receipt",
+                ),
+            },
+        ),
+    )
 
     def has_refund_undelivered_units_permission(self, request) -> bool:
         return request.user.has_perm(PERMISSION)

@@ -56,7 +56,11 @@ def wait_for(browser, css: str):
 
 @pytest.mark.parametrize("language", ["ru", "en"])
 def test_staff_refund_a_failed_unit_from_the_order_page_in_their_language(
-    browser, live_server, django_user_model, failed_order, language  # noqa: F811
+    browser,
+    live_server,
+    django_user_model,
+    failed_order,  # noqa: F811 - the fixture imported above
+    language,
 ):
     django_user_model.objects.create_superuser(username="boss", password=PASSWORD, email="boss@example.com")
     browser.get(f"{live_server.url}/admin/login/?next=/admin/")

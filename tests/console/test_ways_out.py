@@ -185,11 +185,15 @@ def test_staff_correct_a_refused_recipient_and_the_unit_is_bought_again(
     assert "087800001232 → 087800009999" in entry.get_change_message()  # the old value kept
 
 
-def test_a_recipient_the_product_refuses_is_not_saved_and_the_form_says_why(admin_client, failed_order, product_factory):
+def test_a_recipient_the_product_refuses_is_not_saved_and_the_form_says_why(
+    admin_client, failed_order, product_factory
+):
     from orders.models import OrderItem, Product
 
     item = Delivery.objects.get(order=failed_order, status=DeliveryStatus.FAILED).item
-    Product.objects.filter(pk=item.product_id).update(recipient_label="Phone number", recipient_pattern=r"08[0-9]{8,11}")
+    Product.objects.filter(pk=item.product_id).update(
+        recipient_label="Phone number", recipient_pattern=r"08[0-9]{8,11}"
+    )
     url = reverse("admin:orders_order_correct_recipient", args=[failed_order.pk])
 
     response = admin_client.post(f"{url}?item={item.pk}", {"recipient": "not-a-number"})
@@ -212,3 +216,15 @@ def test_the_recipient_of_a_delivered_unit_cannot_change(failed_order):
     )
     with pytest.raises(RecipientNotCorrectable, match="cannot change"):
         order_item_recipient_correct(item_id=delivered.item_id, recipient="087800009999")
+
+
+def test_a_refund_page_reads_as_money_not_as_a_dump(admin_client, failed_order):
+    from orders.models import Payment, Refund
+
+    payment = Payment.objects.create(order=failed_order, payment_id="8742591", amount_kopecks=80000)
+    refund = Refund.objects.create(
+        order=failed_order, payment=payment, amount_kopecks=40000, reason="staff", decided_by="anna", claim_token="t0k"
+    )
+    page = admin_client.get(reverse("admin:orders_refund_change", args=[refund.pk])).content.decode()
+    assert "400.00 ₽" in page and failed_order.public_id in page
+    assert "t0k" not in page and ">40000<" not in page  # no claim token, no kopecks
