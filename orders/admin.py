@@ -150,9 +150,34 @@ def orders_needing_attention(kind: str):
         return records.order_by().values("order_id")
     if kind == "flagged":
         return OrderFlag.objects.filter(resolved_at__isnull=True).order_by().values("order_id")
-    kinds = ("failed_units", "paid_too_long", "to_review", "flagged")
+    if kind == "held":
+        return _held_units().order_by().values("order_id")
+    kinds = ("failed_units", "paid_too_long", "to_review", "flagged", "held")
     first, *others = (orders_needing_attention(each) for each in kinds)
     return first.union(*others)
+
+
+def _held_units():
+    """Open units of PAID orders waiting on a fault that is not theirs: a paused product or a halted
+    provider (a unit not sent yet goes through its item's provider, else the configured one). The
+    faults are a handful of rows, so this is a few indexed conditions, never a scan of the orders."""
+    from django.conf import settings
+    from django.db.models import Q
+
+    from fulfillment.models import OPEN_STATUSES, ProductPause, ProviderHalt
+
+    def through(provider: str) -> Q:
+        unsent = Q(provider="") & (Q(item__provider=provider) | Q(item__provider=""))
+        if provider != settings.FULFILLMENT_PROVIDER:
+            unsent = Q(provider="", item__provider=provider)
+        return Q(provider=provider) | unsent
+
+    condition = Q(pk__in=[])
+    for provider in ProviderHalt.objects.values_list("provider", flat=True):
+        condition |= through(provider)
+    for provider, sku in ProductPause.objects.values_list("provider", "sku"):
+        condition |= through(provider) & Q(item__sku=sku)
+    return Delivery.objects.filter(condition, status__in=OPEN_STATUSES, order__status=OrderStatus.PAID)
 
 
 def _has_failed_unit():
@@ -170,6 +195,7 @@ class NeedsAttentionFilter(admin.SimpleListFilter):
             ("paid_too_long", _("Paid, not delivered for too long")),
             ("to_review", _("A notification to review")),
             ("flagged", _("Flagged (a provider contradicted a delivery...)")),
+            ("held", _("Held by a paused product or a halted provider")),
         ]
 
     def queryset(self, request, queryset):
@@ -178,7 +204,7 @@ class NeedsAttentionFilter(admin.SimpleListFilter):
             return queryset.filter(_has_failed_unit(), status=OrderStatus.PAID)
         if self.value() == "paid_too_long":
             return queryset.filter(status=OrderStatus.PAID, paid_at__lt=paid_too_long_cutoff())
-        if self.value() in {"any", "to_review", "flagged"}:
+        if self.value() in {"any", "to_review", "flagged", "held"}:
             return queryset.filter(pk__in=orders_needing_attention(self.value()))
         return queryset
 

@@ -228,3 +228,18 @@ def test_a_refund_page_reads_as_money_not_as_a_dump(admin_client, failed_order):
     page = admin_client.get(reverse("admin:orders_refund_change", args=[refund.pk])).content.decode()
     assert "400.00 ₽" in page and failed_order.public_id in page
     assert "t0k" not in page and ">40000<" not in page  # no claim token, no kopecks
+
+
+def test_orders_held_by_a_pause_or_a_halt_need_attention(admin_client, paid_order_factory, failed_order):
+    held = paid_order_factory()
+    other = paid_order_factory()
+    product_pause(provider="mock", sku=held.items.get().sku, code="out_of_stock", reason="Out of stock.")
+    changelist = reverse("admin:orders_order_changelist")
+
+    page = admin_client.get(f"{changelist}?attention=held").content.decode()
+    assert held.public_id in page and other.public_id not in page and failed_order.public_id not in page
+    assert held.public_id in admin_client.get(f"{changelist}?attention=any").content.decode()
+
+    provider_halt(provider="mock", code="41", reason="Signature rejected.")
+    page = admin_client.get(f"{changelist}?attention=held").content.decode()
+    assert held.public_id in page and other.public_id in page
