@@ -9,6 +9,7 @@ from __future__ import annotations
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
+from django.utils.translation import gettext as _
 
 from fulfillment.registry import get_fulfillment_provider
 from fulfillment.services import (
@@ -57,7 +58,7 @@ class Command(BaseCommand):
         **options,
     ):
         if not order_ids and not all_paid:
-            raise CommandError("Give at least one ORDER (its number or database id), or --all-paid.", returncode=2)
+            raise CommandError(_("Give at least one ORDER (its number or database id), or --all-paid."), returncode=2)
         if provider:
             try:
                 get_fulfillment_provider(provider)
@@ -70,8 +71,12 @@ class Command(BaseCommand):
         ids, unknown = self._resolve(order_ids)
         if unknown:
             raise CommandError(
-                "Nothing was done. "
-                + " ".join(f"No order {word!r}: give its number (public id) or its database id." for word in unknown),
+                _("Nothing was done.")
+                + " "
+                + " ".join(
+                    _("No order %(word)r: give its number (public id) or its database id.") % {"word": word}
+                    for word in unknown
+                ),
                 returncode=2,
             )
         if all_paid:
@@ -89,19 +94,19 @@ class Command(BaseCommand):
             if pk in statuses and statuses[pk] != OrderStatus.PAID
         ]
         if problems:
-            raise CommandError("Nothing was done. " + " ".join(problems), returncode=2)
+            raise CommandError(_("Nothing was done.") + " " + " ".join(problems), returncode=2)
         if not ids:
-            self.stdout.write("No paid orders to deliver.")
+            self.stdout.write(_("No paid orders to deliver."))
             return
 
         numbers = dict(Order.objects.filter(pk__in=ids).values_list("pk", "public_id"))
         failed_orders = []
         for position, order_id in enumerate(ids, start=1):
-            prefix = f"[{position}/{len(ids)}] order {numbers.get(order_id, order_id)}"
+            prefix = f"[{position}/{len(ids)}] " + _("order %(number)s") % {"number": numbers.get(order_id, order_id)}
             try:
                 decision = order_fulfillment_reset_for_retry(order_id=order_id, rebuy_unknown=rebuy_unknown)
             except (OrderNotFound, OrderNotFulfillable) as exc:  # changed since validation
-                self.stderr.write(f"{prefix}: skipped, {exc}")
+                self.stderr.write(f"{prefix}: " + _("skipped, %(why)s") % {"why": exc})
                 failed_orders.append(order_id)
                 continue
             if decision.held_unknown:
@@ -114,13 +119,15 @@ class Command(BaseCommand):
             if queue:
                 with transaction.atomic():
                     order_fulfillment_queue(order_id=order_id)
-                self.stdout.write(f"{prefix}: queued")
+                self.stdout.write(f"{prefix}: " + _("queued"))
                 continue
-            self.stdout.write(f"{prefix}: delivering...")
+            self.stdout.write(f"{prefix}: " + _("delivering..."))
             report = fulfill_order(order_id, provider=provider, on_unit=self._show_unit)
-            line = (
-                f"{prefix}: {report.units_delivered}/{report.units_total} units delivered, order {report.order_status}"
-            )
+            line = f"{prefix}: " + _("%(delivered)d/%(total)d units delivered, order %(status)s") % {
+                "delivered": report.units_delivered,
+                "total": report.units_total,
+                "status": report.order_status,
+            }
             if report.skipped:
                 line += f" ({report.skipped})"
             if report.complete:
@@ -129,14 +136,19 @@ class Command(BaseCommand):
                 self.stdout.write(self.style.WARNING(line))
                 failed_orders.append(order_id)
 
-        verb = "queued" if queue else "processed"
-        self.stdout.write(f"Summary: {len(ids)} order(s) {verb}, {len(failed_orders)} not fully delivered.")
+        summary = (
+            _("Summary: %(count)d order(s) queued, %(failed)d not fully delivered.")
+            if queue
+            else _("Summary: %(count)d order(s) processed, %(failed)d not fully delivered.")
+        )
+        self.stdout.write(summary % {"count": len(ids), "failed": len(failed_orders)})
         if failed_orders:
             raise CommandError(
-                "Not fully delivered: "
-                + ", ".join(str(numbers.get(pk, pk)) for pk in failed_orders)
-                + ". Failed units are retried "
-                "automatically when a retry can help; see each order's attempts in the admin.",
+                _(
+                    "Not fully delivered: %(orders)s. Failed units are retried automatically when a retry can "
+                    "help; see each order's attempts in the admin."
+                )
+                % {"orders": ", ".join(str(numbers.get(pk, pk)) for pk in failed_orders)},
                 returncode=1,
             )
 
