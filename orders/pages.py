@@ -61,7 +61,24 @@ def order_status_page(request, public_id: str):
         "codes": [unit["code"] for item in data["items"] for unit in item["units"] if unit["code"]],
     }
     context["codes_text"] = "\n".join(context["codes"])
+    context["held"] = order.status == OrderStatus.PAID and _units_held(order)
     return render(request, "orders/status.html", context)
+
+
+def _units_held(order) -> bool:
+    """Whether a unit of `order` waits on a paused product or a halted provider (a few tiny tables)."""
+    from fulfillment.models import OPEN_STATUSES, Delivery, ProductPause, ProviderHalt
+
+    halted = set(ProviderHalt.objects.values_list("provider", flat=True))
+    paused = set(ProductPause.objects.values_list("provider", "sku"))
+    if not halted and not paused:
+        return False
+    units = Delivery.objects.filter(order=order, status__in=OPEN_STATUSES).select_related("item")
+    for unit in units.only("provider", "item__provider", "item__sku"):
+        provider = unit.provider or unit.item.provider or settings.FULFILLMENT_PROVIDER
+        if provider in halted or (provider, unit.item.sku) in paused:
+            return True
+    return False
 
 
 @never_cache

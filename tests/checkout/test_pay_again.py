@@ -90,3 +90,14 @@ def test_the_root_says_where_to_go_and_there_is_no_favicon_404(client, db):
     page = client.get("/", HTTP_ACCEPT_LANGUAGE="ru")
     assert page.status_code == 200 and "Консоль сотрудника" in page.content.decode()
     assert client.get("/favicon.ico").status_code == 204
+
+
+def test_a_customer_whose_units_wait_on_a_paused_product_is_told(client, paid_order_factory):
+    from fulfillment.services import product_pause
+
+    order = paid_order_factory()
+    assert "delayed at the supplier" not in status_page(client, order)
+    product_pause(provider="mock", sku=order.items.get().sku, code="out_of_stock", reason="Out of stock.")
+
+    assert "delayed at the supplier" in status_page(client, order)
+    assert "задерживаются у поставщика" in status_page(client, order, "ru")
