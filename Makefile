@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test migrate demo lint bench bench-quick bench-scale bench-flash contract clean
+.PHONY: install run test migrate demo lint messages bench bench-quick bench-scale bench-flash contract clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,13 @@ run: demo
 
 test: install
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The translations: collect every string of ours into locale/*/django.po, then compile the .mo files
+# (both committed). Needs GNU gettext (apt-get install gettext); tests/test_locale.py checks the result.
+messages: install .env
+	$(BIN)/python manage.py makemessages -l ru -l en --no-obsolete --ignore='.venv/*' --ignore='tests/*' \
+		--ignore='bench/*' --ignore='var/*' --ignore='docs/*' --ignore='*/migrations/*'
+	$(BIN)/python manage.py compilemessages --ignore='.venv/*'
 
 lint: install
 	$(BIN)/ruff check .

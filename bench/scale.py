@@ -425,6 +425,9 @@ class AdminClient:
 
         self.base = server.base
         self.session = requests.Session()
+        # The report names filters by the admin's English headings ("By status"); the shop's
+        # default language is Russian, so ask for English like a browser set to it would.
+        self.session.headers["Accept-Language"] = "en"
 
     def login(self, username: str, password: str) -> None:
         from django.urls import reverse

@@ -8,6 +8,7 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
+from django.utils.translation import gettext_lazy as _
 
 from fulfillment.models import (
     Delivery,
@@ -50,8 +51,28 @@ class ReadOnlyAdminMixin:
 UNIT_ATTEMPTS_SHOWN = 100
 
 
-def order_link(order_id: int):
-    return format_html('<a href="{}">{}</a>', reverse("admin:orders_order_change", args=[order_id]), order_id)
+def order_link(order_id: int, public_id: str | None = None):
+    """A link to the order page, named by the order's number (its public id, what customers see)."""
+    url = reverse("admin:orders_order_change", args=[order_id])
+    return format_html('<a class="mono" href="{}">{}</a>', url, public_id or order_id)
+
+
+def order_number(order_id: int) -> str:
+    """The number people know an order by (its public id), for messages that start from an order's pk."""
+    from orders.models import Order
+
+    return Order.objects.filter(pk=order_id).values_list("public_id", flat=True).first() or str(order_id)
+
+
+def with_order_number(queryset):
+    """Each row with its order's public id (`order_number`): one indexed sub-select per listed row."""
+    from django.db.models import OuterRef, Subquery
+
+    from orders.models import Order
+
+    return queryset.annotate(
+        order_number=Subquery(Order.objects.filter(pk=OuterRef("order_id")).values("public_id")[:1])
+    )
 
 
 def retry_messages(modeladmin, request, decisions) -> None:
@@ -62,13 +83,16 @@ def retry_messages(modeladmin, request, decisions) -> None:
     for halt in ProviderHalt.objects.all():
         modeladmin.message_user(
             request,
-            f"Deliveries through {halt.provider} are halted: {halt.reason} Queued orders wait until "
-            "the halt is removed (Fulfillment > Provider halts).",
+            _(
+                "Deliveries through %(provider)s are halted: %(reason)s Queued orders wait until the halt is "
+                "lifted (Provider halts)."
+            )
+            % {"provider": halt.provider, "reason": halt.reason},
             messages.ERROR,
         )
 
 
-@admin.action(description="Retry fulfillment of selected paid orders", permissions=["retry_fulfillment"])
+@admin.action(description=_("Retry fulfillment of selected paid orders"), permissions=["retry_fulfillment"])
 def retry_fulfillment(modeladmin, request, queryset) -> None:
     queued, skipped, decisions = [], [], []
     # Only the ids: the admin's queryset carries per-row annotations the retry does not need.
@@ -76,31 +100,35 @@ def retry_fulfillment(modeladmin, request, queryset) -> None:
         try:
             decision = order_fulfillment_retry(order_id=order_id)
         except (OrderNotFound, OrderNotFulfillable) as exc:
-            skipped.append(f"#{order_id}: {exc}")
+            skipped.append(f"{order_number(order_id)}: {exc}")
             continue
         decisions.append(decision)
         if decision.queued:
             queued.append(order_id)
-            outcome = "queued"
+            outcome = _("queued")
         else:
-            skipped.append(f"#{order_id}: {decision.reason}")
-            outcome = f"nothing to retry: {decision.reason}"
-        modeladmin.log_change(request, queryset.model(pk=order_id), f"Retried fulfillment (list action): {outcome}.")
+            skipped.append(f"{order_number(order_id)}: {decision.reason}")
+            outcome = _("nothing to retry: %(reason)s") % {"reason": decision.reason}
+        modeladmin.log_change(
+            request,
+            queryset.model(pk=order_id),
+            _("Retried fulfillment (list action): %(outcome)s.") % {"outcome": outcome},
+        )
     if queued:
         modeladmin.message_user(
             request,
-            f"Queued {len(queued)} order(s) for delivery: " + ", ".join(f"#{pk}" for pk in queued) + ".",
+            _("Queued for delivery: %(orders)s.") % {"orders": ", ".join(order_number(pk) for pk in queued)},
             messages.SUCCESS,
         )
     if skipped:
-        modeladmin.message_user(request, f"Skipped {len(skipped)} order(s): " + "; ".join(skipped), messages.WARNING)
+        modeladmin.message_user(request, _("Skipped: %(orders)s.") % {"orders": "; ".join(skipped)}, messages.WARNING)
     retry_messages(modeladmin, request, decisions)
 
 
 class ProviderFilter(admin.SimpleListFilter):
     """The registered providers as fixed choices: no SELECT DISTINCT over millions of rows."""
 
-    title = "provider"
+    title = _("provider")
     parameter_name = "provider"
 
     def lookups(self, request, model_admin):
@@ -111,7 +139,7 @@ class ProviderFilter(admin.SimpleListFilter):
 
 
 class OutcomeFilter(admin.SimpleListFilter):
-    title = "outcome"
+    title = _("outcome")
     parameter_name = "outcome"
 
     def lookups(self, request, model_admin):
@@ -141,10 +169,13 @@ class DeliveryAdmin(HugeTableAdminMixin, ExactSearchMixin, ReadOnlyAdminMixin, a
     list_filter = ("status", ProviderFilter)
     sortable_by = ("unit_key",)
     ordering = ("-id",)
-    search_help_text = "Provider reference, unit key, order id or recipient — exact."
+    search_help_text = _("Provider reference, unit key, order id or recipient — exact.")
     # Not an inline: a unit checked for days has hundreds of attempts, and a formset renders all.
     fields = [f.name for f in Delivery._meta.fields] + ["attempts_table"]
     readonly_fields = fields
+
+    def get_queryset(self, request):
+        return with_order_number(super().get_queryset(request))
 
     def search_ids(self, word: str) -> set[int]:
         from orders.models import OrderItem
@@ -160,15 +191,15 @@ class DeliveryAdmin(HugeTableAdminMixin, ExactSearchMixin, ReadOnlyAdminMixin, a
             ids |= set(Delivery.objects.filter(item_id__in=items).values_list("id", flat=True)[:SEARCH_CAP])
         return ids
 
-    @admin.display(description="Order", ordering="order_id")
+    @admin.display(description=_("Order"), ordering="order_id")
     def order_column(self, obj: Delivery):
-        return order_link(obj.order_id)
+        return order_link(obj.order_id, getattr(obj, "order_number", None))
 
-    @admin.display(description="Provider calls (newest first)")
+    @admin.display(description=_("Provider calls (newest first)"))
     def attempts_table(self, obj: Delivery):
         attempts = list(obj.attempts.order_by("-id")[:UNIT_ATTEMPTS_SHOWN])
         if not attempts:
-            return "None yet."
+            return _("None yet.")
         rows = format_html_join(
             "",
             "<tr><td class='nowrap'>{}</td><td>{}</td><td>{}</td><td class='mono'>{}</td><td>{}</td><td>{}</td>"
@@ -182,7 +213,7 @@ class DeliveryAdmin(HugeTableAdminMixin, ExactSearchMixin, ReadOnlyAdminMixin, a
                     a.outcome,
                     a.code,
                     a.message,
-                    f"{a.duration_ms} ms",
+                    _("%(ms)d ms") % {"ms": a.duration_ms},
                 )
                 for a in attempts
             ),
@@ -191,11 +222,11 @@ class DeliveryAdmin(HugeTableAdminMixin, ExactSearchMixin, ReadOnlyAdminMixin, a
         if len(attempts) == UNIT_ATTEMPTS_SHOWN:
             url = reverse("admin:fulfillment_deliveryattempt_changelist")
             more = format_html(
-                '<p class="help">The latest {} are shown: <a href="{}?q={}">every attempt of order {}</a>.</p>',
-                UNIT_ATTEMPTS_SHOWN,
+                '<p class="help">{} <a href="{}?q={}">{}</a>.</p>',
+                _("The latest %(count)d are shown:") % {"count": UNIT_ATTEMPTS_SHOWN},
                 url,
                 obj.order_id,
-                obj.order_id,
+                _("every attempt of this order"),
             )
         return format_html(
             '<table class="console-table"><thead><tr><th>Started</th><th>Kind</th><th>Provider</th>'
@@ -205,7 +236,7 @@ class DeliveryAdmin(HugeTableAdminMixin, ExactSearchMixin, ReadOnlyAdminMixin, a
             more,
         )
 
-    @admin.display(description="Status", ordering="status")
+    @admin.display(description=_("Status"), ordering="status")
     def status_badge(self, obj: Delivery):
         return _badge(obj.get_status_display(), UNIT_TONES.get(obj.status, "info"))
 
@@ -217,8 +248,11 @@ class DeliveryAttemptAdmin(HugeTableAdminMixin, ExactSearchMixin, ReadOnlyAdminM
     list_filter = ("kind", OutcomeFilter, ProviderFilter)
     sortable_by = ()  # newest first only: started_at has no index
     ordering = ("-id",)
-    search_help_text = "Provider reference or order id — exact."
+    search_help_text = _("Provider reference or order id — exact.")
     readonly_fields = [f.name for f in DeliveryAttempt._meta.fields]
+
+    def get_queryset(self, request):
+        return with_order_number(super().get_queryset(request))
 
     def search_ids(self, word: str) -> set[int]:
         ids = set(
@@ -230,15 +264,17 @@ class DeliveryAttemptAdmin(HugeTableAdminMixin, ExactSearchMixin, ReadOnlyAdminM
             ids |= set(attempts.values_list("id", flat=True)[:SEARCH_CAP])
         return ids
 
-    @admin.display(description="Order", ordering="order_id")
+    @admin.display(description=_("Order"), ordering="order_id")
     def order_column(self, obj: DeliveryAttempt):
-        return order_link(obj.order_id)
+        return order_link(obj.order_id, getattr(obj, "order_number", None))
 
-    @admin.display(description="Took")
+    @admin.display(description=_("Took"))
     def duration(self, obj: DeliveryAttempt) -> str:
-        return f"{obj.duration_ms / 1000:.1f} s" if obj.duration_ms >= 1000 else f"{obj.duration_ms} ms"
+        if obj.duration_ms >= 1000:
+            return _("%(seconds).1f s") % {"seconds": obj.duration_ms / 1000}
+        return _("%(ms)d ms") % {"ms": obj.duration_ms}
 
-    @admin.display(description="Outcome", ordering="outcome")
+    @admin.display(description=_("Outcome"), ordering="outcome")
     def outcome_badge(self, obj: DeliveryAttempt):
         return _badge(obj.outcome, {"delivered": "ok", "failed": "bad", "pending": "info"}.get(obj.outcome, ""))
 
@@ -260,13 +296,34 @@ class FaultAdmin(admin.ModelAdmin):
     def has_change_permission(self, request, obj=None) -> bool:
         return False
 
-    @admin.display(description="What happened, what to fix")
+    def get_actions(self, request):
+        # "Delete selected ..." reads as destroying a record; what staff do is lift the fault.
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
+
+    @admin.display(description=_("What happened, what to fix"))
     def reason_text(self, obj) -> str:
         return format_html("<strong>{}</strong>", obj.reason)
 
 
+@admin.action(description=_("Lift selected halts (deliveries resume now)"), permissions=["delete"])
+def lift_halts(modeladmin, request, queryset) -> None:
+    providers = list(queryset.values_list("provider", flat=True))
+    modeladmin.delete_queryset(request, queryset)
+    modeladmin.message_user(request, _("Lifted: %(names)s.") % {"names": ", ".join(providers)}, messages.SUCCESS)
+
+
+@admin.action(description=_("Lift selected pauses (deliveries resume now)"), permissions=["delete"])
+def lift_pauses(modeladmin, request, queryset) -> None:
+    skus = [sku for _provider, sku in queryset.values_list("provider", "sku")]
+    modeladmin.delete_queryset(request, queryset)
+    modeladmin.message_user(request, _("Lifted: %(names)s.") % {"names": ", ".join(skus)}, messages.SUCCESS)
+
+
 @admin.register(ProviderHalt)
 class ProviderHaltAdmin(FaultAdmin):
+    actions = [lift_halts]
     list_display = ("provider", "scope", "code", "reason_text", "created_at", "next_probe_at", "clears_at", "checked")
     readonly_fields = [f.name for f in ProviderHalt._meta.fields]
 
@@ -277,13 +334,14 @@ class ProviderHaltAdmin(FaultAdmin):
         for provider in queryset.values_list("provider", flat=True):
             provider_resume(provider=provider, reason=f"lifted by {request.user.get_username()}")
 
-    @admin.display(description="Last account check")
+    @admin.display(description=_("Last account check"))
     def checked(self, obj: ProviderHalt) -> str:
-        return f"{timestamp(obj.checked_at)}: {obj.check_result}" if obj.checked_at else "not yet"
+        return f"{timestamp(obj.checked_at)}: {obj.check_result}" if obj.checked_at else _("not yet")
 
 
 @admin.register(ProductPause)
 class ProductPauseAdmin(FaultAdmin):
+    actions = [lift_pauses]
     list_display = ("sku", "provider", "product", "code", "reason_text", "created_at", "next_probe_at", "probes")
     list_filter = ("provider",)
     search_fields = ("sku",)
@@ -298,11 +356,11 @@ class ProductPauseAdmin(FaultAdmin):
 
 
 class OpenFlagFilter(admin.SimpleListFilter):
-    title = "state"
+    title = _("state")
     parameter_name = "state"
 
     def lookups(self, request, model_admin):
-        return [("open", "Open"), ("resolved", "Resolved")]
+        return [("open", _("Open")), ("resolved", _("Resolved"))]
 
     def queryset(self, request, queryset):
         if self.value() == "open":
@@ -312,24 +370,31 @@ class OpenFlagFilter(admin.SimpleListFilter):
         return queryset
 
 
-@admin.action(description="Mark selected flags resolved")
+@admin.action(description=_("Mark selected flags resolved"))
 def resolve_flags(modeladmin, request, queryset) -> None:
     done = sum(
         order_flag_resolve(flag_id=pk, resolved_by=request.user.get_username())
         for pk in queryset.values_list("pk", flat=True)
     )
-    modeladmin.message_user(request, f"Resolved {done} flag(s).", messages.SUCCESS)
+    modeladmin.message_user(request, _("Flags resolved: %(count)d.") % {"count": done}, messages.SUCCESS)
 
 
 @admin.register(OrderFlag)
 class OrderFlagAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Orders staff must look at. Resolve a flag once dealt with; it stays on record."""
 
-    list_display = ("created_at", "order_id", "kind", "reason", "resolved_at", "resolved_by")
+    list_display = ("created_at", "order_column", "kind", "reason", "resolved_at", "resolved_by")
     list_filter = (OpenFlagFilter, "kind")
-    search_fields = ("=order__id",)
+    search_fields = ("=order__id", "=order__public_id")
     actions = [resolve_flags]
     readonly_fields = [f.name for f in OrderFlag._meta.fields]
+
+    def get_queryset(self, request):
+        return with_order_number(super().get_queryset(request))
+
+    @admin.display(description=_("Order"), ordering="order_id")
+    def order_column(self, obj: OrderFlag):
+        return order_link(obj.order_id, getattr(obj, "order_number", None))
 
     def has_change_permission(self, request, obj=None) -> bool:
         # Needed for the action; the form itself shows read-only fields only.
@@ -364,6 +429,6 @@ class ProviderAccountAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     )
     readonly_fields = [f.name for f in ProviderAccount._meta.fields]
 
-    @admin.display(description="Last known deposit (provider currency)", ordering="balance")
+    @admin.display(description=_("Last known deposit (provider currency)"), ordering="balance")
     def deposit(self, obj: ProviderAccount) -> str:
         return provider_amount(obj.balance)

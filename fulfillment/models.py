@@ -32,17 +32,18 @@ from __future__ import annotations
 
 from django.db import models
 from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
 
 
 class DeliveryStatus(models.TextChoices):
-    WAITING = "waiting", "Waiting to be sent"
-    SENDING = "sending", "Sent, no answer yet"
-    PENDING = "pending", "Pending at provider"
-    DELIVERED = "delivered", "Delivered"
-    FAILED = "failed", "Failed (needs staff)"
-    CANCELLED = "cancelled", "Cancelled (refunded before sending)"
-    REFUNDING = "refunding", "Refund decided (never delivered)"
-    REFUNDED = "refunded", "Refunded"
+    WAITING = "waiting", _("Waiting to be sent")
+    SENDING = "sending", _("Sent, no answer yet")
+    PENDING = "pending", _("Pending at provider")
+    DELIVERED = "delivered", _("Delivered")
+    FAILED = "failed", _("Failed (needs staff)")
+    CANCELLED = "cancelled", _("Cancelled (refunded before sending)")
+    REFUNDING = "refunding", _("Refund decided (never delivered)")
+    REFUNDED = "refunded", _("Refunded")
 
 
 OPEN_STATUSES = (DeliveryStatus.WAITING, DeliveryStatus.SENDING, DeliveryStatus.PENDING)
@@ -52,32 +53,48 @@ REFUND_STATUSES = (DeliveryStatus.REFUNDING, DeliveryStatus.REFUNDED)
 
 class Delivery(models.Model):
     # No index of its own: delivery_order_status (order, status) serves every look-up by order.
-    order = models.ForeignKey("orders.Order", related_name="deliveries", on_delete=models.PROTECT, db_index=False)
-    item = models.ForeignKey("orders.OrderItem", related_name="deliveries", on_delete=models.PROTECT)
-    unit_index = models.PositiveIntegerField(help_text="0-based index of this unit within its item.")
-    unit_key = models.CharField(max_length=64, unique=True, editable=False)
-    reference = models.CharField(
-        max_length=40, unique=True, help_text="The reference of the current purchase at the provider."
+    order = models.ForeignKey(
+        "orders.Order", related_name="deliveries", on_delete=models.PROTECT, db_index=False, verbose_name=_("order")
     )
-    purchase_no = models.PositiveIntegerField(default=1, help_text="How many references this unit has had.")
-    provider = models.CharField(max_length=50, blank=True, help_text="Provider holding the current reference.")
-    status = models.CharField(max_length=20, choices=DeliveryStatus.choices, default=DeliveryStatus.WAITING)
-    purchase_attempts = models.PositiveIntegerField(default=0)
-    status_checks = models.PositiveIntegerField(default=0)
-    serial = models.CharField(max_length=255, blank=True)
-    last_code = models.CharField(max_length=50, blank=True)
-    last_message = models.CharField(max_length=500, blank=True)
-    failure_scope = models.CharField(max_length=20, blank=True)
-    next_attempt_at = models.DateTimeField(null=True, blank=True)
-    reference_sent_at = models.DateTimeField(null=True, blank=True)
-    queued_at = models.DateTimeField(null=True, blank=True, help_text="When a task was queued for it.")
-    claim_token = models.CharField(max_length=64, blank=True)
-    claim_expires_at = models.DateTimeField(null=True, blank=True)
-    delivered_at = models.DateTimeField(null=True, blank=True)
+    item = models.ForeignKey(
+        "orders.OrderItem", related_name="deliveries", on_delete=models.PROTECT, verbose_name=_("item")
+    )
+    unit_index = models.PositiveIntegerField(
+        _("unit index"), help_text=_("0-based index of this unit within its item.")
+    )
+    unit_key = models.CharField(_("unit key"), max_length=64, unique=True, editable=False)
+    reference = models.CharField(
+        _("reference"),
+        max_length=40,
+        unique=True,
+        help_text=_("The reference of the current purchase at the provider."),
+    )
+    purchase_no = models.PositiveIntegerField(
+        _("purchase no"), default=1, help_text=_("How many references this unit has had.")
+    )
+    provider = models.CharField(
+        _("provider"), max_length=50, blank=True, help_text=_("Provider holding the current reference.")
+    )
+    status = models.CharField(
+        _("status"), max_length=20, choices=DeliveryStatus.choices, default=DeliveryStatus.WAITING
+    )
+    purchase_attempts = models.PositiveIntegerField(_("purchase attempts"), default=0)
+    status_checks = models.PositiveIntegerField(_("status checks"), default=0)
+    serial = models.CharField(_("code"), max_length=255, blank=True)
+    last_code = models.CharField(_("last code"), max_length=50, blank=True)
+    last_message = models.CharField(_("last message"), max_length=500, blank=True)
+    failure_scope = models.CharField(_("failure scope"), max_length=20, blank=True)
+    next_attempt_at = models.DateTimeField(_("next attempt at"), null=True, blank=True)
+    reference_sent_at = models.DateTimeField(_("reference sent at"), null=True, blank=True)
+    queued_at = models.DateTimeField(_("queued"), null=True, blank=True, help_text=_("When a task was queued for it."))
+    claim_token = models.CharField(_("claim token"), max_length=64, blank=True)
+    claim_expires_at = models.DateTimeField(_("claim expires at"), null=True, blank=True)
+    delivered_at = models.DateTimeField(_("delivered"), null=True, blank=True)
     released_at = models.DateTimeField(
+        _("released at"),
         null=True,
         blank=True,
-        help_text=(
+        help_text=_(
             "Let through a deposit halt of its provider at this time: the deposit seen covers it. Cleared when "
             "it goes back to waiting or the halt ends."
         ),
@@ -88,14 +105,16 @@ class Delivery(models.Model):
         blank=True,
         related_name="units",
         on_delete=models.PROTECT,
-        help_text="The refund that returns this unit's price; set once, never changed.",
+        help_text=_("The refund that returns this unit's price; set once, never changed."),
+        verbose_name=_("refund"),
     )
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
 
     class Meta:
+        verbose_name = _("delivery")
+        verbose_name_plural = _("deliveries")
         ordering = ["order_id", "item_id", "unit_index"]
-        verbose_name_plural = "deliveries"
         constraints = [
             models.UniqueConstraint(fields=["item", "unit_index"], name="one_delivery_per_unit"),
             # A unit we refund is one that was never delivered: REFUNDING/REFUNDED need a refund.
@@ -128,31 +147,37 @@ class Delivery(models.Model):
 
 
 class AttemptKind(models.TextChoices):
-    PURCHASE = "purchase", "Purchase"
-    CHECK = "check", "Status check"
-    CALLBACK = "callback", "Provider callback"
+    PURCHASE = "purchase", _("Purchase")
+    CHECK = "check", _("Status check")
+    CALLBACK = "callback", _("Provider callback")
 
 
 class DeliveryAttempt(models.Model):
     """One call to a provider (or one callback from it), kept for audit."""
 
-    delivery = models.ForeignKey(Delivery, related_name="attempts", on_delete=models.PROTECT)
-    order = models.ForeignKey("orders.Order", related_name="delivery_attempts", on_delete=models.PROTECT)
-    provider = models.CharField(max_length=50)
-    reference = models.CharField(max_length=40, db_index=True)
-    kind = models.CharField(max_length=20, choices=AttemptKind.choices)
-    outcome = models.CharField(max_length=20)
-    failure_scope = models.CharField(max_length=20, blank=True)
-    code = models.CharField(max_length=50, blank=True)
-    message = models.CharField(max_length=500, blank=True)
-    serial = models.CharField(max_length=255, blank=True)
-    raw = models.JSONField(default=dict, blank=True)
-    worker = models.CharField(max_length=120, blank=True)
-    started_at = models.DateTimeField()
-    finished_at = models.DateTimeField()
-    duration_ms = models.PositiveIntegerField(default=0)
+    delivery = models.ForeignKey(
+        Delivery, related_name="attempts", on_delete=models.PROTECT, verbose_name=_("delivery")
+    )
+    order = models.ForeignKey(
+        "orders.Order", related_name="delivery_attempts", on_delete=models.PROTECT, verbose_name=_("order")
+    )
+    provider = models.CharField(_("provider"), max_length=50)
+    reference = models.CharField(_("reference"), max_length=40, db_index=True)
+    kind = models.CharField(_("kind"), max_length=20, choices=AttemptKind.choices)
+    outcome = models.CharField(_("outcome"), max_length=20)
+    failure_scope = models.CharField(_("failure scope"), max_length=20, blank=True)
+    code = models.CharField(_("code"), max_length=50, blank=True)
+    message = models.CharField(_("message"), max_length=500, blank=True)
+    serial = models.CharField(_("code"), max_length=255, blank=True)
+    raw = models.JSONField(_("provider answer"), default=dict, blank=True)
+    worker = models.CharField(_("worker"), max_length=120, blank=True)
+    started_at = models.DateTimeField(_("started"))
+    finished_at = models.DateTimeField(_("finished"))
+    duration_ms = models.PositiveIntegerField(_("duration (ms)"), default=0)
 
     class Meta:
+        verbose_name = _("delivery attempt")
+        verbose_name_plural = _("delivery attempts")
         ordering = ["id"]
         indexes = [
             # The admin's list filters, newest first.
@@ -171,22 +196,42 @@ class ProviderHalt(models.Model):
     the row is deleted when the halt is lifted: by the periodic account check once it shows the
     fault gone, by a probe purchase that meets no such fault, when `clears_at` passes, or by staff."""
 
-    provider = models.CharField(max_length=50, unique=True)
-    scope = models.CharField(max_length=20, default="configuration", help_text="shop or configuration.")
-    code = models.CharField(max_length=50, blank=True)
-    reason = models.TextField()
-    created_at = models.DateTimeField(auto_now_add=True, help_text="Halted since.")
-    last_seen_at = models.DateTimeField(null=True, blank=True, help_text="Last answer with this fault.")
-    probes = models.PositiveIntegerField(default=0, help_text="Probe purchases that met the fault again.")
-    next_probe_at = models.DateTimeField(null=True, blank=True, help_text="When one purchase may test the provider.")
+    provider = models.CharField(_("provider"), max_length=50, unique=True)
+    scope = models.CharField(_("scope"), max_length=20, default="configuration", help_text=_("shop or configuration."))
+    code = models.CharField(_("code"), max_length=50, blank=True)
+    reason = models.TextField(_("reason"))
+    created_at = models.DateTimeField(_("created"), auto_now_add=True, help_text=_("Halted since."))
+    last_seen_at = models.DateTimeField(
+        _("last seen at"), null=True, blank=True, help_text=_("Last answer with this fault.")
+    )
+    probes = models.PositiveIntegerField(
+        _("probes"), default=0, help_text=_("Probe purchases that met the fault again.")
+    )
+    next_probe_at = models.DateTimeField(
+        _("next probe at"), null=True, blank=True, help_text=_("When one purchase may test the provider.")
+    )
     clears_at = models.DateTimeField(
-        null=True, blank=True, help_text="Lifted at this time by itself: the provider asked to wait until then."
+        _("clears at"),
+        null=True,
+        blank=True,
+        help_text=_("Lifted at this time by itself: the provider asked to wait until then."),
     )
-    checked_at = models.DateTimeField(null=True, blank=True, help_text="Last account check while halted.")
-    check_result = models.CharField(max_length=500, blank=True, help_text="What that check found.")
+    checked_at = models.DateTimeField(
+        _("checked at"), null=True, blank=True, help_text=_("Last account check while halted.")
+    )
+    check_result = models.CharField(
+        _("check result"), max_length=500, blank=True, help_text=_("What that check found.")
+    )
     lowest_balance = models.BigIntegerField(
-        null=True, blank=True, help_text="Lowest deposit seen while halted: a higher one means a top-up."
+        _("lowest balance"),
+        null=True,
+        blank=True,
+        help_text=_("Lowest deposit seen while halted: a higher one means a top-up."),
     )
+
+    class Meta:
+        verbose_name = _("provider halt")
+        verbose_name_plural = _("provider halts")
 
     def __str__(self) -> str:
         return f"{self.provider} halted: {self.reason}"
@@ -197,22 +242,38 @@ class ProductPause(models.Model):
     seller, seller disrupted). Units of other products go on. Deleted when lifted: by a probe
     purchase of that SKU that meets no product fault, when `clears_at` passes, or by staff."""
 
-    provider = models.CharField(max_length=50)
-    sku = models.CharField(max_length=100)
+    provider = models.CharField(_("provider"), max_length=50)
+    sku = models.CharField(_("sku"), max_length=100)
     product = models.ForeignKey(
-        "orders.Product", null=True, blank=True, related_name="pauses", on_delete=models.SET_NULL
+        "orders.Product",
+        null=True,
+        blank=True,
+        related_name="pauses",
+        on_delete=models.SET_NULL,
+        verbose_name=_("product"),
     )
-    code = models.CharField(max_length=50, blank=True)
-    reason = models.TextField()
-    created_at = models.DateTimeField(auto_now_add=True, help_text="Paused since.")
-    last_seen_at = models.DateTimeField(null=True, blank=True, help_text="Last answer with this fault.")
-    probes = models.PositiveIntegerField(default=0, help_text="Probe purchases that met the fault again.")
-    next_probe_at = models.DateTimeField(null=True, blank=True, help_text="When one purchase may test the product.")
+    code = models.CharField(_("code"), max_length=50, blank=True)
+    reason = models.TextField(_("reason"))
+    created_at = models.DateTimeField(_("created"), auto_now_add=True, help_text=_("Paused since."))
+    last_seen_at = models.DateTimeField(
+        _("last seen at"), null=True, blank=True, help_text=_("Last answer with this fault.")
+    )
+    probes = models.PositiveIntegerField(
+        _("probes"), default=0, help_text=_("Probe purchases that met the fault again.")
+    )
+    next_probe_at = models.DateTimeField(
+        _("next probe at"), null=True, blank=True, help_text=_("When one purchase may test the product.")
+    )
     clears_at = models.DateTimeField(
-        null=True, blank=True, help_text="Lifted at this time by itself: the provider asked to wait until then."
+        _("clears at"),
+        null=True,
+        blank=True,
+        help_text=_("Lifted at this time by itself: the provider asked to wait until then."),
     )
 
     class Meta:
+        verbose_name = _("product pause")
+        verbose_name_plural = _("product pauses")
         constraints = [models.UniqueConstraint(fields=["provider", "sku"], name="one_pause_per_product")]
 
     def __str__(self) -> str:
@@ -220,31 +281,36 @@ class ProductPause(models.Model):
 
 
 class FlagKind(models.TextChoices):
-    CALLBACK_CONTRADICTS = "callback_contradicts", "A provider callback contradicts the unit's recorded outcome"
-    NOTHING_TO_DELIVER = "nothing_to_deliver", "Paid, but the order has nothing to deliver"
+    CALLBACK_CONTRADICTS = "callback_contradicts", _("A provider callback contradicts the unit's recorded outcome")
+    NOTHING_TO_DELIVER = "nothing_to_deliver", _("Paid, but the order has nothing to deliver")
 
 
 class OrderFlag(models.Model):
     """Something about an order that a person must look at. Open while `resolved_at` is empty:
     `OrderFlag.objects.filter(resolved_at__isnull=True)` is what staff have to review."""
 
-    order = models.ForeignKey("orders.Order", related_name="flags", on_delete=models.PROTECT)
-    delivery = models.ForeignKey(Delivery, null=True, blank=True, related_name="flags", on_delete=models.PROTECT)
+    order = models.ForeignKey("orders.Order", related_name="flags", on_delete=models.PROTECT, verbose_name=_("order"))
+    delivery = models.ForeignKey(
+        Delivery, null=True, blank=True, related_name="flags", on_delete=models.PROTECT, verbose_name=_("delivery")
+    )
     attempt = models.ForeignKey(
         DeliveryAttempt,
         null=True,
         blank=True,
         related_name="flags",
         on_delete=models.PROTECT,
-        help_text="The recorded provider answer that raised the flag.",
+        help_text=_("The recorded provider answer that raised the flag."),
+        verbose_name=_("attempt"),
     )
-    kind = models.CharField(max_length=30, choices=FlagKind.choices)
-    reason = models.TextField(help_text="What was found and what to check.")
-    created_at = models.DateTimeField(auto_now_add=True)
-    resolved_at = models.DateTimeField(null=True, blank=True)
-    resolved_by = models.CharField(max_length=150, blank=True)
+    kind = models.CharField(_("kind"), max_length=30, choices=FlagKind.choices)
+    reason = models.TextField(_("reason"), help_text=_("What was found and what to check."))
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+    resolved_at = models.DateTimeField(_("resolved"), null=True, blank=True)
+    resolved_by = models.CharField(_("resolved by"), max_length=150, blank=True)
 
     class Meta:
+        verbose_name = _("order flag")
+        verbose_name_plural = _("order flags")
         ordering = ["-id"]
         indexes = [
             models.Index(fields=["created_at"], name="orderflag_open", condition=Q(resolved_at__isnull=True)),
@@ -258,19 +324,20 @@ class MockLedgerEntry(models.Model):
     """What the Mock provider 'sold': one row per reference, so repeats return the same answer
     across process restarts and tests can count real deliveries per unit."""
 
-    reference = models.CharField(max_length=40, unique=True)
-    unit_key = models.CharField(max_length=64, db_index=True)
-    sku = models.CharField(max_length=100)
-    recipient = models.CharField(max_length=100)
-    outcome = models.CharField(max_length=20)
-    serial = models.CharField(max_length=64, blank=True)
-    calls = models.PositiveIntegerField(default=1)
-    resolve_at = models.DateTimeField(null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    reference = models.CharField(_("reference"), max_length=40, unique=True)
+    unit_key = models.CharField(_("unit key"), max_length=64, db_index=True)
+    sku = models.CharField(_("sku"), max_length=100)
+    recipient = models.CharField(_("recipient"), max_length=100)
+    outcome = models.CharField(_("outcome"), max_length=20)
+    serial = models.CharField(_("code"), max_length=64, blank=True)
+    calls = models.PositiveIntegerField(_("calls"), default=1)
+    resolve_at = models.DateTimeField(_("resolve at"), null=True, blank=True)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
 
     class Meta:
-        verbose_name_plural = "mock ledger entries"
+        verbose_name = _("mock ledger entry")
+        verbose_name_plural = _("mock ledger entries")
 
     def __str__(self) -> str:
         return f"{self.reference}: {self.outcome}"
@@ -281,19 +348,37 @@ class ProviderAccount(models.Model):
     by the periodic account check and the operator tools), the last check's verdict, and when the
     whole price list was last requested (providers rate-limit it)."""
 
-    provider = models.CharField(max_length=50, unique=True)
+    provider = models.CharField(_("provider"), max_length=50, unique=True)
     balance = models.BigIntegerField(
-        null=True, blank=True, help_text="Deposit at the provider, in its currency (IDR for Digiflazz)."
+        _("balance"),
+        null=True,
+        blank=True,
+        help_text=_("Deposit at the provider, in its currency (IDR for Digiflazz)."),
     )
-    balance_checked_at = models.DateTimeField(null=True, blank=True)
+    balance_checked_at = models.DateTimeField(_("balance checked at"), null=True, blank=True)
     price_list_requested_at = models.DateTimeField(
-        null=True, blank=True, help_text="Last request of the whole price list, answered or not."
+        _("price list requested at"),
+        null=True,
+        blank=True,
+        help_text=_("Last request of the whole price list, answered or not."),
     )
-    price_list_summary = models.CharField(max_length=500, blank=True, help_text="What the last price-list sync did.")
-    checked_at = models.DateTimeField(null=True, blank=True, help_text="Last periodic account check.")
-    check_ok = models.BooleanField(null=True, blank=True, help_text="Whether that check was answered normally.")
-    check_message = models.CharField(max_length=500, blank=True, help_text="What that check found.")
-    updated_at = models.DateTimeField(auto_now=True)
+    price_list_summary = models.CharField(
+        _("price list summary"), max_length=500, blank=True, help_text=_("What the last price-list sync did.")
+    )
+    checked_at = models.DateTimeField(
+        _("checked at"), null=True, blank=True, help_text=_("Last periodic account check.")
+    )
+    check_ok = models.BooleanField(
+        _("check ok"), null=True, blank=True, help_text=_("Whether that check was answered normally.")
+    )
+    check_message = models.CharField(
+        _("check message"), max_length=500, blank=True, help_text=_("What that check found.")
+    )
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("provider account")
+        verbose_name_plural = _("provider accounts")
 
     def __str__(self) -> str:
         return f"{self.provider} account"

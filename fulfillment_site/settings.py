@@ -118,6 +118,8 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
             ],
+            # {{ amount|money }} and {{ when|moment }} in every template: one way to write money and times.
+            "builtins": ["fulfillment_site.templatetags.display"],
         },
     },
 ]
@@ -155,11 +157,13 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 
-# Language of customer pages and emails when the visitor's browser asks for none we speak.
-LANGUAGE_CODE = env("LANGUAGE_CODE", default="en-us")
-LANGUAGES = [("en", "English"), ("ru", "Русский")]
+# The shop is Russian: pages, emails and the admin speak Russian unless the visitor's browser (or
+# the language switch in the admin's header) asks for English.
+LANGUAGE_CODE = env("LANGUAGE_CODE", default="ru")
+LANGUAGES = [("ru", "Русский"), ("en", "English")]
 LOCALE_PATHS = [BASE_DIR / "locale"]
-TIME_ZONE = env("TIME_ZONE", default="UTC")
+# Every time shown to staff and customers is in this zone, and says so (Moscow time: MSK).
+TIME_ZONE = env("TIME_ZONE", default="Europe/Moscow")
 USE_I18N = True
 USE_TZ = True
 

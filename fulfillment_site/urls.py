@@ -3,23 +3,28 @@ callbacks and /metrics."""
 
 from django.conf import settings
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from fulfillment.views import DigiflazzCallbackView
 from fulfillment_site.console.views import metrics_view
 from orders.api.views import OrderCreateView, OrderStatusView, ProductListView
-from orders.pages import order_status_page, sandbox_pay_page
+from orders.pages import favicon, home_page, order_pay_again_page, order_status_page, sandbox_pay_page
 from orders.views import TBankNotificationView
 
 urlpatterns = [
+    path("", home_page, name="home"),
+    path("favicon.ico", favicon, name="favicon"),
     path("admin/", admin.site.urls),
+    # set_language: the language switch in the admin's header (and on customer pages) posts here.
+    path("i18n/", include("django.conf.urls.i18n")),
     path("api/products", ProductListView.as_view(), name="product-list"),
     path("api/orders", OrderCreateView.as_view(), name="order-create"),
     path("api/orders/<str:public_id>", OrderStatusView.as_view(), name="order-status"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("orders/<str:public_id>/", order_status_page, name="order-status-page"),
+    path("orders/<str:public_id>/pay-again", order_pay_again_page, name="order-pay-again"),
     # Answers 404 unless TBANK_SANDBOX (development); routed always so its links can be built.
     path("sandbox/tbank/pay/<str:payment_id>", sandbox_pay_page, name="tbank-sandbox-pay"),
     path("api/payments/tbank/notification", TBankNotificationView.as_view(), name="tbank-notification"),

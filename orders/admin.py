@@ -20,6 +20,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
+from django.utils.translation import gettext_lazy as _
 
 from fulfillment.admin import FlagInline, ReadOnlyAdminMixin, retry_fulfillment, retry_messages
 from fulfillment.models import Delivery, DeliveryStatus, OrderFlag
@@ -42,17 +43,18 @@ from orders.models import (
     TBankCall,
 )
 from orders.services import NotificationNotReviewable, payment_notification_mark_reviewed
+from orders.services.corrections import RecipientNotCorrectable, order_item_recipient_correct
 from orders.services.emails import customer_email_enqueue
 from orders.state import OrderStatus
 from orders.tbank import notifications as tbank_statuses
 
 
 class ProviderAvailabilityFilter(admin.SimpleListFilter):
-    title = "at provider"
+    title = _("at provider")
     parameter_name = "at_provider"
 
     def lookups(self, request, model_admin):
-        return [("disabled", "Disabled by provider"), ("available", "Available"), ("unknown", "Never synced")]
+        return [("disabled", _("Disabled by provider")), ("available", _("Available")), ("unknown", _("Never synced"))]
 
     def queryset(self, request, queryset):
         if self.value() == "disabled":
@@ -76,14 +78,14 @@ class ProductForm(forms.ModelForm):
             "recipient_label",
             "recipient_pattern",
         )
-        labels = {"price_kopecks": "Shop price (kopecks)"}
-        help_texts = {"price_kopecks": "In kopecks: 80000 is 800.00 ₽."}
+        labels = {"price_kopecks": _("Shop price (kopecks)")}
+        help_texts = {"price_kopecks": _("In kopecks: 80000 is 800.00 ₽.")}
 
     def clean(self):
         cleaned = super().clean()
         # Products created by the price-list sync start at price 0: selling them so would be free.
         if cleaned.get("is_active") and not cleaned.get("price_kopecks"):
-            raise forms.ValidationError("Set a shop price (in kopecks) above 0 before activating this product.")
+            raise forms.ValidationError(_("Set a shop price (in kopecks) above 0 before activating this product."))
         return cleaned
 
 
@@ -95,21 +97,21 @@ class ProductAdmin(admin.ModelAdmin):
     search_fields = ("name", "sku")
     readonly_fields = ("provider_price", "provider_available", "provider_synced_at", "created_at", "updated_at")
 
-    @admin.display(description="Shop price", ordering="price_kopecks")
+    @admin.display(description=_("Shop price"), ordering="price_kopecks")
     def price(self, obj: Product):
         return rubles_html(obj.price_kopecks)
 
-    @admin.display(description="Provider price", ordering="provider_price")
+    @admin.display(description=_("Provider price"), ordering="provider_price")
     def provider_price_text(self, obj: Product) -> str:
         return provider_amount(obj.provider_price) if obj.provider_price is not None else "—"
 
-    @admin.display(description="At provider", ordering="provider_available")
+    @admin.display(description=_("At provider"), ordering="provider_available")
     def provider_status(self, obj: Product) -> str:
         if obj.provider_available is None:
-            return "unknown"
+            return _("unknown")
         if obj.provider_available:
-            return "available"
-        return format_html('<strong style="color: #ba2121;">{}</strong>', "DISABLED by provider")
+            return _("available")
+        return format_html('<strong style="color: #ba2121;">{}</strong>', _("DISABLED by provider"))
 
 
 def _units_annotations() -> dict:
@@ -148,9 +150,34 @@ def orders_needing_attention(kind: str):
         return records.order_by().values("order_id")
     if kind == "flagged":
         return OrderFlag.objects.filter(resolved_at__isnull=True).order_by().values("order_id")
-    kinds = ("failed_units", "paid_too_long", "to_review", "flagged")
+    if kind == "held":
+        return _held_units().order_by().values("order_id")
+    kinds = ("failed_units", "paid_too_long", "to_review", "flagged", "held")
     first, *others = (orders_needing_attention(each) for each in kinds)
     return first.union(*others)
+
+
+def _held_units():
+    """Open units of PAID orders waiting on a fault that is not theirs: a paused product or a halted
+    provider (a unit not sent yet goes through its item's provider, else the configured one). The
+    faults are a handful of rows, so this is a few indexed conditions, never a scan of the orders."""
+    from django.conf import settings
+    from django.db.models import Q
+
+    from fulfillment.models import OPEN_STATUSES, ProductPause, ProviderHalt
+
+    def through(provider: str) -> Q:
+        unsent = Q(provider="") & (Q(item__provider=provider) | Q(item__provider=""))
+        if provider != settings.FULFILLMENT_PROVIDER:
+            unsent = Q(provider="", item__provider=provider)
+        return Q(provider=provider) | unsent
+
+    condition = Q(pk__in=[])
+    for provider in ProviderHalt.objects.values_list("provider", flat=True):
+        condition |= through(provider)
+    for provider, sku in ProductPause.objects.values_list("provider", "sku"):
+        condition |= through(provider) & Q(item__sku=sku)
+    return Delivery.objects.filter(condition, status__in=OPEN_STATUSES, order__status=OrderStatus.PAID)
 
 
 def _has_failed_unit():
@@ -158,16 +185,17 @@ def _has_failed_unit():
 
 
 class NeedsAttentionFilter(admin.SimpleListFilter):
-    title = "needs attention"
+    title = _("needs attention")
     parameter_name = "attention"
 
     def lookups(self, request, model_admin):
         return [
-            ("any", "Any problem"),
-            ("failed_units", "A unit failed"),
-            ("paid_too_long", "Paid, not delivered for too long"),
-            ("to_review", "A notification to review"),
-            ("flagged", "Flagged (a provider contradicted a delivery...)"),
+            ("any", _("Any problem")),
+            ("failed_units", _("A unit failed")),
+            ("paid_too_long", _("Paid, not delivered for too long")),
+            ("to_review", _("A notification to review")),
+            ("flagged", _("Flagged (a provider contradicted a delivery...)")),
+            ("held", _("Held by a paused product or a halted provider")),
         ]
 
     def queryset(self, request, queryset):
@@ -176,7 +204,7 @@ class NeedsAttentionFilter(admin.SimpleListFilter):
             return queryset.filter(_has_failed_unit(), status=OrderStatus.PAID)
         if self.value() == "paid_too_long":
             return queryset.filter(status=OrderStatus.PAID, paid_at__lt=paid_too_long_cutoff())
-        if self.value() in {"any", "to_review", "flagged"}:
+        if self.value() in {"any", "to_review", "flagged", "held"}:
             return queryset.filter(pk__in=orders_needing_attention(self.value()))
         return queryset
 
@@ -187,11 +215,11 @@ class PaymentInline(ReadOnlyAdminMixin, admin.TabularInline):
     readonly_fields = fields
     extra = 0
 
-    @admin.display(description="Amount")
+    @admin.display(description=_("Amount"))
     def amount(self, obj: Payment):
         return rubles_html(obj.amount_kopecks)
 
-    @admin.display(description="Refunded")
+    @admin.display(description=_("Refunded"))
     def refunded(self, obj: Payment):
         return rubles_html(obj.refunded_kopecks)
 
@@ -210,37 +238,43 @@ class CustomerEmailInline(ReadOnlyAdminMixin, admin.TabularInline):
     extra = 0
 
 
-@admin.action(description="Send the codes email again", permissions=["resend_customer_email"])
+@admin.action(description=_("Send the codes email again"), permissions=["resend_customer_email"])
 def resend_codes_email(modeladmin, request, queryset) -> None:
     sent, skipped = [], []
     for order in queryset.only("pk", "status", "customer_email"):
         if order.status != OrderStatus.FULFILLED or not order.customer_email:
-            skipped.append(f"#{order.pk} ({'no email' if not order.customer_email else order.status})")
+            why = _("no email") if not order.customer_email else order.get_status_display()
+            skipped.append(f"{order.public_id} ({why})")
             continue
         with transaction.atomic():
             email = customer_email_enqueue(order_id=order.pk, kind="codes", requested_by=request.user.get_username())
-            modeladmin.log_change(request, order, f"Queued the codes email again (send #{email.send_no}).")
-        sent.append(f"#{order.pk}")
+            modeladmin.log_change(
+                request, order, _("Queued the codes email again (send #%(no)d).") % {"no": email.send_no}
+            )
+        sent.append(order.public_id)
     if sent:
-        modeladmin.message_user(request, f"Codes email queued again for {', '.join(sent)}.", messages.SUCCESS)
+        modeladmin.message_user(
+            request, _("Codes email queued again for %(orders)s.") % {"orders": ", ".join(sent)}, messages.SUCCESS
+        )
     if skipped:
         modeladmin.message_user(
             request,
-            "Not sent (only fulfilled orders with an email have codes to send): " + ", ".join(skipped) + ".",
+            _("Not sent (only fulfilled orders with an email have codes to send): %(orders)s.")
+            % {"orders": ", ".join(skipped)},
             messages.WARNING,
         )
 
 
 @admin.register(Order)
 class OrderAdmin(HugeTableAdminMixin, ExactSearchMixin, admin.ModelAdmin):
-    list_display = ("id", "status_badge", "amount", "customer_email", "units", "payment", "created", "paid")
-    list_display_links = ("id",)
+    list_display = ("number", "status_badge", "amount", "customer_email", "units", "payment", "created", "paid")
+    list_display_links = ("number",)
     list_filter = (NeedsAttentionFilter, "status", "created_at", "paid_at")
     # Only indexed columns: sorting a million rows by anything else is a full sort.
-    sortable_by = ("id", "created", "paid")
+    sortable_by = ("number", "created", "paid")
     ordering = ("-id",)
-    search_help_text = (
-        "Order id, customer email (or its beginning), PaymentId, recipient, or a provider reference — exact."
+    search_help_text = _(
+        "Order number, customer email (or its beginning), PaymentId, recipient, or a provider reference — exact."
     )
     actions = [retry_fulfillment, resend_codes_email]
     change_form_template = "console/order_change_form.html"
@@ -250,15 +284,20 @@ class OrderAdmin(HugeTableAdminMixin, ExactSearchMixin, admin.ModelAdmin):
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(**_units_annotations())
 
-    @admin.display(description="PaymentId")
+    @admin.display(description=_("Order"), ordering="id")
+    def number(self, obj: Order):
+        # The public id: what the customer's page and emails call the order.
+        return format_html('<span class="mono">{}</span>', obj.public_id)
+
+    @admin.display(description=_("PaymentId"))
     def payment(self, obj: Order) -> str:
         return obj.payment_id or "—"
 
-    @admin.display(description="Created", ordering="created_at")
+    @admin.display(description=_("Created"), ordering="created_at")
     def created(self, obj: Order) -> str:
         return timestamp(obj.created_at)
 
-    @admin.display(description="Paid", ordering="paid_at")
+    @admin.display(description=_("Paid"), ordering="paid_at")
     def paid(self, obj: Order) -> str:
         return timestamp(obj.paid_at)
 
@@ -278,20 +317,21 @@ class OrderAdmin(HugeTableAdminMixin, ExactSearchMixin, admin.ModelAdmin):
     def has_resend_customer_email_permission(self, request) -> bool:
         return request.user.has_perm("orders.resend_customer_email")
 
-    @admin.display(description="Status", ordering="status")
+    @admin.display(description=_("Status"), ordering="status")
     def status_badge(self, obj: Order):
         label, tone = order_status_badge(obj, units_failed=obj.units_failed)
         return format_html('<span class="badge {}">{}</span>', tone, label)
 
-    @admin.display(description="Amount")
+    @admin.display(description=_("Amount"))
     def amount(self, obj: Order):
         return rubles_html(obj.amount_kopecks)
 
-    @admin.display(description="Units")
+    @admin.display(description=_("Units"))
     def units(self, obj: Order) -> str:
         text = f"{obj.units_delivered} / {obj.units_total}"
         if obj.units_failed:
-            return format_html('{} <span class="badge bad">{} failed</span>', text, obj.units_failed)
+            failed = _("%(count)d failed") % {"count": obj.units_failed}
+            return format_html('{} <span class="badge bad">{}</span>', text, failed)
         return text
 
     # --- the order page ---------------------------------------------------------------------
@@ -303,7 +343,12 @@ class OrderAdmin(HugeTableAdminMixin, ExactSearchMixin, admin.ModelAdmin):
             self.admin_site.admin_view(self.retry_view),
             name="orders_order_retry",
         )
-        return [retry, *urls]
+        correct = path(
+            "<path:object_id>/correct-recipient/",
+            self.admin_site.admin_view(self.correct_recipient_view),
+            name="orders_order_correct_recipient",
+        )
+        return [retry, correct, *urls]
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         order = self.get_object(request, object_id)
@@ -312,12 +357,69 @@ class OrderAdmin(HugeTableAdminMixin, ExactSearchMixin, admin.ModelAdmin):
             extra.update(order_page_context(order))
             extra["can_retry"] = order.status == OrderStatus.PAID and self.has_retry_fulfillment_permission(request)
             extra["retry_url"] = reverse("admin:orders_order_retry", args=[order.pk])
+            extra["can_correct"] = order.status == OrderStatus.PAID and self.has_correct_recipient_permission(request)
+            extra["correct_url"] = reverse("admin:orders_order_correct_recipient", args=[order.pk])
+            extra["can_refund"] = order.status == OrderStatus.PAID and request.user.has_perm(
+                "orders.refund_undelivered_units"
+            )
+            extra["can_review"] = request.user.has_perm("orders.review_paymentnotification")
+            extra["can_resolve"] = request.user.has_perm("fulfillment.change_orderflag")
         return super().change_view(request, object_id, form_url, extra)
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         # One Save for the one editable field; no "save and add another" on a page that cannot add.
         context.update(show_save_and_continue=False, show_save_and_add_another=False)
         return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def has_correct_recipient_permission(self, request) -> bool:
+        # Changing what an order buys and buying it again: both permissions.
+        return request.user.has_perm("orders.change_order") and self.has_retry_fulfillment_permission(request)
+
+    def correct_recipient_view(self, request, object_id):
+        """GET: the item's recipient in a form. POST: correct it (the old value kept in the admin
+        history), then buy its failed units again under a new reference."""
+        if not (self.has_view_permission(request) and self.has_correct_recipient_permission(request)):
+            raise PermissionDenied
+        order = get_object_or_404(Order, pk=as_id(object_id) or 0)
+        order_url = reverse("admin:orders_order_change", args=[order.pk])
+        item = get_object_or_404(
+            OrderItem.objects.select_related("product"), pk=as_id(request.GET.get("item", "")) or 0, order=order
+        )
+        error = ""
+        if request.method == "POST":
+            try:
+                change = order_item_recipient_correct(item_id=item.pk, recipient=request.POST.get("recipient", ""))
+            except RecipientNotCorrectable as exc:
+                error = str(exc)
+            else:
+                values = {"product": item.product.name, "old": change.old, "new": change.new}
+                self.log_change(
+                    request, order, _("Corrected the recipient of %(product)s: %(old)s → %(new)s.") % values
+                )
+                try:
+                    decision = order_fulfillment_retry(order_id=order.pk)
+                except (OrderNotFound, OrderNotFulfillable) as exc:
+                    self.message_user(request, _("Nothing retried: %(why)s") % {"why": exc}, messages.ERROR)
+                else:
+                    self.message_user(
+                        request,
+                        _("%(order)s: recipient corrected to %(new)s; the failed units are bought again.")
+                        % {"order": order, "new": change.new},
+                        messages.SUCCESS,
+                    )
+                    retry_messages(self, request, [decision])
+                return HttpResponseRedirect(order_url)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": _("Correct the recipient of %(product)s") % {"product": item.product.name},
+            "opts": self.opts,
+            "order": order,
+            "order_url": order_url,
+            "item": item,
+            "error": error,
+            "value": request.POST.get("recipient", item.recipient),
+        }
+        return TemplateResponse(request, "console/order_correct_recipient.html", context)
 
     def retry_view(self, request, object_id):
         """GET: what a retry will do, with a confirm button. POST: retry, record it, show the outcome."""
@@ -329,7 +431,7 @@ class OrderAdmin(HugeTableAdminMixin, ExactSearchMixin, admin.ModelAdmin):
             failed = Delivery.objects.filter(order=order, status=DeliveryStatus.FAILED).count()
             context = {
                 **self.admin_site.each_context(request),
-                "title": f"Retry fulfillment of order {order.pk}?",
+                "title": _("Retry fulfillment of order %(number)s?") % {"number": order.public_id},
                 "opts": self.opts,
                 "order": order,
                 "order_url": order_url,
@@ -341,15 +443,15 @@ class OrderAdmin(HugeTableAdminMixin, ExactSearchMixin, admin.ModelAdmin):
         try:
             decision = order_fulfillment_retry(order_id=order.pk)
         except (OrderNotFound, OrderNotFulfillable) as exc:
-            self.message_user(request, f"Nothing retried: {exc}", messages.ERROR)
+            self.message_user(request, _("Nothing retried: %(why)s") % {"why": exc}, messages.ERROR)
             return HttpResponseRedirect(order_url)
         if decision.queued:
-            outcome = "Retry queued: failed units get a new purchase, waiting ones are sent now."
-            self.message_user(request, f"Order {order.pk}: {outcome}", messages.SUCCESS)
+            outcome = _("Retry queued: failed units get a new purchase, waiting ones are sent now.")
+            self.message_user(request, f"{order}: {outcome}", messages.SUCCESS)
         else:
-            outcome = f"Nothing to retry: {decision.reason}."
-            self.message_user(request, f"Order {order.pk}: {outcome}", messages.WARNING)
-        entry = self.log_change(request, order, f"Retried fulfillment. {outcome}")
+            outcome = _("Nothing to retry: %(reason)s.") % {"reason": decision.reason}
+            self.message_user(request, f"{order}: {outcome}", messages.WARNING)
+        entry = self.log_change(request, order, _("Retried fulfillment. %(outcome)s") % {"outcome": outcome})
         # Dated when staff pressed the button: the delivery it queued may already have run (eager
         # or fast workers), and the timeline must show the cause before its effect.
         LogEntry.objects.filter(pk=entry.pk).update(action_time=pressed_at)
@@ -361,11 +463,11 @@ extend_order_admin(OrderAdmin)
 
 
 class ReviewFilter(admin.SimpleListFilter):
-    title = "staff review"
+    title = _("staff review")
     parameter_name = "review"
 
     def lookups(self, request, model_admin):
-        return [("pending", "Needs review"), ("done", "Reviewed")]
+        return [("pending", _("Needs review")), ("done", _("Reviewed"))]
 
     def queryset(self, request, queryset):
         if self.value() == "pending":
@@ -376,11 +478,11 @@ class ReviewFilter(admin.SimpleListFilter):
 
 
 class RejectedFilter(admin.SimpleListFilter):
-    title = "answer"
+    title = _("answer")
     parameter_name = "answer"
 
     def lookups(self, request, model_admin):
-        return [("rejected", "Rejected (not OK)"), ("ok", "Accepted (OK)")]
+        return [("rejected", _("Rejected (not OK)")), ("ok", _("Accepted (OK)"))]
 
     def queryset(self, request, queryset):
         if self.value() == "rejected":
@@ -393,7 +495,7 @@ class RejectedFilter(admin.SimpleListFilter):
 class BankStatusFilter(admin.SimpleListFilter):
     """The statuses T-Bank sends, as fixed choices: no SELECT DISTINCT over millions of rows."""
 
-    title = "bank status"
+    title = _("bank status")
     parameter_name = "bank_status"
 
     def lookups(self, request, model_admin):
@@ -416,7 +518,7 @@ class PaymentNotificationAdmin(HugeTableAdminMixin, ExactSearchMixin, ReadOnlyAd
     list_filter = (ReviewFilter, RejectedFilter, "verdict", BankStatusFilter)
     sortable_by = ("received_at",)
     ordering = ("-id",)
-    search_help_text = "Order id (OrderId as sent) or PaymentId — exact."
+    search_help_text = _("Order id (OrderId as sent) or PaymentId — exact.")
     list_select_related = False
     change_form_template = "console/notification_change_form.html"
     fields = (
@@ -457,36 +559,39 @@ class PaymentNotificationAdmin(HugeTableAdminMixin, ExactSearchMixin, ReadOnlyAd
             )
         return ids
 
-    @admin.display(description="Order")
+    @admin.display(description=_("Order"))
     def order_link(self, obj: PaymentNotification):
         if obj.order_id is None:
-            return format_html('<span class="mono">{}</span> (no such order)', obj.order_ref or "?")
+            return format_html('<span class="mono">{}</span> ({})', obj.order_ref or "?", _("no such order"))
         url = reverse("admin:orders_order_change", args=[obj.order_id])
-        return format_html('<a href="{}">Order {}</a>', url, obj.order_id)
+        # The OrderId the bank sent is the order's public id: the number staff and customers know.
+        return format_html('<a class="mono" href="{}">{}</a>', url, obj.order_ref or obj.order_id)
 
-    @admin.display(description="Verdict", ordering="verdict")
+    @admin.display(description=_("Verdict"), ordering="verdict")
     def verdict_badge(self, obj: PaymentNotification):
         label = obj.get_verdict_display()
         if obj.verdict in REJECTED_VERDICTS:
-            return format_html('<span class="badge bad">Rejected: {}</span>', label)
+            return format_html('<span class="badge bad">{}</span>', _("Rejected: %(verdict)s") % {"verdict": label})
         if obj.verdict == NotificationVerdict.NEEDS_REVIEW:
             if obj.reviewed_at:
-                return format_html('<span class="badge muted">{} — reviewed</span>', label)
+                return format_html(
+                    '<span class="badge muted">{}</span>', _("%(verdict)s — reviewed") % {"verdict": label}
+                )
             return format_html('<span class="badge warn">{}</span>', label)
         if obj.verdict == NotificationVerdict.APPLIED:
             return format_html('<span class="badge ok">{}</span>', label)
         return label
 
-    @admin.display(description="Amount")
+    @admin.display(description=_("Amount"))
     def amount(self, obj: PaymentNotification):
         return rubles_html(obj.amount_kopecks)
 
-    @admin.display(description="Reviewed")
+    @admin.display(description=_("Reviewed"))
     def reviewed(self, obj: PaymentNotification) -> str:
         if not obj.reviewed_at:
             return "—"
-        who = obj.reviewed_by.get_username() if obj.reviewed_by else "staff"
-        return f"by {who} at {timestamp(obj.reviewed_at)}"
+        who = obj.reviewed_by.get_username() if obj.reviewed_by else _("staff")
+        return _("by %(who)s at %(when)s") % {"who": who, "when": timestamp(obj.reviewed_at)}
 
     def has_review_permission(self, request) -> bool:
         return request.user.has_perm("orders.review_paymentnotification")
@@ -523,11 +628,11 @@ class PaymentNotificationAdmin(HugeTableAdminMixin, ExactSearchMixin, ReadOnlyAd
         except NotificationNotReviewable as exc:
             self.message_user(request, str(exc), messages.WARNING)
         else:
-            self.log_change(request, record, "Marked reviewed.")
+            self.log_change(request, record, _("Marked reviewed."))
             if record.order_id:
                 order = Order.objects.get(pk=record.order_id)
-                self.log_change(request, order, f"Marked payment notification {record.pk} reviewed.")
-            self.message_user(request, f"Notification {record.pk} marked reviewed.", messages.SUCCESS)
+                self.log_change(request, order, _("Marked payment notification %(id)s reviewed.") % {"id": record.pk})
+            self.message_user(request, _("Notification %(id)s marked reviewed.") % {"id": record.pk}, messages.SUCCESS)
         return HttpResponseRedirect(reverse("admin:orders_paymentnotification_change", args=[record.pk]))
 
 

@@ -11,6 +11,7 @@ from django.contrib import admin, messages
 from django.db.models import Exists, OuterRef
 from django.template.response import TemplateResponse
 from django.utils.html import format_html
+from django.utils.translation import gettext_lazy as _
 
 from fulfillment.admin import ReadOnlyAdminMixin
 from fulfillment.models import OPEN_STATUSES, Delivery, DeliveryStatus
@@ -30,14 +31,14 @@ PERMISSION = "orders.refund_undelivered_units"
 
 
 class NeedsStaffFilter(admin.SimpleListFilter):
-    title = "needs staff"
+    title = _("needs staff")
     parameter_name = "needs_staff"
 
     def lookups(self, request, model_admin):
         return [
-            ("failed", "Failed (the bank refused)"),
-            ("unknown", "Outcome unknown (checking with GetState)"),
-            ("open", "Not settled yet"),
+            ("failed", _("Failed (the bank refused)")),
+            ("unknown", _("Outcome unknown (checking with GetState)")),
+            ("open", _("Not settled yet")),
         ]
 
     def queryset(self, request, queryset):
@@ -52,12 +53,14 @@ class NeedsStaffFilter(admin.SimpleListFilter):
 
 class RefundAttemptInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = RefundAttempt
-    fields = ("started_at", "method", "outcome", "error_code", "message", "request", "answer", "duration_ms", "worker")
+    # What staff read: when, what was asked, what the bank said. The raw request and answer are
+    # on record (audit) but not dumped on the page.
+    fields = ("started_at", "method", "outcome", "error_code", "message", "duration_ms")
     readonly_fields = fields
     extra = 0
 
 
-@admin.action(description="Send selected failed refunds again", permissions=["refund_undelivered_units"])
+@admin.action(description=_("Send selected failed refunds again"), permissions=["refund_undelivered_units"])
 def resend_refunds(modeladmin, request, queryset) -> None:
     for refund_id in queryset.values_list("pk", flat=True):
         try:
@@ -65,8 +68,9 @@ def resend_refunds(modeladmin, request, queryset) -> None:
         except RefundNotPossible as exc:
             modeladmin.message_user(request, str(exc), messages.WARNING)
             continue
-        modeladmin.message_user(request, f"Refund {refund.pk} queued again ({refund.get_state_display()}).")
-        modeladmin.log_change(request, refund, f"Sent refund {refund.pk} again ({refund.get_state_display()}).")
+        values = {"id": refund.pk, "state": refund.get_state_display()}
+        modeladmin.message_user(request, _("Refund %(id)s queued again (%(state)s).") % values)
+        modeladmin.log_change(request, refund, _("Sent refund %(id)s again (%(state)s).") % values)
 
 
 @admin.register(Refund)
@@ -86,27 +90,65 @@ class RefundAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     )
     list_filter = (NeedsStaffFilter, "state", "reason")
     search_fields = ("=order__id", "=order__public_id", "=payment__payment_id", "=external_request_id")
-    list_select_related = ("payment",)
+    list_select_related = ("payment", "order")
     inlines = [RefundAttemptInline]
     actions = [resend_refunds]
-    readonly_fields = [f.name for f in Refund._meta.fields] + ["amount"]
+    readonly_fields = [f.name for f in Refund._meta.fields] + ["amount", "order_link"]
+    # The refund's page says what a person needs first: how much, for which order, why, where it
+    # stands and what the bank said; the machinery (claims, ids, the receipt) is folded away.
+    fieldsets = (
+        (
+            None,
+            {
+                "fields": (
+                    "order_link",
+                    "amount",
+                    "reason",
+                    "state",
+                    "decided_by",
+                    "full",
+                    "bank_status",
+                    "last_error_code",
+                    "last_message",
+                    "created_at",
+                    "sent_at",
+                    "settled_at",
+                )
+            },
+        ),
+        (
+            _("Technical details"),
+            {
+                "classes": ("collapse",),
+                "fields": (
+                    "payment",
+                    "external_request_id",
+                    "cancel_calls",
+                    "state_checks",
+                    "queued_at",
+                    "next_check_at",
+                    "receipt",
+                ),
+            },
+        ),
+    )
 
     def has_refund_undelivered_units_permission(self, request) -> bool:
         return request.user.has_perm(PERMISSION)
 
-    @admin.display(description="Order", ordering="order_id")
+    @admin.display(description=_("Order"), ordering="order_id")
     def order_link(self, obj: Refund) -> str:
-        return format_html('<a href="../order/{}/change/">{}</a>', obj.order_id, obj.order_id)
+        return format_html('<a class="mono" href="../order/{}/change/">{}</a>', obj.order_id, obj.order.public_id)
 
-    @admin.display(description="PaymentId")
+    @admin.display(description=_("PaymentId"))
     def payment_id_display(self, obj: Refund) -> str:
         return obj.payment.payment_id
 
-    @admin.display(description="Amount", ordering="amount_kopecks")
+    @admin.display(description=_("Amount"), ordering="amount_kopecks")
     def amount(self, obj: Refund) -> str:
         return rubles(obj.amount_kopecks)
 
-    @admin.display(description="Bank's last answer")
+    @admin.display(description=_("Bank's last answer"))
     def bank_answer(self, obj: Refund) -> str:
         parts = [part for part in (obj.bank_status, obj.last_error_code and f"code {obj.last_error_code}") if part]
         return " ".join(parts + [obj.last_message])
@@ -119,17 +161,17 @@ class RefundInline(ReadOnlyAdminMixin, admin.TabularInline):
     extra = 0
     show_change_link = True
 
-    @admin.display(description="Amount")
+    @admin.display(description=_("Amount"))
     def amount(self, obj: Refund) -> str:
         return rubles(obj.amount_kopecks)
 
 
 class AwaitingRefundFilter(admin.SimpleListFilter):
-    title = "undelivered units"
+    title = _("undelivered units")
     parameter_name = "undelivered"
 
     def lookups(self, request, model_admin):
-        return [("waiting_for_staff", "Waiting for staff to refund")]
+        return [("waiting_for_staff", _("Waiting for staff to refund"))]
 
     def queryset(self, request, queryset):
         if self.value() != "waiting_for_staff":
@@ -140,7 +182,7 @@ class AwaitingRefundFilter(admin.SimpleListFilter):
         ).exclude(Exists(units.filter(status__in=OPEN_STATUSES)))
 
 
-@admin.display(description="Money balance")
+@admin.display(description=_("Money balance"))
 def money_balance(modeladmin, obj: Order) -> str:
     if obj is None or obj.pk is None:
         return "-"
@@ -154,7 +196,7 @@ def money_balance(modeladmin, obj: Order) -> str:
     return text
 
 
-@admin.action(description="Refund undelivered units", permissions=["refund_undelivered_units"])
+@admin.action(description=_("Refund undelivered units"), permissions=["refund_undelivered_units"])
 def refund_undelivered_units(modeladmin, request, queryset):
     """Show what would be refunded (the amount first); refund on confirmation."""
     include_unknown = request.POST.get("include_unknown") == "1"
@@ -173,26 +215,35 @@ def refund_undelivered_units(modeladmin, request, queryset):
                 modeladmin.message_user(request, str(exc), messages.WARNING)
                 continue
             if refund is None:
-                modeladmin.message_user(request, f"Order {order_id}: nothing to refund.", messages.WARNING)
-            else:
-                done = f"Refund {refund.pk} of {rubles(refund.amount_kopecks)} decided for undelivered units."
-                modeladmin.log_change(request, refund.order, done)  # the order's admin history and timeline
+                order = Order.objects.get(pk=order_id)
                 modeladmin.message_user(
-                    request,
-                    f"Order {order_id}: refund {refund.pk} of {rubles(refund.amount_kopecks)} is being sent.",
-                    messages.SUCCESS,
+                    request, _("%(order)s: nothing to refund.") % {"order": order}, messages.WARNING
+                )
+            else:
+                values = {"id": refund.pk, "amount": rubles(refund.amount_kopecks), "order": refund.order}
+                # The order's admin history says who added which refund (Django words it, in the reader's
+                # language); the timeline shows the refund itself once, with who decided it.
+                added = [{"added": {"name": "refund", "object": f"{refund.pk}: {rubles(refund.amount_kopecks)}"}}]
+                modeladmin.log_change(request, refund.order, added)
+                modeladmin.message_user(
+                    request, _("%(order)s: refund %(id)s of %(amount)s is being sent.") % values, messages.SUCCESS
                 )
         return None
     previews = [undelivered_units_preview(order_id=pk, include_unknown=include_unknown) for pk in order_ids]
+    numbers = dict(Order.objects.filter(pk__in=order_ids).values_list("pk", "public_id"))
     for preview in previews:
         preview.amount_roubles = rubles(preview.amount_kopecks)
+        preview.order_number = numbers.get(preview.order_id, preview.order_id)
     context = {
         **modeladmin.admin_site.each_context(request),
-        "title": "Refund undelivered units",
+        "title": _("Refund undelivered units"),
         "previews": previews,
         "any_unknown": any(preview.unknown or (include_unknown and preview.units) for preview in previews),
         "include_unknown": include_unknown,
         "total_roubles": rubles(sum(preview.amount_kopecks for preview in previews)),
+        # No button offers to refund nothing: with no unit to refund, only "Cancel" is left.
+        "any_refundable": any(preview.amount_kopecks > 0 for preview in previews),
+        "any_unknown_refundable": any(preview.unknown for preview in previews),
         "opts": modeladmin.model._meta,
     }
     return TemplateResponse(request, "admin/orders/refund_undelivered_confirmation.html", context)

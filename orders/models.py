@@ -10,7 +10,9 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
 
+from fulfillment_site.display import money
 from orders.refund_state import RefundState
 from orders.state import OrderStatus
 
@@ -39,42 +41,55 @@ def new_external_request_id() -> str:
 
 
 class Product(models.Model):
-    name = models.CharField(max_length=200)
+    name = models.CharField(_("name"), max_length=200)
     sku = models.CharField(
-        "provider SKU",
+        _("provider SKU"),
         max_length=100,
         unique=True,
-        help_text="The provider's product code (Digiflazz buyer_sku_code).",
+        help_text=_("The provider's product code (Digiflazz buyer_sku_code)."),
     )
-    price_kopecks = models.PositiveBigIntegerField(help_text="Shop price in kopecks.")
-    is_active = models.BooleanField(default=True)
+    price_kopecks = models.PositiveBigIntegerField(_("shop price (kopecks)"), help_text=_("Shop price in kopecks."))
+    is_active = models.BooleanField(_("on sale"), default=True)
     max_provider_price = models.PositiveBigIntegerField(
+        _("max provider price"),
         null=True,
         blank=True,
-        help_text="Highest price the provider may charge per unit (sent as max_price); empty means no cap.",
+        help_text=_("Highest price the provider may charge per unit (sent as max_price); empty means no cap."),
     )
     provider_price = models.PositiveBigIntegerField(
-        null=True, blank=True, help_text="Provider's last known price, from the price-list sync."
+        _("provider price"),
+        null=True,
+        blank=True,
+        help_text=_("Provider's last known price, from the price-list sync."),
     )
     provider_available = models.BooleanField(
-        null=True, blank=True, help_text="Whether the provider sold this SKU at the last sync."
+        _("provider available"),
+        null=True,
+        blank=True,
+        help_text=_("Whether the provider sold this SKU at the last sync."),
     )
-    provider_synced_at = models.DateTimeField(null=True, blank=True)
+    provider_synced_at = models.DateTimeField(_("synced with provider"), null=True, blank=True)
     recipient_label = models.CharField(
+        _("recipient label"),
         max_length=100,
         blank=True,
-        help_text='What the customer must give as the recipient, e.g. "Phone number" or "Player ID".',
+        help_text=_('What the customer must give as the recipient, e.g. "Phone number" or "Player ID".'),
     )
     recipient_pattern = models.CharField(
+        _("recipient pattern"),
         max_length=500,
         blank=True,
         validators=[validate_regex],
-        help_text="Regular expression the whole recipient must match (e.g. 08[0-9]{8,11}); empty: any non-blank text.",
+        help_text=_(
+            "Regular expression the whole recipient must match (e.g. 08[0-9]{8,11}); empty: any non-blank text."
+        ),
     )
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
 
     class Meta:
+        verbose_name = _("product")
+        verbose_name_plural = _("products")
         ordering = ["name"]
 
     def __str__(self) -> str:
@@ -105,26 +120,41 @@ MACHINE_FIELDS = frozenset(
 
 class Order(models.Model):
     public_id = models.CharField(
-        max_length=36, unique=True, default=new_public_id, editable=False, help_text="The OrderId sent to T-Bank."
+        _("order number"),
+        max_length=36,
+        unique=True,
+        default=new_public_id,
+        editable=False,
+        help_text=_("The OrderId sent to T-Bank."),
     )
-    status = models.CharField(max_length=20, choices=OrderStatus.choices, default=OrderStatus.NEW, db_index=True)
-    amount_kopecks = models.PositiveBigIntegerField()
-    customer_email = models.EmailField(blank=True)
+    status = models.CharField(
+        _("status"), max_length=20, choices=OrderStatus.choices, default=OrderStatus.NEW, db_index=True
+    )
+    amount_kopecks = models.PositiveBigIntegerField(_("amount (kopecks)"))
+    customer_email = models.EmailField(_("customer email"), blank=True)
     access_token = models.CharField(
-        max_length=64, default=new_access_token, editable=False, help_text="The customer's key to the status page."
+        _("access token"),
+        max_length=64,
+        default=new_access_token,
+        editable=False,
+        help_text=_("The customer's key to the status page."),
     )
-    language = models.CharField(max_length=10, blank=True, help_text="The customer's language (emails, pages).")
-    payment_id = models.CharField("T-Bank PaymentId", max_length=64, blank=True, db_index=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    status_changed_at = models.DateTimeField(null=True, blank=True)
-    paid_at = models.DateTimeField(null=True, blank=True, db_index=True)
-    fulfilled_at = models.DateTimeField(null=True, blank=True)
-    cancelled_at = models.DateTimeField(null=True, blank=True)
-    refunded_at = models.DateTimeField(null=True, blank=True)
+    language = models.CharField(
+        _("language"), max_length=10, blank=True, help_text=_("The customer's language (emails, pages).")
+    )
+    payment_id = models.CharField(_("T-Bank PaymentId"), max_length=64, blank=True, db_index=True)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+    status_changed_at = models.DateTimeField(_("status changed"), null=True, blank=True)
+    paid_at = models.DateTimeField(_("paid"), null=True, blank=True, db_index=True)
+    fulfilled_at = models.DateTimeField(_("fulfilled"), null=True, blank=True)
+    cancelled_at = models.DateTimeField(_("cancelled"), null=True, blank=True)
+    refunded_at = models.DateTimeField(_("refunded"), null=True, blank=True)
 
     class Meta:
+        verbose_name = _("order")
+        verbose_name_plural = _("orders")
         ordering = ["-id"]
-        permissions = [("retry_fulfillment", "Can retry fulfillment of paid orders")]
+        permissions = [("retry_fulfillment", _("Can retry fulfillment of paid orders"))]
         indexes = [
             # The admin's date filter and sort; PAID orders by age for "paid for too long".
             models.Index(fields=["created_at"], name="order_created"),
@@ -134,7 +164,8 @@ class Order(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"Order {self.pk}"
+        # The public id is the order's one name: the customer's page and emails show it, so staff see it too.
+        return _("Order %(number)s") % {"number": self.public_id}
 
     def save(self, *args, **kwargs) -> None:
         """Insert a NEW order, or write the fields changed since this instance was loaded.
@@ -206,33 +237,44 @@ class OrderItem(models.Model):
     `max_provider_price`, `provider_price`, `unit_price_kopecks`), copied from the product when the order is made:
     editing the product later changes new orders, never what an existing order's units buy."""
 
-    order = models.ForeignKey(Order, related_name="items", on_delete=models.PROTECT)
-    product = models.ForeignKey(Product, related_name="order_items", on_delete=models.PROTECT)
-    quantity = models.PositiveIntegerField(default=1)
-    unit_price_kopecks = models.PositiveBigIntegerField()
-    recipient = models.CharField(max_length=100, help_text="Where the goods go: a phone number, a game account id...")
+    order = models.ForeignKey(Order, related_name="items", on_delete=models.PROTECT, verbose_name=_("order"))
+    product = models.ForeignKey(
+        Product, related_name="order_items", on_delete=models.PROTECT, verbose_name=_("product")
+    )
+    quantity = models.PositiveIntegerField(_("quantity"), default=1)
+    unit_price_kopecks = models.PositiveBigIntegerField(_("unit price (kopecks)"))
+    recipient = models.CharField(
+        _("recipient"), max_length=100, help_text=_("Where the goods go: a phone number, a game account id...")
+    )
     sku = models.CharField(
-        "provider SKU as sold", max_length=100, default="", help_text="The product's SKU when the order was made."
+        _("provider SKU as sold"), max_length=100, default="", help_text=_("The product's SKU when the order was made.")
     )
     provider = models.CharField(
+        _("provider"),
         max_length=50,
         blank=True,
         default="",
-        help_text="The provider chosen when the order was made; empty (older items): the configured provider.",
+        help_text=_("The provider chosen when the order was made; empty (older items): the configured provider."),
     )
     max_provider_price = models.PositiveBigIntegerField(
-        null=True, blank=True, help_text="The product's max provider price when the order was made; empty: no cap."
-    )
-    provider_price = models.PositiveBigIntegerField(
+        _("max provider price"),
         null=True,
         blank=True,
-        help_text=(
+        help_text=_("The product's max provider price when the order was made; empty: no cap."),
+    )
+    provider_price = models.PositiveBigIntegerField(
+        _("provider price"),
+        null=True,
+        blank=True,
+        help_text=_(
             "The provider's price of one unit when the order was made (last price-list sync): what a unit is "
             "expected to take from the deposit. Empty: not known."
         ),
     )
 
     class Meta:
+        verbose_name = _("order item")
+        verbose_name_plural = _("order items")
         ordering = ["id"]
         indexes = [models.Index(fields=["recipient"], name="orderitem_recipient")]
 
@@ -257,40 +299,48 @@ class Payment(models.Model):
     """One payment at T-Bank (one PaymentId) for an order: created by Init, or first seen in a
     notification. An order normally has one; a second captured payment is a double payment."""
 
-    order = models.ForeignKey(Order, related_name="payments", on_delete=models.PROTECT)
-    payment_id = models.CharField("T-Bank PaymentId", max_length=64, unique=True)
-    amount_kopecks = models.PositiveBigIntegerField()
-    payment_url = models.URLField(max_length=500, blank=True)
-    bank_status = models.CharField(max_length=40, blank=True, help_text="The last status the bank reported.")
-    created_at = models.DateTimeField(auto_now_add=True)
-    expires_at = models.DateTimeField(null=True, blank=True, help_text="RedirectDueDate sent with Init.")
-    captured_at = models.DateTimeField(null=True, blank=True, help_text="When CONFIRMED was applied.")
-    refunded_kopecks = models.PositiveBigIntegerField(default=0)
-    last_polled_at = models.DateTimeField(null=True, blank=True, help_text="When GetState was last asked.")
-    updated_at = models.DateTimeField(auto_now=True)
+    order = models.ForeignKey(Order, related_name="payments", on_delete=models.PROTECT, verbose_name=_("order"))
+    payment_id = models.CharField(_("T-Bank PaymentId"), max_length=64, unique=True)
+    amount_kopecks = models.PositiveBigIntegerField(_("amount (kopecks)"))
+    payment_url = models.URLField(_("payment link"), max_length=500, blank=True)
+    bank_status = models.CharField(
+        _("bank status"), max_length=40, blank=True, help_text=_("The last status the bank reported.")
+    )
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+    expires_at = models.DateTimeField(
+        _("expires"), null=True, blank=True, help_text=_("RedirectDueDate sent with Init.")
+    )
+    captured_at = models.DateTimeField(_("captured"), null=True, blank=True, help_text=_("When CONFIRMED was applied."))
+    refunded_kopecks = models.PositiveBigIntegerField(_("refunded (kopecks)"), default=0)
+    last_polled_at = models.DateTimeField(
+        _("last polled"), null=True, blank=True, help_text=_("When GetState was last asked.")
+    )
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
 
     class Meta:
+        verbose_name = _("payment")
+        verbose_name_plural = _("payments")
         ordering = ["id"]
 
     def __str__(self) -> str:
-        return f"Payment {self.payment_id} of order {self.order_id} ({self.bank_status or 'new'})"
+        return _("Payment %(id)s (%(status)s)") % {"id": self.payment_id, "status": self.bank_status or "NEW"}
 
 
 class NotificationSource(models.TextChoices):
-    WEBHOOK = "webhook", "Notification from the bank"
-    POLLING = "polling", "Learned by polling GetState"
+    WEBHOOK = "webhook", _("Notification from the bank")
+    POLLING = "polling", _("Learned by polling GetState")
 
 
 class NotificationVerdict(models.TextChoices):
-    APPLIED = "applied", "Applied (order changed)"
-    RECORDED = "recorded", "Recorded (nothing to change)"
-    DUPLICATE = "duplicate", "Duplicate (already applied)"
-    IGNORED = "ignored", "Ignored (would downgrade the order)"
-    FORBIDDEN = "forbidden", "Forbidden (bad token or terminal)"
-    MALFORMED = "malformed", "Malformed body"
-    UNKNOWN_ORDER = "unknown_order", "Unknown OrderId"
-    AMOUNT_MISMATCH = "amount_mismatch", "Amount does not match the order"
-    NEEDS_REVIEW = "needs_review", "Needs staff review"
+    APPLIED = "applied", _("Applied (order changed)")
+    RECORDED = "recorded", _("Recorded (nothing to change)")
+    DUPLICATE = "duplicate", _("Duplicate (already applied)")
+    IGNORED = "ignored", _("Ignored (would downgrade the order)")
+    FORBIDDEN = "forbidden", _("Forbidden (bad token or terminal)")
+    MALFORMED = "malformed", _("Malformed body")
+    UNKNOWN_ORDER = "unknown_order", _("Unknown OrderId")
+    AMOUNT_MISMATCH = "amount_mismatch", _("Amount does not match the order")
+    NEEDS_REVIEW = "needs_review", _("Needs staff review")
 
 
 class PaymentNotification(models.Model):
@@ -302,33 +352,50 @@ class PaymentNotification(models.Model):
     bad Token) it is only the first characters: the size and SHA-256 identify the rest.
     """
 
-    received_at = models.DateTimeField(auto_now_add=True, db_index=True)
-    order = models.ForeignKey(Order, null=True, blank=True, related_name="notifications", on_delete=models.SET_NULL)
-    order_ref = models.CharField("OrderId as sent", max_length=100, blank=True, db_index=True)
-    bank_status = models.CharField(max_length=40, blank=True)
-    payment_id = models.CharField(max_length=64, blank=True, db_index=True)
-    amount_kopecks = models.BigIntegerField(null=True, blank=True)
-    verdict = models.CharField(max_length=20, choices=NotificationVerdict.choices)
-    http_status = models.PositiveSmallIntegerField()
-    detail = models.TextField(blank=True, help_text="What was done, or why not.")
+    received_at = models.DateTimeField(_("received"), auto_now_add=True, db_index=True)
+    order = models.ForeignKey(
+        Order, null=True, blank=True, related_name="notifications", on_delete=models.SET_NULL, verbose_name=_("order")
+    )
+    order_ref = models.CharField(_("OrderId as sent"), max_length=100, blank=True, db_index=True)
+    bank_status = models.CharField(_("bank status"), max_length=40, blank=True)
+    payment_id = models.CharField(_("payment id"), max_length=64, blank=True, db_index=True)
+    amount_kopecks = models.BigIntegerField(_("amount (kopecks)"), null=True, blank=True)
+    verdict = models.CharField(_("verdict"), max_length=20, choices=NotificationVerdict.choices)
+    http_status = models.PositiveSmallIntegerField(_("HTTP status"))
+    detail = models.TextField(_("detail"), blank=True, help_text=_("What was done, or why not."))
     authenticated = models.BooleanField(
-        default=False, help_text="Came from an allowed source with a valid TerminalKey and Token."
+        _("authenticated"),
+        default=False,
+        help_text=_("Came from an allowed source with a valid TerminalKey and Token."),
     )
     raw_body = models.TextField(
-        blank=True, help_text="The body as sent, Token masked; only its beginning when not authenticated."
+        _("raw body"),
+        blank=True,
+        help_text=_("The body as sent, Token masked; only its beginning when not authenticated."),
     )
-    body_sha256 = models.CharField("body SHA-256", max_length=64, blank=True)
-    body_size = models.PositiveIntegerField("body size (bytes)", null=True, blank=True)
-    remote_addr = models.GenericIPAddressField(null=True, blank=True)
-    source = models.CharField(max_length=10, choices=NotificationSource.choices, default=NotificationSource.WEBHOOK)
-    reviewed_at = models.DateTimeField(null=True, blank=True, help_text="When staff marked it reviewed.")
+    body_sha256 = models.CharField(_("body SHA-256"), max_length=64, blank=True)
+    body_size = models.PositiveIntegerField(_("body size (bytes)"), null=True, blank=True)
+    remote_addr = models.GenericIPAddressField(_("sender address"), null=True, blank=True)
+    source = models.CharField(
+        _("source"), max_length=10, choices=NotificationSource.choices, default=NotificationSource.WEBHOOK
+    )
+    reviewed_at = models.DateTimeField(
+        _("reviewed"), null=True, blank=True, help_text=_("When staff marked it reviewed.")
+    )
     reviewed_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, related_name="+", on_delete=models.SET_NULL
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        related_name="+",
+        on_delete=models.SET_NULL,
+        verbose_name=_("reviewed by"),
     )
 
     class Meta:
+        verbose_name = _("payment notification")
+        verbose_name_plural = _("payment notifications")
         ordering = ["-id"]
-        permissions = [("review_paymentnotification", "Can mark payment notifications as reviewed")]
+        permissions = [("review_paymentnotification", _("Can mark payment notifications as reviewed"))]
         indexes = [
             # The admin's list filters, newest first.
             models.Index(fields=["verdict", "id"], name="notification_verdict_id"),
@@ -353,16 +420,20 @@ class IdempotencyKey(models.Model):
     calls Init for the key's order.
     """
 
-    key = models.CharField(max_length=255, unique=True)
-    request_hash = models.CharField(max_length=64, help_text="SHA-256 of the canonical JSON body.")
-    order = models.ForeignKey(Order, related_name="idempotency_keys", on_delete=models.PROTECT)
-    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
-    response_body = models.JSONField(null=True, blank=True)
-    init_started_at = models.DateTimeField(null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    key = models.CharField(_("key"), max_length=255, unique=True)
+    request_hash = models.CharField(
+        _("request hash"), max_length=64, help_text=_("SHA-256 of the canonical JSON body.")
+    )
+    order = models.ForeignKey(Order, related_name="idempotency_keys", on_delete=models.PROTECT, verbose_name=_("order"))
+    response_status = models.PositiveSmallIntegerField(_("response status"), null=True, blank=True)
+    response_body = models.JSONField(_("response body"), null=True, blank=True)
+    init_started_at = models.DateTimeField(_("init started at"), null=True, blank=True)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
 
     class Meta:
+        verbose_name = _("idempotency key")
+        verbose_name_plural = _("idempotency keys")
         ordering = ["-id"]
 
     def __str__(self) -> str:
@@ -370,9 +441,9 @@ class IdempotencyKey(models.Model):
 
 
 class TBankCallOutcome(models.TextChoices):
-    OK = "ok", "Answered (success)"
-    REFUSED = "refused", "Refused by the bank"
-    UNKNOWN = "unknown", "No answer (outcome unknown)"
+    OK = "ok", _("Answered (success)")
+    REFUSED = "refused", _("Refused by the bank")
+    UNKNOWN = "unknown", _("No answer (outcome unknown)")
 
 
 class TBankCall(models.Model):
@@ -382,27 +453,28 @@ class TBankCall(models.Model):
     makes the next Init of that order ask CheckOrder first.
     """
 
-    order = models.ForeignKey(Order, related_name="tbank_calls", on_delete=models.PROTECT)
-    method = models.CharField(max_length=20)
-    outcome = models.CharField(max_length=10, choices=TBankCallOutcome.choices)
-    payment_id = models.CharField(max_length=64, blank=True)
-    error = models.TextField(blank=True)
-    request = models.JSONField(default=dict, blank=True)
-    answer = models.JSONField(default=dict, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
+    order = models.ForeignKey(Order, related_name="tbank_calls", on_delete=models.PROTECT, verbose_name=_("order"))
+    method = models.CharField(_("method"), max_length=20)
+    outcome = models.CharField(_("outcome"), max_length=10, choices=TBankCallOutcome.choices)
+    payment_id = models.CharField(_("payment id"), max_length=64, blank=True)
+    error = models.TextField(_("error"), blank=True)
+    request = models.JSONField(_("request"), default=dict, blank=True)
+    answer = models.JSONField(_("answer"), default=dict, blank=True)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
 
     class Meta:
+        verbose_name = _("T-Bank call")
+        verbose_name_plural = _("T-Bank calls")
         ordering = ["id"]
-        verbose_name = "T-Bank call"
 
     def __str__(self) -> str:
         return f"{self.method} for order {self.order_id}: {self.outcome}"
 
 
 class EmailState(models.TextChoices):
-    PENDING = "pending", "Pending"
-    SENT = "sent", "Sent"
-    FAILED = "failed", "Failed (gave up)"
+    PENDING = "pending", _("Pending")
+    SENT = "sent", _("Sent")
+    FAILED = "failed", _("Failed (gave up)")
 
 
 class CustomerEmail(models.Model):
@@ -413,26 +485,40 @@ class CustomerEmail(models.Model):
     tells apart events of one kind on one order (each refund: `refund-<id>`).
     """
 
-    order = models.ForeignKey(Order, related_name="emails", on_delete=models.PROTECT)
-    kind = models.CharField(max_length=30)
-    event = models.CharField(max_length=40, blank=True, default="", help_text="Which event of this kind, if several.")
-    send_no = models.PositiveIntegerField(default=0, help_text="0: the automatic email; 1, 2...: staff re-sends.")
-    to = models.EmailField(blank=True, help_text="Filled from the order when the email is sent.")
-    state = models.CharField(max_length=10, choices=EmailState.choices, default=EmailState.PENDING, db_index=True)
-    attempts = models.PositiveIntegerField(default=0)
-    last_error = models.TextField(blank=True)
-    requested_by = models.CharField(max_length=150, blank=True, help_text="Staff user who asked for a re-send.")
-    queued_at = models.DateTimeField(null=True, blank=True, help_text="When a send task was last queued.")
-    claimed_until = models.DateTimeField(null=True, blank=True, help_text="A worker is sending it until then.")
-    sent_at = models.DateTimeField(null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
+    order = models.ForeignKey(Order, related_name="emails", on_delete=models.PROTECT, verbose_name=_("order"))
+    kind = models.CharField(_("kind"), max_length=30)
+    event = models.CharField(
+        _("event"), max_length=40, blank=True, default="", help_text=_("Which event of this kind, if several.")
+    )
+    send_no = models.PositiveIntegerField(
+        _("send no"), default=0, help_text=_("0: the automatic email; 1, 2...: staff re-sends.")
+    )
+    to = models.EmailField(_("to address"), blank=True, help_text=_("Filled from the order when the email is sent."))
+    state = models.CharField(
+        _("state"), max_length=10, choices=EmailState.choices, default=EmailState.PENDING, db_index=True
+    )
+    attempts = models.PositiveIntegerField(_("attempts"), default=0)
+    last_error = models.TextField(_("last error"), blank=True)
+    requested_by = models.CharField(
+        _("requested by"), max_length=150, blank=True, help_text=_("Staff user who asked for a re-send.")
+    )
+    queued_at = models.DateTimeField(
+        _("queued"), null=True, blank=True, help_text=_("When a send task was last queued.")
+    )
+    claimed_until = models.DateTimeField(
+        _("claimed until"), null=True, blank=True, help_text=_("A worker is sending it until then.")
+    )
+    sent_at = models.DateTimeField(_("sent"), null=True, blank=True)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
 
     class Meta:
+        verbose_name = _("customer email")
+        verbose_name_plural = _("customer emails")
         ordering = ["id"]
         constraints = [
             models.UniqueConstraint(fields=["order", "kind", "event", "send_no"], name="one_customer_email_per_send"),
         ]
-        permissions = [("resend_customer_email", "Can send the codes email again")]
+        permissions = [("resend_customer_email", _("Can send the codes email again"))]
 
     def __str__(self) -> str:
         return f"{self.kind} email #{self.send_no} for order {self.order_id} ({self.state})"
@@ -442,18 +528,24 @@ class SandboxPayment(models.Model):
     """A payment of the local T-Bank sandbox (TBANK_SANDBOX=true, development only): the state
     the sandbox answers GetState, CheckOrder and Cancel from, kept across restarts."""
 
-    payment_id = models.CharField(max_length=20, unique=True)
-    order_ref = models.CharField(max_length=36, db_index=True)
-    amount_kopecks = models.PositiveBigIntegerField()
-    status = models.CharField(max_length=30, default="NEW")
-    description = models.CharField(max_length=140, blank=True)
-    notification_url = models.CharField(max_length=500, blank=True)
-    success_url = models.CharField(max_length=500, blank=True)
-    fail_url = models.CharField(max_length=500, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    payment_id = models.CharField(_("payment id"), max_length=20, unique=True)
+    order_ref = models.CharField(_("order ref"), max_length=36, db_index=True)
+    amount_kopecks = models.PositiveBigIntegerField(_("amount (kopecks)"))
+    status = models.CharField(_("status"), max_length=30, default="NEW")
+    description = models.CharField(_("description"), max_length=140, blank=True)
+    notification_url = models.CharField(_("notification url"), max_length=500, blank=True)
+    success_url = models.CharField(_("success url"), max_length=500, blank=True)
+    fail_url = models.CharField(_("fail url"), max_length=500, blank=True)
+    refunded_kopecks = models.PositiveBigIntegerField(_("refunded (kopecks)"), default=0)
+    cancel_request_ids = models.JSONField(
+        _("Cancel ExternalRequestIds"), default=list, blank=True, help_text=_("Cancels already applied, by their id.")
+    )
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
 
     class Meta:
+        verbose_name = _("sandbox payment")
+        verbose_name_plural = _("sandbox payments")
         ordering = ["id"]
 
     def __str__(self) -> str:
@@ -461,10 +553,10 @@ class SandboxPayment(models.Model):
 
 
 class RefundReason(models.TextChoices):
-    UNDELIVERABLE = "undeliverable", "Units that could not be delivered"
-    DOUBLE_PAYMENT = "double_payment", "Second payment for an order already paid"
-    STAFF = "staff", "Decided by staff"
-    PORTAL = "portal", "Made in the bank's portal (recorded, not sent by us)"
+    UNDELIVERABLE = "undeliverable", _("Units that could not be delivered")
+    DOUBLE_PAYMENT = "double_payment", _("Second payment for an order already paid")
+    STAFF = "staff", _("Decided by staff")
+    PORTAL = "portal", _("Made in the bank's portal (recorded, not sent by us)")
 
 
 class Refund(models.Model):
@@ -476,42 +568,53 @@ class Refund(models.Model):
     books of an order add up whoever returned the money.
     """
 
-    order = models.ForeignKey(Order, related_name="refunds", on_delete=models.PROTECT)
-    payment = models.ForeignKey(Payment, related_name="refunds", on_delete=models.PROTECT)
-    amount_kopecks = models.PositiveBigIntegerField()
-    reason = models.CharField(max_length=20, choices=RefundReason.choices)
-    decided_by = models.CharField(max_length=150, help_text='A staff username, or "system: <why>".')
+    order = models.ForeignKey(Order, related_name="refunds", on_delete=models.PROTECT, verbose_name=_("order"))
+    payment = models.ForeignKey(Payment, related_name="refunds", on_delete=models.PROTECT, verbose_name=_("payment"))
+    amount_kopecks = models.PositiveBigIntegerField(_("amount (kopecks)"))
+    reason = models.CharField(_("reason"), max_length=20, choices=RefundReason.choices)
+    decided_by = models.CharField(_("decided by"), max_length=150, help_text=_('A staff username, or "system: <why>".'))
     decided_by_user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, related_name="+", on_delete=models.SET_NULL
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        related_name="+",
+        on_delete=models.SET_NULL,
+        verbose_name=_("decided by user"),
     )
-    state = models.CharField(max_length=20, choices=RefundState.choices, default=RefundState.DECIDED, db_index=True)
+    state = models.CharField(
+        _("state"), max_length=20, choices=RefundState.choices, default=RefundState.DECIDED, db_index=True
+    )
     external_request_id = models.CharField(
-        "ExternalRequestId",
+        _("ExternalRequestId"),
         max_length=64,
         unique=True,
         default=new_external_request_id,
         editable=False,
-        help_text="Sent with every Cancel of this refund: the bank refunds once per id.",
+        help_text=_("Sent with every Cancel of this refund: the bank refunds once per id."),
     )
-    full = models.BooleanField(default=False, help_text="Cancel of the whole payment (no Amount, no Receipt).")
-    receipt = models.JSONField(null=True, blank=True, help_text="Receipt sent with a partial Cancel.")
-    claim_token = models.CharField(max_length=64, blank=True)
-    claim_expires_at = models.DateTimeField(null=True, blank=True)
-    next_check_at = models.DateTimeField(null=True, blank=True)
-    queued_at = models.DateTimeField(null=True, blank=True)
-    cancel_calls = models.PositiveIntegerField(default=0)
-    state_checks = models.PositiveIntegerField(default=0)
-    bank_status = models.CharField(max_length=40, blank=True)
-    last_error_code = models.CharField(max_length=20, blank=True)
-    last_message = models.CharField(max_length=500, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    sent_at = models.DateTimeField(null=True, blank=True)
-    settled_at = models.DateTimeField(null=True, blank=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    full = models.BooleanField(
+        _("full"), default=False, help_text=_("Cancel of the whole payment (no Amount, no Receipt).")
+    )
+    receipt = models.JSONField(_("receipt"), null=True, blank=True, help_text=_("Receipt sent with a partial Cancel."))
+    claim_token = models.CharField(_("claim token"), max_length=64, blank=True)
+    claim_expires_at = models.DateTimeField(_("claim expires at"), null=True, blank=True)
+    next_check_at = models.DateTimeField(_("next check at"), null=True, blank=True)
+    queued_at = models.DateTimeField(_("queued"), null=True, blank=True)
+    cancel_calls = models.PositiveIntegerField(_("cancel calls"), default=0)
+    state_checks = models.PositiveIntegerField(_("state checks"), default=0)
+    bank_status = models.CharField(_("bank status"), max_length=40, blank=True)
+    last_error_code = models.CharField(_("last error code"), max_length=20, blank=True)
+    last_message = models.CharField(_("last message"), max_length=500, blank=True)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+    sent_at = models.DateTimeField(_("sent"), null=True, blank=True)
+    settled_at = models.DateTimeField(_("settled"), null=True, blank=True)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
 
     class Meta:
+        verbose_name = _("refund")
+        verbose_name_plural = _("refunds")
         ordering = ["-id"]
-        permissions = [("refund_undelivered_units", "Can refund undelivered units of paid orders")]
+        permissions = [("refund_undelivered_units", _("Can refund undelivered units of paid orders"))]
         constraints = [
             models.CheckConstraint(condition=models.Q(amount_kopecks__gt=0), name="refund_amount_positive"),
             # A double payment is refunded once, however many times its CONFIRMED arrives.
@@ -522,7 +625,11 @@ class Refund(models.Model):
         indexes = [models.Index(fields=["payment", "state"], name="refund_payment_state")]
 
     def __str__(self) -> str:
-        return f"Refund {self.pk} of order {self.order_id}: {self.amount_kopecks / 100:.2f} RUB ({self.state})"
+        return _("Refund %(id)s: %(amount)s (%(state)s)") % {
+            "id": self.pk,
+            "amount": money(self.amount_kopecks),
+            "state": self.get_state_display(),
+        }
 
     def save(self, *args, **kwargs) -> None:
         # Like Order.status: the state column is written only by orders.refund_state.
@@ -537,19 +644,27 @@ class Refund(models.Model):
 class RefundAttempt(models.Model):
     """One call to T-Bank for a refund (Cancel or GetState), or a notification that settled it."""
 
-    refund = models.ForeignKey(Refund, related_name="attempts", on_delete=models.PROTECT)
-    method = models.CharField(max_length=20, help_text="Cancel, GetState or Notification.")
-    request = models.JSONField(default=dict, blank=True, help_text="What we sent, without Token or Password.")
-    answer = models.JSONField(default=dict, blank=True, help_text="What the bank answered, without Token.")
-    outcome = models.CharField(max_length=20, help_text="succeeded, refused, unavailable, not_refunded...")
-    error_code = models.CharField(max_length=20, blank=True)
-    message = models.CharField(max_length=500, blank=True)
-    worker = models.CharField(max_length=120, blank=True)
-    started_at = models.DateTimeField()
-    finished_at = models.DateTimeField()
-    duration_ms = models.PositiveIntegerField(default=0)
+    refund = models.ForeignKey(Refund, related_name="attempts", on_delete=models.PROTECT, verbose_name=_("refund"))
+    method = models.CharField(_("method"), max_length=20, help_text=_("Cancel, GetState or Notification."))
+    request = models.JSONField(
+        _("request"), default=dict, blank=True, help_text=_("What we sent, without Token or Password.")
+    )
+    answer = models.JSONField(
+        _("answer"), default=dict, blank=True, help_text=_("What the bank answered, without Token.")
+    )
+    outcome = models.CharField(
+        _("outcome"), max_length=20, help_text=_("succeeded, refused, unavailable, not_refunded...")
+    )
+    error_code = models.CharField(_("error code"), max_length=20, blank=True)
+    message = models.CharField(_("message"), max_length=500, blank=True)
+    worker = models.CharField(_("worker"), max_length=120, blank=True)
+    started_at = models.DateTimeField(_("started"))
+    finished_at = models.DateTimeField(_("finished"))
+    duration_ms = models.PositiveIntegerField(_("duration (ms)"), default=0)
 
     class Meta:
+        verbose_name = _("refund attempt")
+        verbose_name_plural = _("refund attempts")
         ordering = ["id"]
 
     def __str__(self) -> str:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
+from fulfillment_site.display import money
 from orders.models import Refund, RefundReason
 from orders.refund_state import RefundState
 
@@ -22,7 +23,7 @@ class RefundEmail:
 
 
 def _roubles(kopecks: int) -> str:
-    return f"{kopecks // 100}.{kopecks % 100:02d}"
+    return money(kopecks)
 
 
 def refund_email_build(*, refund_id: int) -> RefundEmail | None:
@@ -33,12 +34,12 @@ def refund_email_build(*, refund_id: int) -> RefundEmail | None:
         return None
     order = refund.order
     amount = _roubles(refund.amount_kopecks)
-    subject = _("Refund of %(amount)s RUB for order %(order)s") % {"amount": amount, "order": order.public_id}
+    subject = _("Refund of %(amount)s for order %(order)s") % {"amount": amount, "order": order.public_id}
     lines = [_("Hello,"), ""]
     if refund.reason == RefundReason.DOUBLE_PAYMENT:
         lines.append(
             _(
-                "Order %(order)s was paid twice. We have returned the second payment, %(amount)s RUB, to the card it "
+                "Order %(order)s was paid twice. We have returned the second payment, %(amount)s, to the card it "
                 "came from. Your order is not affected."
             )
             % {"order": order.public_id, "amount": amount}
@@ -46,7 +47,7 @@ def refund_email_build(*, refund_id: int) -> RefundEmail | None:
     else:
         units = list(refund.units.select_related("item__product").order_by("item_id", "unit_index"))
         lines.append(
-            _("We have returned %(amount)s RUB for order %(order)s to the card you paid with.")
+            _("We have returned %(amount)s for order %(order)s to the card you paid with.")
             % {"amount": amount, "order": order.public_id}
         )
         if units:
@@ -59,7 +60,7 @@ def refund_email_build(*, refund_id: int) -> RefundEmail | None:
             )
             for unit in units:
                 lines.append(
-                    _("- %(name)s (%(recipient)s): %(price)s RUB")
+                    _("- %(name)s (%(recipient)s): %(price)s")
                     % {
                         "name": unit.item.product.name,
                         "recipient": unit.item.recipient,

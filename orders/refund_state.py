@@ -20,14 +20,15 @@ from __future__ import annotations
 
 from django.db import models
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 
 class RefundState(models.TextChoices):
-    DECIDED = "decided", "Decided, not sent yet"
-    SENDING = "sending", "Sent to the bank, no answer yet"
-    CHECKING = "checking", "Outcome unknown: checking with GetState"
-    SUCCEEDED = "succeeded", "Refunded"
-    FAILED = "failed", "Refused by the bank (needs staff)"
+    DECIDED = "decided", _("Decided, not sent yet")
+    SENDING = "sending", _("Sent to the bank, no answer yet")
+    CHECKING = "checking", _("Outcome unknown: checking with GetState")
+    SUCCEEDED = "succeeded", _("Refunded")
+    FAILED = "failed", _("Refused by the bank (needs staff)")
 
 
 #: States in which the bank may have done (or be doing) the refund without our knowing yet.

@@ -14,15 +14,16 @@ from dataclasses import dataclass
 
 from django.db import models
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 
 class OrderStatus(models.TextChoices):
-    NEW = "new", "New"
-    PAID = "paid", "Paid"
-    FULFILLED = "fulfilled", "Fulfilled"
-    CANCELLED = "cancelled", "Cancelled"
-    PARTIALLY_REFUNDED = "partially_refunded", "Partially refunded"
-    REFUNDED = "refunded", "Refunded"
+    NEW = "new", _("New")
+    PAID = "paid", _("Paid")
+    FULFILLED = "fulfilled", _("Fulfilled")
+    CANCELLED = "cancelled", _("Cancelled")
+    PARTIALLY_REFUNDED = "partially_refunded", _("Partially refunded")
+    REFUNDED = "refunded", _("Refunded")
 
 
 #: Where a paid order ends: every unit delivered (FULFILLED), delivered or refunded
@@ -102,7 +103,7 @@ def order_transition(*, order_id: int, target: str, current: str | None = None, 
         values[stamp] = now
     # The status column is only ever written here; the QuerySet.update bypasses Order.save()'s
     # guard on purpose.
-    for _ in range(2):
+    for _attempt in range(2):
         if current is None:
             current = Order.objects.filter(pk=order_id).values_list("status", flat=True).first()
         if current is None:

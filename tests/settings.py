@@ -13,6 +13,10 @@ os.environ.setdefault("DJANGO_SECRET_KEY", "test-only-secret-key")
 from fulfillment_site.settings import *  # noqa: E402,F403
 
 DEBUG = False
+# The shop defaults to Russian (fulfillment_site/settings.py); the suite's assertions are written
+# against the English source strings, and the Russian pages have their own tests that ask for it
+# (tests/test_locale.py, tests/console/test_russian.py).
+LANGUAGE_CODE = "en"
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 TBANK_TERMINAL_KEY = "TestTerminalDEMO"
 TBANK_PASSWORD = "test-terminal-password"

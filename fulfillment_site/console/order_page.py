@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 from django.db.models import Count
 from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.utils.translation import ngettext, pgettext
 
 from fulfillment_site.console.banner import active_halts
 from fulfillment_site.console.formatting import duration, rubles
@@ -30,6 +32,10 @@ class UnitRow:
     message: str
     unit_key: str
     delivery_id: int | None
+    unit_price: int = 0
+    failure_scope: str = ""
+    held_by: str = ""  # "pause" or "halt": waiting on a fault that is not the unit's own
+    item_id: int | None = None
 
 
 UNIT_TONES = {"delivered": "ok", "failed": "bad", "cancelled": "muted", "pending": "info", "sending": "info"}
@@ -40,25 +46,29 @@ def order_status_badge(order, *, units_failed: int = 0, now=None) -> tuple[str, 
     status = order.status
     if status == "paid":
         if units_failed:
-            return f"Paid — {units_failed} unit{'s' if units_failed != 1 else ''} failed", "bad"
+            text = ngettext("Paid — %(count)d unit failed", "Paid — %(count)d units failed", units_failed)
+            return text % {"count": units_failed}, "bad"
         if order.paid_at and order.paid_at < paid_too_long_cutoff():
             since = duration(((now or timezone.now()) - order.paid_at).total_seconds())
-            return f"Paid — delivering for {since}", "warn"
-        return "Paid — delivering", "info"
+            return _("Paid — delivering for %(since)s") % {"since": since}, "warn"
+        return _("Paid — delivering"), "info"
     return {
-        "new": ("New — not paid", "muted"),
-        "fulfilled": ("Fulfilled", "ok"),
-        "cancelled": ("Cancelled", "muted"),
-        "refunded": ("Refunded", "warn"),
+        "new": (_("New — not paid"), "muted"),
+        "fulfilled": (pgettext("order status", "Fulfilled"), "ok"),
+        "cancelled": (_("Cancelled — not paid"), "muted"),
+        "partially_refunded": (_("Partially refunded"), "warn"),
+        "refunded": (_("Refunded in full"), "warn"),
     }.get(status, (order.get_status_display(), "muted"))
 
 
 def order_units(order) -> list[UnitRow]:
     """Every unit of the order with its product, recipient, status, code and attempts; before
     payment (no units yet) one row per unit the items will make."""
-    from fulfillment.models import Delivery, DeliveryStatus
+    from fulfillment.models import Delivery, DeliveryStatus, ProductPause
 
     labels = dict(DeliveryStatus.choices)
+    halted = {halt["provider"] for halt in active_halts()}
+    paused = set(ProductPause.objects.values_list("provider", "sku"))
     deliveries = list(
         Delivery.objects.filter(order=order)
         .select_related("item__product")
@@ -79,18 +89,22 @@ def order_units(order) -> list[UnitRow]:
                 message=unit.last_message if unit.status != DeliveryStatus.DELIVERED else "",
                 unit_key=unit.unit_key,
                 delivery_id=unit.pk,
+                unit_price=unit.item.unit_price_kopecks,
+                failure_scope=unit.failure_scope,
+                held_by=_held_by(unit, halted=halted, paused=paused),
+                item_id=unit.item_id,
             )
             for unit in deliveries
         ]
     rows = []
     for item in order.items.select_related("product"):
-        for _ in range(item.quantity):
+        for _unit in range(item.quantity):
             rows.append(
                 UnitRow(
                     product=item.product.name,
                     recipient=item.recipient,
                     status="",
-                    status_label="Not created (order not paid)",
+                    status_label=_("Not created (order not paid)"),
                     tone="muted",
                     code="",
                     attempts=0,
@@ -98,40 +112,102 @@ def order_units(order) -> list[UnitRow]:
                     message="",
                     unit_key="",
                     delivery_id=None,
+                    unit_price=item.unit_price_kopecks,
                 )
             )
     return rows
 
 
-def order_wrongs(order, units: list[UnitRow]) -> list[str]:
-    """What is wrong with this order, in words staff can act on; empty when nothing is."""
+def _held_by(unit, *, halted: set[str], paused: set[tuple[str, str]]) -> str:
+    """ "halt" or "pause" when an open unit waits on a fault that is not its own, else ""."""
+    from fulfillment.models import OPEN_STATUSES
+
+    if unit.status not in OPEN_STATUSES:
+        return ""
+    provider = unit.provider or unit.item.provider
+    if provider in halted:
+        return "halt"
+    if (provider, unit.item.sku) in paused:
+        return "pause"
+    return ""
+
+
+@dataclass(frozen=True)
+class Wrong:
+    """One thing wrong with an order: what, why, and which actions on the page apply (keys)."""
+
+    text: str
+    actions: tuple[str, ...] = ()
+
+
+def order_wrongs(order, units: list[UnitRow]) -> list[Wrong]:
+    """What is wrong with this order, in words staff can act on, each with the actions that help;
+    empty when nothing is."""
+    from fulfillment.providers.base import FailureScope
     from orders.models import NotificationVerdict
 
     wrongs = []
+    # The refund decision refuses while any unit is still in progress: then no Refund button either.
+    refund_offered = any(unit.status in ("waiting", "sending", "pending") for unit in units)
     if order.status == "paid":
-        failed = [unit for unit in units if unit.status == "failed"]
-        for unit in failed:
-            wrongs.append(
-                f"Unit {unit.unit_key} ({unit.product} for {unit.recipient}) failed: "
-                f"{unit.message or 'no message from the provider'}"
-            )
-        if failed:
-            wrongs.append("Fix the cause, then press Retry: failed units are bought again under a new reference.")
-        if order.paid_at and order.paid_at < paid_too_long_cutoff():
-            since = duration((timezone.now() - order.paid_at).total_seconds())
-            wrongs.append(f"Paid {since} ago and still not fulfilled.")
-        halted = {halt["provider"]: halt for halt in active_halts()}
-        open_units = [unit for unit in units if unit.status in ("waiting", "sending", "pending")]
-        for provider, halt in halted.items():
+        for unit in units:
+            if unit.status != "failed":
+                continue
+            why = unit.message or _("no message from the provider")
+            text = _("Unit %(unit)s (%(product)s → %(recipient)s) failed: %(why)s") % {
+                "unit": unit.unit_key,
+                "product": unit.product,
+                "recipient": unit.recipient,
+                "why": why,
+            }
+            # One refund covers every failed unit: its button (with the amount) comes once, on the first.
+            refund = () if refund_offered else ("refund",)
+            refund_offered = True
+            if unit.failure_scope == FailureScope.PERMANENT:
+                # A retry buys the same thing for the same recipient again: it cannot help.
+                text += " " + _("A retry will fail the same way: correct the recipient, or refund the unit.")
+                wrongs.append(Wrong(text, (f"correct:{unit.item_id}", *refund)))
+            else:
+                text += " " + _("Fix the cause, then retry (a new purchase under a new reference), or refund the unit.")
+                wrongs.append(Wrong(text, ("retry", f"correct:{unit.item_id}", *refund)))
+        held = [unit for unit in units if unit.held_by]
+        halts = {halt["provider"]: halt for halt in active_halts()}
+        open_units = any(unit.status in ("waiting", "sending", "pending") for unit in units)
+        for provider, halt in halts.items():
             if open_units:
-                wrongs.append(f"Deliveries through {provider} are halted: {halt['reason']}")
+                text = _(
+                    "Deliveries through %(provider)s are halted: %(reason)s The units wait until the halt is lifted; "
+                    "or refund them now."
+                ) % {"provider": provider, "reason": halt["reason"]}
+                wrongs.append(Wrong(text, ("refund_held",)))
+        paused = [unit for unit in held if unit.held_by == "pause"]
+        if paused:
+            names = ", ".join(sorted({unit.product for unit in paused}))
+            text = ngettext(
+                "%(count)d unit waits: its product (%(names)s) is paused at the provider. It is sent once the pause "
+                "lifts; or refund it now.",
+                "%(count)d units wait: their product (%(names)s) is paused at the provider. They are sent once the "
+                "pause lifts; or refund them now.",
+                len(paused),
+            ) % {"count": len(paused), "names": names}
+            wrongs.append(Wrong(text, ("refund_held",)))
+        if order.paid_at and order.paid_at < paid_too_long_cutoff() and not held:
+            since = duration((timezone.now() - order.paid_at).total_seconds())
+            wrongs.append(Wrong(_("Paid %(since)s ago and still not fulfilled.") % {"since": since}))
     to_review = order.notifications.filter(verdict=NotificationVerdict.NEEDS_REVIEW, reviewed_at__isnull=True)
     for record in to_review.order_by("id"):
-        wrongs.append(f"Payment notification {record.pk} needs review: {record.detail}")
+        text = _("Payment notification %(id)s needs review: %(detail)s") % {"id": record.pk, "detail": record.detail}
+        wrongs.append(Wrong(text, (f"review:{record.pk}",)))
     for flag in order.flags.filter(resolved_at__isnull=True).order_by("id"):
-        wrongs.append(f"Flagged ({flag.get_kind_display()}): {flag.reason}")
+        text = _("Flagged (%(kind)s): %(reason)s") % {"kind": flag.get_kind_display(), "reason": flag.reason}
+        wrongs.append(Wrong(text, (f"resolve:{flag.pk}",)))
     for refund in order.refunds.filter(state="failed").order_by("id"):
-        wrongs.append(f"Refund {refund.pk} was refused by the bank: {refund.last_message}")
+        text = _("Refund %(id)s of %(amount)s was refused by the bank: %(why)s") % {
+            "id": refund.pk,
+            "amount": rubles(refund.amount_kopecks),
+            "why": refund.last_message or "—",
+        }
+        wrongs.append(Wrong(text, (f"resend:{refund.pk}",)))
     return wrongs
 
 
@@ -151,6 +227,10 @@ def order_page_context(order) -> dict:
         "units_delivered": sum(1 for unit in units if unit.status == "delivered"),
         "units_total": len(units),
         "wrongs": order_wrongs(order, units),
+        "failed_count": units_failed,
+        "failed_amount": rubles(sum(unit.unit_price for unit in units if unit.status == "failed")),
+        "held_units": [unit for unit in units if unit.held_by],
+        "held_amount": rubles(sum(unit.unit_price for unit in units if unit.held_by)),
         "timeline": order_timeline(order),
         "attempts_total": attempts_total,
         "attempts_hidden": max(0, attempts_total - ATTEMPTS_SHOWN),

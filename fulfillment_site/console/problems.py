@@ -17,6 +17,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 
 @dataclass(frozen=True)
@@ -64,9 +65,28 @@ def register(problem: Problem) -> Problem:
     return problem
 
 
+#: The dashboard's order: what stops money or every delivery first, then what one order needs, then
+#: what only wants watching. Problems not named here follow in the order they were registered.
+URGENCY = (
+    "provider_halts",
+    "refunds_failed",
+    "failed_units",
+    "orders_flagged",
+    "notifications_to_review",
+    "paid_too_long",
+    "product_pauses",
+    "refunds_waiting",
+    "low_balance",
+)
+
+
+def _urgency(problem: Problem) -> int:
+    return URGENCY.index(problem.key) if problem.key in URGENCY else len(URGENCY)
+
+
 def problems_count() -> list[ProblemCount]:
-    """Every registered problem with its current count (one cheap query each)."""
-    return [ProblemCount(problem, problem.count()) for problem in PROBLEMS]
+    """Every registered problem with its current count (one cheap query each), most urgent first."""
+    return [ProblemCount(problem, problem.count()) for problem in sorted(PROBLEMS, key=_urgency)]
 
 
 def paid_too_long_cutoff():
@@ -120,10 +140,10 @@ def _orders_url(attention: str) -> Callable[[], str]:
 register(
     Problem(
         key="failed_units",
-        title="Units failed, waiting for staff",
+        title=_("Units failed, waiting for staff"),
         count=lambda: _failed_units().count(),
         url=_orders_url("failed_units"),
-        hint=(
+        hint=_(
             "Fix the cause (recipient, product, provider), then Retry on the order page; or give the money back "
             "with Refund undelivered units."
         ),
@@ -132,38 +152,38 @@ register(
 register(
     Problem(
         key="paid_too_long",
-        title="Orders paid but not delivered for too long",
+        title=_("Orders paid but not delivered for too long"),
         count=lambda: _paid_too_long().count(),
         url=_orders_url("paid_too_long"),
-        hint="Paid more than ORDER_PAID_TOO_LONG_MINUTES ago and still not fulfilled: open the order's timeline.",
+        hint=_("Paid more than ORDER_PAID_TOO_LONG_MINUTES ago and still not fulfilled: open the order's timeline."),
     )
 )
 register(
     Problem(
         key="notifications_to_review",
-        title="Payment notifications needing review",
+        title=_("Payment notifications needing review"),
         count=lambda: _notifications_to_review().count(),
         url=lambda: f"{reverse('admin:orders_paymentnotification_changelist')}?review=pending",
-        hint="A partial refund made in the T-Bank portal: check which units it covers, then mark it reviewed.",
+        hint=_("A partial refund made in the T-Bank portal: check which units it covers, then mark it reviewed."),
     )
 )
 register(
     Problem(
         key="provider_halts",
-        title="Providers halted",
+        title=_("Providers halted"),
         count=lambda: _halts().count(),
         url=lambda: reverse("admin:fulfillment_providerhalt_changelist"),
-        hint="Every delivery through a halted provider waits: fix what the halt says, then lift it.",
+        hint=_("Every delivery through a halted provider waits: fix what the halt says, then lift it."),
         details=lambda: [f"{halt.provider}: {halt.reason}" for halt in _halts()],
     )
 )
 register(
     Problem(
         key="low_balance",
-        title="Provider balances under the alert threshold",
+        title=_("Provider balances under the alert threshold"),
         count=lambda: low_balances().count(),
         url=lambda: reverse("admin:fulfillment_provideraccount_changelist"),
-        hint="Top up the deposit at the provider before purchases start failing.",
+        hint=_("Top up the deposit at the provider before purchases start failing."),
         details=lambda: [
             f"{account.provider}: {account.balance:,} (alert under {settings.PROVIDER_BALANCE_ALERT:,})"
             for account in low_balances()
@@ -190,10 +210,10 @@ def _refunds_stuck():
 register(
     Problem(
         key="refunds_failed",
-        title="Refunds refused by the bank",
+        title=_("Refunds refused by the bank"),
         count=lambda: _refunds_refused().count(),
         url=lambda: f"{reverse('admin:orders_refund_changelist')}?needs_staff=failed",
-        hint="Read the bank's answer on the refund, fix the cause (e.g. the merchant balance), then send it again.",
+        hint=_("Read the bank's answer on the refund, fix the cause (e.g. the merchant balance), then send it again."),
         details=lambda: [
             f"refund {refund.pk} of order {refund.order_id}: {refund.last_message}"
             for refund in _refunds_refused().order_by("-id")[:20]
@@ -203,10 +223,12 @@ register(
 register(
     Problem(
         key="refunds_waiting",
-        title="Refunds not settled for too long",
+        title=_("Refunds not settled for too long"),
         count=lambda: _refunds_stuck().count(),
         url=lambda: f"{reverse('admin:orders_refund_changelist')}?needs_staff=open",
-        hint="Decided or sent longer ago than ORDER_PAID_TOO_LONG_MINUTES: is a worker running, is T-Bank reachable?",
+        hint=_(
+            "Decided or sent longer ago than ORDER_PAID_TOO_LONG_MINUTES: is a worker running, is T-Bank reachable?"
+        ),
     )
 )
 
@@ -226,20 +248,20 @@ def _product_pauses():
 register(
     Problem(
         key="orders_flagged",
-        title="Orders flagged for staff",
+        title=_("Orders flagged for staff"),
         count=lambda: _open_flags().count(),
         url=_orders_url("flagged"),
-        hint="A provider contradicted a delivery, or a paid order has nothing to deliver: check, then resolve.",
+        hint=_("A provider contradicted a delivery, or a paid order has nothing to deliver: check, then resolve."),
         details=lambda: [f"order {flag.order_id}: {flag.reason}" for flag in _open_flags().order_by("-id")[:20]],
     )
 )
 register(
     Problem(
         key="product_pauses",
-        title="Products paused at their provider",
+        title=_("Products paused at their provider"),
         count=lambda: _product_pauses().count(),
         url=lambda: reverse("admin:fulfillment_productpause_changelist"),
-        hint="Their units wait (no attempt used) and resume once a probe purchase goes through.",
+        hint=_("Their units wait (no attempt used) and resume once a probe purchase goes through."),
         details=lambda: [f"{pause.provider} {pause.sku}: {pause.reason}" for pause in _product_pauses()[:20]],
     )
 )

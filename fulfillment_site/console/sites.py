@@ -5,16 +5,40 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib import admin
+from django.utils.translation import gettext_lazy as _
 
 from fulfillment_site.console.banner import active_halts
 from fulfillment_site.console.formatting import provider_amount
 from fulfillment_site.console.problems import problems_count
 
+#: The lists staff open every day, in this order, first in the menu; the rest go under "More".
+MENU_FIRST = (
+    "orders.order",
+    "orders.refund",
+    "fulfillment.delivery",
+    "orders.paymentnotification",
+    "fulfillment.orderflag",
+    "fulfillment.providerhalt",
+    "fulfillment.productpause",
+    "orders.product",
+)
+
+
+def staff_menu(available_apps: list[dict]) -> dict:
+    """The header menu: the daily lists first (MENU_FIRST order), every other list under "More"."""
+    models = {}
+    for app in available_apps:
+        for model in app["models"]:
+            if model.get("admin_url"):
+                models[f"{app['app_label']}.{model['object_name'].lower()}"] = model
+    first = [models.pop(key) for key in MENU_FIRST if key in models]
+    return {"first": first, "more": sorted(models.values(), key=lambda model: str(model["name"]))}
+
 
 class StaffAdminSite(admin.AdminSite):
-    site_header = "Fulfillment staff console"
-    site_title = "Fulfillment staff"
-    index_title = "Problems first"
+    site_header = _("Fulfillment staff console")
+    site_title = _("Fulfillment staff")
+    index_title = _("Problems first")
     index_template = "console/index.html"
     # The side menu takes a fifth of a 1366 px screen on every page; the top menu replaces it.
     enable_nav_sidebar = False
@@ -27,6 +51,7 @@ class StaffAdminSite(admin.AdminSite):
             halts = getattr(request, "console_halts", None)
             halts = active_halts() if halts is None else halts
         context["provider_halts"] = halts
+        context["menu"] = staff_menu(context.get("available_apps") or [])
         return context
 
     def index(self, request, extra_context=None):

@@ -11,6 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from django.utils.translation import gettext as _
+from django.utils.translation import pgettext
+
 from fulfillment_site.console.formatting import rubles
 
 #: Attempts shown in the timeline of one order; the rest are one click away in the attempt list.
@@ -49,16 +52,25 @@ def order_timeline(order) -> list[Event]:
 @register_source
 def order_status_events(order) -> list[Event]:
     """Creation and each status the order reached (the stamps the status machine writes)."""
-    events = [Event(order.created_at, "Order", f"Created: {rubles(order.amount_kopecks)}", who="shop")]
+    created = _("Order %(number)s created: %(amount)s") % {
+        "number": order.public_id,
+        "amount": rubles(order.amount_kopecks),
+    }
+    events = [Event(order.created_at, _("Order"), created, who=_("shop"))]
+    # refunded_at is stamped by both PARTIALLY_REFUNDED and REFUNDED: say which one it was.
+    if order.status == "partially_refunded":
+        refunded = _("Partially refunded: the delivered units are kept, the others refunded")
+    else:
+        refunded = _("Refunded in full")
     for stamp, summary, tone in (
-        ("paid_at", "Paid", "ok"),
-        ("fulfilled_at", "Fulfilled: every unit delivered", "ok"),
-        ("cancelled_at", "Cancelled", "warn"),
-        ("refunded_at", "Refunded", "warn"),
+        ("paid_at", pgettext("order status", "Paid"), "ok"),
+        ("fulfilled_at", _("Fulfilled: every unit delivered"), "ok"),
+        ("cancelled_at", _("Cancelled: not paid"), "warn"),
+        ("refunded_at", refunded, "warn"),
     ):
         value = getattr(order, stamp)
         if value:
-            events.append(Event(value, "Order status", summary, tone=tone))
+            events.append(Event(value, _("Order status"), summary, tone=tone))
     return events
 
 
@@ -76,9 +88,9 @@ def notification_events(order) -> list[Event]:
         summary = f"{record.bank_status or '?'}: {verdict} (HTTP {record.http_status})"
         detail = record.detail
         if record.reviewed_at:
-            who = record.reviewed_by.get_username() if record.reviewed_by else "staff"
-            detail = f"{detail} Reviewed by {who}."
-        events.append(Event(record.received_at, "Payment notification", summary, detail, tone, who="T-Bank"))
+            who = record.reviewed_by.get_username() if record.reviewed_by else _("staff")
+            detail = f"{detail} " + _("Reviewed by %(who)s.") % {"who": who}
+        events.append(Event(record.received_at, _("Payment notification"), summary, detail, tone, who="T-Bank"))
     return events
 
 
@@ -89,14 +101,13 @@ def attempt_events(order) -> list[Event]:
     for attempt in reversed(attempts):
         tone = {"delivered": "ok", "failed": "bad"}.get(attempt.outcome, "")
         code = f" [{attempt.code}]" if attempt.code else ""
-        summary = f"Unit {attempt.delivery.unit_key}: {attempt.outcome}{code}"
+        summary = _("Unit %(unit)s: %(outcome)s") % {"unit": attempt.delivery.unit_key, "outcome": attempt.outcome}
+        summary += code
         detail = attempt.message
         if attempt.serial:
-            detail = f"{detail} Code: {attempt.serial}".strip()
-        what = {"purchase": "Purchase", "check": "Status check", "callback": "Provider callback"}.get(
-            attempt.kind, attempt.kind
-        )
-        detail = f"{detail} ({attempt.duration_ms} ms)".strip()
+            detail = f"{detail} " + _("Code: %(code)s") % {"code": attempt.serial}
+        what = attempt.get_kind_display()
+        detail = f"{detail.strip()} (" + _("%(ms)d ms") % {"ms": attempt.duration_ms} + ")"
         events.append(Event(attempt.started_at, what, summary, detail, tone, who=attempt.provider))
     return events
 
@@ -111,9 +122,15 @@ def staff_events(order) -> list[Event]:
         content_type=ContentType.objects.get_for_model(type(order)), object_id=str(order.pk)
     ).select_related("user")
     return [
-        Event(entry.action_time, "Staff action", entry.get_change_message() or str(entry), who=entry.user.username)
+        Event(entry.action_time, _("Staff action"), entry.get_change_message() or str(entry), who=entry.user.username)
         for entry in entries.order_by("id")
+        # A refund staff decided is in the timeline as the refund (refund_events, with who): not twice.
+        if not entry.change_message.startswith(STAFF_REFUND_ENTRY)
     ]
+
+
+#: How the refund action records a decision in the order's admin history (orders/admin_refunds.py).
+STAFF_REFUND_ENTRY = '[{"added": {"name": "refund"'
 
 
 @register_source
@@ -125,7 +142,7 @@ def bank_call_events(order) -> list[Event]:
         summary = f"{call.method}: {call.get_outcome_display()}" + (
             f" (PaymentId {call.payment_id})" if call.payment_id else ""
         )
-        events.append(Event(call.created_at, "T-Bank call", summary, call.error, tone, who="shop"))
+        events.append(Event(call.created_at, _("T-Bank call"), summary, call.error, tone, who=_("shop")))
     return events
 
 
@@ -140,8 +157,9 @@ def refund_events(order) -> list[Event]:
         events.append(
             Event(
                 refund.created_at,
-                "Refund",
-                f"Refund {refund.pk} of {amount} decided: {refund.get_reason_display()}",
+                _("Refund"),
+                _("Refund %(id)s of %(amount)s decided: %(reason)s")
+                % {"id": refund.pk, "amount": amount, "reason": refund.get_reason_display()},
                 f"PaymentId {refund.payment.payment_id if refund.payment_id else '?'}",
                 "warn",
                 who=refund.decided_by,
@@ -153,21 +171,21 @@ def refund_events(order) -> list[Event]:
             events.append(
                 Event(
                     attempt.started_at,
-                    "Refund call",
-                    f"Refund {refund.pk}: {attempt.method} {attempt.outcome}{code}",
+                    _("Refund call"),
+                    _("Refund %(id)s: %(method)s %(outcome)s")
+                    % {"id": refund.pk, "method": attempt.method, "outcome": attempt.outcome}
+                    + code,
                     attempt.message,
                     tone,
                     who="T-Bank",
                 )
             )
         if refund.settled_at and refund.state == RefundState.SUCCEEDED:
-            events.append(Event(refund.settled_at, "Refund", f"Refund {refund.pk} of {amount} made", tone="ok"))
+            made = _("Refund %(id)s of %(amount)s made: the money is back on the card")
+            events.append(Event(refund.settled_at, _("Refund"), made % {"id": refund.pk, "amount": amount}, tone="ok"))
         elif refund.state == RefundState.FAILED:
-            events.append(
-                Event(
-                    refund.updated_at, "Refund", f"Refund {refund.pk} refused by the bank", refund.last_message, "bad"
-                )
-            )
+            refused = _("Refund %(id)s of %(amount)s refused by the bank") % {"id": refund.pk, "amount": amount}
+            events.append(Event(refund.updated_at, _("Refund"), refused, refund.last_message, "bad"))
     return events
 
 
@@ -176,12 +194,22 @@ def email_events(order) -> list[Event]:
     """Emails to the customer: when each was recorded and when it went out (or why not)."""
     events = []
     for email in order.emails.order_by("id"):
-        label = f"{email.kind} email" + (f" #{email.send_no}" if email.send_no else "")
-        who = email.requested_by or "shop"
-        events.append(Event(email.created_at, "Customer email", f"{label} queued", who=who))
+        label = _("%(kind)s email") % {"kind": email_kind_label(email.kind)}
+        if email.send_no:
+            label += f" #{email.send_no}"
+        who = email.requested_by or _("shop")
+        what = _("Customer email")
+        events.append(Event(email.created_at, what, _("%(email)s queued") % {"email": label}, who=who))
         if email.sent_at:
-            events.append(Event(email.sent_at, "Customer email", f"{label} sent to {email.to}", tone="ok"))
+            sent = _("%(email)s sent to %(to)s") % {"email": label, "to": email.to}
+            events.append(Event(email.sent_at, what, sent, tone="ok"))
         elif email.last_error:
             tone = "bad" if email.state == "failed" else "warn"
-            events.append(Event(email.created_at, "Customer email", f"{label}: {email.state}", email.last_error, tone))
+            state = f"{label}: {email.get_state_display()}"
+            events.append(Event(email.created_at, what, state, email.last_error, tone))
     return events
+
+
+def email_kind_label(kind: str) -> str:
+    """The name staff read for a kind of customer email ("codes", "refund"...)."""
+    return {"codes": _("Codes"), "refund": _("Refund")}.get(kind, kind)

@@ -303,6 +303,43 @@ def order_payment_start(*, order: Order) -> Payment:
     if existing is not None:
         return existing
 
+    return _payment_init(order, client)
+
+
+def order_payment_again(*, order_id: int) -> Payment:
+    """A payment link for the customer of a CANCELLED order (payment declined, link expired): nothing
+    was charged, so the same order may be paid again. Idempotent: a live link the order already has
+    is handed back rather than a second one made. A payment captured later moves the order to PAID
+    by the usual path (CANCELLED -> PAID is legal), so the order is never paid and lost.
+
+    Raises PaymentUnavailable (the reason, for the customer) for an order that is paid, refunded, or
+    whose payment cannot be started now; a NEW order gets its usual link (order_payment_start).
+    """
+    order = Order.objects.get(pk=order_id)
+    if order.status != OrderStatus.CANCELLED:
+        return order_payment_start(order=order)
+    existing = _link_made_since_cancelled(order)
+    if existing is not None:
+        return existing
+    client = _client()
+    _settle_unknown_init(order, client)
+    order.refresh_from_db()
+    if order.status != OrderStatus.CANCELLED:  # CheckOrder found a captured payment
+        return order_payment_start(order=order)
+    return _link_made_since_cancelled(order) or _payment_init(order, client)
+
+
+def _link_made_since_cancelled(order: Order) -> Payment | None:
+    # The payment that was declined may still read NEW here (a failure status is not written on
+    # the Payment row): only a link made after the order was cancelled is a live one.
+    payment = _reusable_payment(order)
+    if payment is None or (order.cancelled_at and payment.created_at <= order.cancelled_at):
+        return None
+    return payment
+
+
+def _payment_init(order: Order, client) -> Payment:
+    """Init a new payment of `order` and record it."""
     request = init_request(order)
     # The expiry we keep is the one the bank was sent (computing it again could be a second later).
     due = datetime.fromisoformat(request["redirect_due_date"])

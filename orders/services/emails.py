@@ -55,8 +55,22 @@ def email_kind_register(kind: EmailKind) -> EmailKind:
 
 
 def _codes_context(order: Order, event: str) -> dict[str, Any]:
+    """The codes, and for a partly refunded order what was refunded: one email tells both."""
     data = order_status_data(order)
-    return {"order": data, "codes": [u["code"] for item in data["items"] for u in item["units"] if u["code"]]}
+    delivered, refunded = [], []
+    for item in data["items"]:
+        codes = [unit["code"] for unit in item["units"] if unit["code"]]
+        if codes:
+            delivered.append({**item, "codes": codes})
+        returned = sum(1 for unit in item["units"] if unit["status"] == "refunded")
+        if returned:
+            refunded.append({**item, "count": returned, "total": returned * item["unit_price"]})
+    return {
+        "order": data,
+        "delivered": delivered,
+        "refunded": refunded,
+        "codes": [code for item in delivered for code in item["codes"]],
+    }
 
 
 CODES = email_kind_register(EmailKind(name="codes", template="orders/email/codes", context=_codes_context))
@@ -80,6 +94,30 @@ class EmailSendFailed(Exception):
         self.final = final
         self.attempts = attempts
         super().__init__(message)
+
+
+def _refund_told_by_codes_email(*, order_id: int, event: str) -> bool:
+    """Whether the refund of undelivered units `event` settles an order that ends partly refunded in
+    this same transaction: its codes email, not yet sent, says what was delivered and what was
+    refunded, so the customer gets one email, not two in the same second that contradict each other."""
+    from orders.models import Refund, RefundReason
+    from orders.state import OrderStatus
+
+    refund_id = event.removeprefix("refund-")
+    if (
+        not refund_id.isdigit()
+        or not Refund.objects.filter(
+            pk=int(refund_id), reason__in=(RefundReason.UNDELIVERABLE, RefundReason.STAFF)
+        ).exists()
+    ):
+        return False
+    return CustomerEmail.objects.filter(
+        order_id=order_id,
+        kind=CODES.name,
+        send_no=0,
+        state=EmailState.PENDING,
+        order__status=OrderStatus.PARTIALLY_REFUNDED,
+    ).exists()
 
 
 def customer_email_enqueue(
@@ -111,6 +149,9 @@ def customer_email_enqueue(
             )
             transaction.on_commit(lambda: customer_email_publish(email_id=email.pk))
             return email
+        if kind == REFUND.name and _refund_told_by_codes_email(order_id=order_id, event=event):
+            logger.info("Order %s: the codes email tells of %s too; no separate refund email", order_id, event)
+            return None
         CustomerEmail.objects.bulk_create(
             [CustomerEmail(order_id=order_id, kind=kind, event=event, send_no=0, queued_at=now)],
             ignore_conflicts=True,

@@ -133,20 +133,45 @@ class SandboxTBankClient(TBankClient):
         }
 
     def _sandbox_Cancel(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Like the bank: a NEW payment is CANCELED; a captured one gives back `Amount` (all that is
+        left without it), ending PARTIAL_REFUNDED while money remains, REFUNDED when none does.
+        OriginalAmount and NewAmount are what was left before and after. A repeated
+        ExternalRequestId answers the current state and refunds nothing again."""
         from orders.models import SandboxPayment
 
         with transaction.atomic():
             payment = SandboxPayment.objects.select_for_update().filter(payment_id=str(body.get("PaymentId"))).first()
             if payment is None:
                 return self._refusal("255", "Платеж не найден")
-            original = payment.amount_kopecks
+            remaining = payment.amount_kopecks - payment.refunded_kopecks
+            request_id = str(body.get("ExternalRequestId") or "")
+            if request_id and request_id in payment.cancel_request_ids:
+                return self._cancel_answer(payment, original=remaining, new=remaining)
             if payment.status in PAYABLE:
                 payment.status = "CANCELED"
-            elif payment.status == "CONFIRMED":
-                payment.status = "REFUNDED"
+                new = 0
+            elif payment.status in ("CONFIRMED", "PARTIAL_REFUNDED"):
+                amount = body.get("Amount", remaining)
+                if not isinstance(amount, int) or amount <= 0:
+                    return self._refusal(
+                        "9999", "Неверная сумма", f"Amount {amount!r} is not a positive number of kopecks."
+                    )
+                if amount > remaining:
+                    return self._refusal(
+                        "100", "Сумма возврата больше остатка", f"Only {remaining} kopecks remain of this payment."
+                    )
+                payment.refunded_kopecks += amount
+                new = remaining - amount
+                payment.status = "PARTIAL_REFUNDED" if new else "REFUNDED"
             else:
                 return self._refusal("100", "Неверный статус транзакции")
-            payment.save(update_fields=["status", "updated_at"])
+            if request_id:
+                payment.cancel_request_ids = [*payment.cancel_request_ids, request_id]
+            payment.save(update_fields=["status", "refunded_kopecks", "cancel_request_ids", "updated_at"])
+        return self._cancel_answer(payment, original=remaining, new=new)
+
+    @staticmethod
+    def _cancel_answer(payment, *, original: int, new: int) -> dict[str, Any]:
         return {
             "Success": True,
             "ErrorCode": "0",
@@ -154,7 +179,7 @@ class SandboxTBankClient(TBankClient):
             "PaymentId": payment.payment_id,
             "OrderId": payment.order_ref,
             "OriginalAmount": original,
-            "NewAmount": 0,
+            "NewAmount": new,
         }
 
 

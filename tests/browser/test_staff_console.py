@@ -108,7 +108,8 @@ def test_staff_find_a_failed_order_on_the_dashboard_and_retry_it(
     assert horizontal_overflow(browser) <= 0
     screenshot(browser, "admin-order-list")
 
-    rows[0].find_element(By.CSS_SELECTOR, "th.field-id a").click()
+    assert failed_order.public_id in rows[0].text  # the number customers see
+    rows[0].find_element(By.CSS_SELECTOR, "th.field-number a").click()
     WebDriverWait(browser, 30).until(expected_conditions.presence_of_element_located((By.ID, "order-units")))
     assert "Wrong destination number" in text_of(browser, "#order-wrong")
     units = text_of(browser, "#order-units")
@@ -125,7 +126,7 @@ def test_staff_find_a_failed_order_on_the_dashboard_and_retry_it(
     browser.find_element(By.ID, "confirm-retry").click()
 
     WebDriverWait(browser, 30).until(expected_conditions.presence_of_element_located((By.CSS_SELECTOR, ".messagelist")))
-    assert f"Order {failed_order.pk}: Retry queued" in text_of(browser, ".messagelist")
+    assert f"Order {failed_order.public_id}: Retry queued" in text_of(browser, ".messagelist")
     # Celery runs eagerly in tests: the Mock delivered the unit during the request.
     assert text_of(browser, "#order-status") == "Fulfilled"
     assert Order.objects.get(pk=failed_order.pk).status == OrderStatus.FULFILLED

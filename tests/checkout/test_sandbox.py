@@ -114,6 +114,32 @@ def test_make_run_prints_a_curl_line_that_creates_an_order():
     from pathlib import Path
 
     script = (Path(__file__).resolve().parents[2] / "scripts" / "run-dev.sh").read_text()
-    assert re.search(r"curl -s -X POST http://127\.0\.0\.1:8000/api/orders", script)
+    assert re.search(r"curl -s -X POST \$BASE/api/orders", script)
+    assert 'PORT="${PORT:-8000}"' in script and 'BASE="http://127.0.0.1:${PORT}"' in script
+    # The summary is printed last, after both processes are started.
+    assert script.index("runserver") < script.index("cat <<SUMMARY") < script.index("wait -n")
     env = (Path(__file__).resolve().parents[2] / ".env.example").read_text()
     assert re.search(r"^TBANK_SANDBOX=true$", env, re.M)
+
+
+def test_a_partial_cancel_answers_like_the_bank(sandbox, client, post_order, phone_product):
+    """PARTIAL_REFUNDED with what is left (not REFUNDED with NewAmount 0); the rest ends REFUNDED; a
+    repeated ExternalRequestId refunds nothing again; more than is left is refused."""
+    from orders.tbank.client import TBankRefused
+
+    body = post_order(order_body(phone_product, quantity=3)).json()
+    client.post(body["payment_url"], {"action": "pay"})
+    payment = SandboxPayment.objects.get()
+    total = payment.amount_kopecks
+    bank = tbank_client()
+
+    first = bank.cancel(payment_id=payment.payment_id, amount=total // 3, external_request_id="r-1")
+    assert (first.status, first.original_amount, first.new_amount) == ("PARTIAL_REFUNDED", total, total - total // 3)
+    again = bank.cancel(payment_id=payment.payment_id, amount=total // 3, external_request_id="r-1")
+    assert (again.status, again.new_amount) == ("PARTIAL_REFUNDED", total - total // 3)
+    assert bank.get_state(payment_id=payment.payment_id).status == "PARTIAL_REFUNDED"
+    with pytest.raises(TBankRefused):
+        bank.cancel(payment_id=payment.payment_id, amount=total, external_request_id="r-2")
+    rest = bank.cancel(payment_id=payment.payment_id, external_request_id="r-3")
+    assert (rest.status, rest.original_amount, rest.new_amount) == ("REFUNDED", total - total // 3, 0)
+    assert SandboxPayment.objects.get().refunded_kopecks == total

@@ -91,15 +91,18 @@ def test_action_queues_paid_orders_and_reports_skipped_ones_with_reasons(
         response = run_action(client, list(orders.values()))
 
     assert response.status_code == 200
-    failed, new, fulfilled, delivered = (orders[key].pk for key in ("failed", "new", "fulfilled", "delivered"))
+    failed, new, fulfilled, delivered = (orders[key] for key in ("failed", "new", "fulfilled", "delivered"))
     messages = messages_of(response)
-    assert (constants.SUCCESS, f"Queued 1 order(s) for delivery: #{failed}.") in messages
+    # Orders are named by their public id, the number customers see.
+    assert (constants.SUCCESS, f"Queued for delivery: {failed.public_id}.") in messages
     (warning,) = [text for level, text in messages if level == constants.WARNING]
-    assert warning.startswith("Skipped 3 order(s): ")
-    assert f"#{new}: Order {new} is new, not paid: only paid orders are delivered." in warning
-    assert f"#{fulfilled}: Order {fulfilled} is fulfilled, not paid" in warning and "already fulfilled" in warning
-    assert f"#{delivered}: every unit is already delivered" in warning
+    assert warning.startswith("Skipped: ")
+    assert f"{new.public_id}: Order {new.pk} is new, not paid: only paid orders are delivered." in warning
+    assert f"{fulfilled.public_id}: Order {fulfilled.pk} is fulfilled, not paid" in warning
+    assert "already fulfilled" in warning
+    assert f"{delivered.public_id}: every unit is already delivered" in warning
 
+    failed, new, delivered = failed.pk, new.pk, delivered.pk
     assert queued_deliveries == [failed]
     unit = Delivery.objects.get(pk=failed_unit.pk)
     assert (unit.status, unit.purchase_no, unit.purchase_attempts) == (DeliveryStatus.WAITING, 2, 0)
@@ -126,7 +129,7 @@ def test_action_warns_about_a_halted_provider(staff_client_factory, orders, queu
     errors = [text for level, text in messages_of(response) if level == constants.ERROR]
     assert errors == [
         "Deliveries through mock are halted: Signature rejected: check DIGIFLAZZ_API_KEY. Queued orders wait "
-        "until the halt is removed (Fulfillment > Provider halts)."
+        "until the halt is lifted (Provider halts)."
     ]
 
 

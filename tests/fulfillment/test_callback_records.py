@@ -122,7 +122,7 @@ def test_flags_show_on_the_order_and_in_their_own_list(
     order_page = admin_client.get(reverse("admin:orders_order_change", args=[delivered_unit.order_id]))
     assert flag.reason[:40] in order_page.content.decode()
     flagged = admin_client.get(reverse("admin:orders_order_changelist") + "?attention=flagged")
-    assert f">{delivered_unit.order_id}<" in flagged.content.decode()
+    assert f">{delivered_unit.order.public_id}<" in flagged.content.decode()  # listed by its number
 
     response = admin_client.post(
         reverse("admin:fulfillment_orderflag_changelist"),

@@ -49,12 +49,12 @@ def test_all_delivered_exits_0_with_progress(paid_order_factory):
 
     assert code == 0
     lines = out.splitlines()
-    assert lines[0] == f"[1/1] order {order.pk}: delivering..."
+    assert lines[0] == f"[1/1] order {order.public_id}: delivering..."
     unit_lines = [line for line in lines if line.startswith("    unit ")]
     assert len(unit_lines) == 3
     for unit in Delivery.objects.filter(order=order):
         assert f"    unit {unit.unit_key} [purchase] delivered: serial MOCK-{unit.reference}" in unit_lines
-    assert f"[1/1] order {order.pk}: 3/3 units delivered, order fulfilled" in out
+    assert f"[1/1] order {order.public_id}: 3/3 units delivered, order fulfilled" in out
     assert lines[-1] == "Summary: 1 order(s) processed, 0 not fully delivered."
     assert status_of(order) == OrderStatus.FULFILLED
     assert set(delivered_per_unit().values()) == {1}
@@ -71,7 +71,7 @@ def test_a_failed_unit_exits_1(paid_order_factory, scripted_provider):
     assert "failed: 40 bad no" in out
     assert "1/2 units delivered, order paid" in out
     assert "Summary: 1 order(s) processed, 1 not fully delivered." in out
-    assert f"Not fully delivered: {order.pk}." in err
+    assert f"Not fully delivered: {order.public_id}." in err
     assert status_of(order) == OrderStatus.PAID
 
 
@@ -124,7 +124,7 @@ def test_an_already_delivered_order_is_reported(paid_order_factory):
     code, out, _ = run(order.pk)
 
     assert code == 0
-    assert f"[1/1] order {order.pk}: every unit is already delivered" in out
+    assert f"[1/1] order {order.public_id}: every unit is already delivered" in out
     assert status_of(order) == OrderStatus.FULFILLED
 
 
@@ -132,7 +132,7 @@ def test_an_already_delivered_order_is_reported(paid_order_factory):
 def test_bad_order_exits_2_and_changes_nothing(paid_order_factory, order_factory, case):
     good = paid_order_factory()
     if case == "unknown":
-        bad_id, message = 987654, "Order 987654 does not exist"
+        bad_id, message = 987654, "No order '987654': give its number (public id) or its database id."
     else:
         bad = order_factory() if case == "new" else paid_order_factory()
         if case != "new":
@@ -162,7 +162,7 @@ def test_unknown_provider_exits_2_and_changes_nothing(paid_order_factory):
 def test_no_arguments_exits_2(db):
     code, _, err = run()
     assert code == 2
-    assert "Give at least one ORDER_ID, or --all-paid." in err
+    assert "Give at least one ORDER (its number or database id), or --all-paid." in err
 
 
 def test_provider_option_uses_that_provider(paid_order_factory, scripted_provider, settings):
@@ -183,8 +183,8 @@ def test_all_paid_processes_every_paid_order_only(paid_order_factory, order_fact
     code, out, _ = run("--all-paid")
 
     assert code == 0
-    assert f"[1/2] order {paid[0].pk}: delivering..." in out
-    assert f"[2/2] order {paid[1].pk}: delivering..." in out
+    assert f"[1/2] order {paid[0].public_id}: delivering..." in out
+    assert f"[2/2] order {paid[1].public_id}: delivering..." in out
     assert "Summary: 2 order(s) processed, 0 not fully delivered." in out
     assert [status_of(order) for order in paid] == [OrderStatus.FULFILLED, OrderStatus.FULFILLED]
     assert status_of(new) == OrderStatus.NEW
@@ -213,7 +213,7 @@ def test_queue_hands_the_orders_to_the_workers(
         code, out, _ = run(first.pk, second.pk, "--queue")
 
     assert code == 0
-    assert f"[1/2] order {first.pk}: queued" in out and f"[2/2] order {second.pk}: queued" in out
+    assert f"[1/2] order {first.public_id}: queued" in out and f"[2/2] order {second.public_id}: queued" in out
     assert "Summary: 2 order(s) queued, 0 not fully delivered." in out
     assert queued_deliveries == [first.pk, second.pk]
     # Nothing was delivered here; the failed units were reset for the workers.
@@ -228,3 +228,28 @@ def test_queue_with_provider_is_refused(paid_order_factory, queued_deliveries):
     assert code == 2
     assert "--provider applies to foreground runs only" in err
     assert queued_deliveries == []
+
+
+def test_an_order_is_named_by_its_public_id_or_its_database_id(paid_order_factory):
+    """The number on the customer's page and in the admin works as well as the database id."""
+    first, second = paid_order_factory(), paid_order_factory()
+
+    code, out, _ = run(first.public_id, second.pk, first.pk)
+
+    assert code == 0
+    assert f"[1/2] order {first.public_id}: delivering..." in out
+    assert f"[2/2] order {second.public_id}: delivering..." in out
+    assert set(Order.objects.filter(pk__in=[first.pk, second.pk]).values_list("status", flat=True)) == {
+        OrderStatus.FULFILLED
+    }
+
+
+def test_an_unknown_public_id_exits_2_and_says_what_to_give(paid_order_factory):
+    good = paid_order_factory()
+    before = snapshot()
+
+    code, out, err = run(good.public_id, "f1a8e1f3nothere")
+
+    assert code == 2 and out == ""
+    assert "No order 'f1a8e1f3nothere': give its number (public id) or its database id." in err
+    assert snapshot() == before

@@ -79,6 +79,7 @@ def test_webhook_admin_retry_and_command_racing_deliver_each_unit_once(stack, or
     worker = stack.start_worker(concurrency=2, **slow)
     web = stack.start_web(**slow)
     admin = requests.Session()
+    admin.headers["Accept-Language"] = "en"  # the shop defaults to Russian; this staff member reads English
     admin.get(web.url + "/admin/login/", timeout=10)
     login = admin.post(
         web.url + "/admin/login/?next=/admin/",

@@ -126,9 +126,10 @@ def test_load_demo_data_refuses_without_debug(db, settings):
     assert not get_user_model().objects.exists()
 
 
-def test_load_demo_data_in_debug_is_repeatable(db, settings):
+def test_load_demo_data_in_debug_is_repeatable_and_keeps_the_admin_password(db, settings, tmp_path):
     settings.DEBUG = True
-    out, again = StringIO(), StringIO()
+    settings.VAR_DIR = tmp_path
+    out, again, reset = StringIO(), StringIO(), StringIO()
 
     call_command("load_demo_data", "--orders", 4, stdout=out)
     call_command("load_demo_data", "--orders", 4, stdout=again)
@@ -139,8 +140,18 @@ def test_load_demo_data_in_debug_is_repeatable(db, settings):
     assert admin.is_staff and admin.is_superuser
     printed = out.getvalue()
     first_password = printed.split("password: ")[1].split(" ")[0]
-    second_password = again.getvalue().split("password: ")[1].split(" ")[0]
-    assert admin.check_password(second_password) and not admin.check_password(first_password)
-    assert "Pay one: python manage.py simulate_payment" in printed
+    # A second run (every `make run`) keeps the password, so staff stay logged in, and says it again.
+    assert f"kept; password: {first_password}" in again.getvalue()
+    assert admin.check_password(first_password)
+    assert (tmp_path / "admin-password.txt").read_text().strip() == first_password
+    call_command("load_demo_data", "--reset-admin-password", stdout=reset)
+    new_password = reset.getvalue().split("password: ")[1].split(" ")[0]
+    admin.refresh_from_db()
+    assert new_password != first_password and admin.check_password(new_password)
+    # What it prints works from the project folder, outside an activated virtualenv.
+    assert "Pay one: .venv/bin/python manage.py simulate_payment" in printed
+    # A Russian shop's catalogue: roubles, recipients a Russian customer has.
+    assert all(product.price_kopecks % 100 == 0 for product in Product.objects.all())
+    assert not Product.objects.filter(recipient_pattern__startswith="08").exists()
     for order in Order.objects.all():
         assert order.amount_kopecks == sum(i.unit_price_kopecks * i.quantity for i in order.items.all())

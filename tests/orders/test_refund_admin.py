@@ -47,7 +47,7 @@ def test_the_action_shows_the_amount_first_and_refunds_on_confirmation(
     from django.contrib.admin.models import LogEntry
 
     entry = LogEntry.objects.get(object_id=str(failed_order.pk))
-    assert f"Refund {refund.pk} of 70.50 ₽ decided" in entry.get_change_message() and entry.user_id
+    assert entry.get_change_message() == f"Added refund “{refund.pk}: 70.50 ₽”." and entry.user_id
 
 
 def test_the_action_needs_its_own_permission(failed_order, staff_client_factory):

@@ -1,12 +1,16 @@
 """`manage.py load_demo_data`: demo products, a few NEW orders and a local admin user.
 
 Development only (refuses unless DJANGO_DEBUG is on). Safe to run again: it adds what is
-missing and prints the admin password it set.
+missing. The admin password is made once and kept (VAR_DIR/admin-password.txt): a second run
+prints it again rather than resetting it and logging staff out; --reset-admin-password makes a
+new one.
 """
 
 from __future__ import annotations
 
+import os
 import secrets
+from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -16,18 +20,19 @@ from orders.models import Order, Product
 from orders.services import ItemSpec, order_create
 from orders.state import OrderStatus
 
+# A Russian shop's catalogue: game currency and vouchers, priced in roubles (kopecks here).
 DEMO_PRODUCTS = [
-    ("Mobile credit 10k", "xld10", 15000),
-    ("Mobile credit 25k", "xld25", 30000),
-    ("Game top-up 86 diamonds", "ml86", 25000),
-    ("Voucher 50k", "vc50", 55000),
+    ("PUBG Mobile: 325 UC", "pubg325", 49000),
+    ("Genshin Impact: 300 кристаллов", "gi300", 39900),
+    ("Steam: пополнение на 500 ₽", "steam500", 55000),
+    ("Подарочная карта на 1 000 ₽", "gift1000", 100000),
 ]
-# What the customer gives as the recipient of each demo product (label, pattern).
+# What the customer gives as the recipient of each demo product (label, pattern), and a valid one.
 DEMO_RECIPIENTS = {
-    "xld10": ("Phone number", r"08[0-9]{8,11}"),
-    "xld25": ("Phone number", r"08[0-9]{8,11}"),
-    "ml86": ("Player ID", r"[0-9]{4,12}"),
-    "vc50": ("Email or phone for the voucher", ""),
+    "pubg325": ("ID игрока", r"[0-9]{5,12}", "5123456789"),
+    "gi300": ("UID игрока", r"[0-9]{9,10}", "700123456"),
+    "steam500": ("Логин Steam", r"[A-Za-z0-9_]{3,32}", "demo_player"),
+    "gift1000": ("Email для карты", "", "gift@example.com"),
 }
 
 
@@ -37,38 +42,66 @@ class Command(BaseCommand):
     def add_arguments(self, parser) -> None:
         parser.add_argument("--orders", type=int, default=3, help="NEW demo orders to have (default 3).")
         parser.add_argument("--admin-username", default="admin")
+        parser.add_argument(
+            "--reset-admin-password", action="store_true", help="Give the admin user a new password (logs it out)."
+        )
 
-    def handle(self, *args, orders: int, admin_username: str, **options) -> None:
+    def handle(self, *args, orders: int, admin_username: str, reset_admin_password: bool = False, **options) -> None:
         if not settings.DEBUG:
             raise CommandError("load_demo_data is for development only; set DJANGO_DEBUG=true to use it.")
         products = []
         for name, sku, price in DEMO_PRODUCTS:
-            label, pattern = DEMO_RECIPIENTS[sku]
-            product, _ = Product.objects.get_or_create(
+            label, pattern, _example = DEMO_RECIPIENTS[sku]
+            product, _created = Product.objects.get_or_create(
                 sku=sku,
                 defaults={"name": name, "price_kopecks": price, "recipient_label": label, "recipient_pattern": pattern},
             )
             products.append(product)
         missing = max(0, orders - Order.objects.filter(status=OrderStatus.NEW).count())
         for n in range(missing):
-            items = [ItemSpec(product=products[n % len(products)], recipient="087800001230", quantity=1 + n % 2)]
+            product = products[n % len(products)]
+            items = [ItemSpec(product=product, recipient=DEMO_RECIPIENTS[product.sku][2], quantity=1 + n % 2)]
             if n % 3 == 2:
-                items.append(ItemSpec(product=products[(n + 1) % len(products)], recipient="player-1001"))
+                other = products[(n + 1) % len(products)]
+                items.append(ItemSpec(product=other, recipient=DEMO_RECIPIENTS[other.sku][2]))
             order_create(items=items, customer_email=f"customer{n}@example.com")
-        new_ids = list(Order.objects.filter(status=OrderStatus.NEW).values_list("pk", flat=True)[:10])
-        self.stdout.write(f"Demo products: {len(products)}; NEW orders to pay: {', '.join(map(str, new_ids))}")
-
-        password = secrets.token_urlsafe(12)
-        user, created = get_user_model().objects.get_or_create(
-            username=admin_username, defaults={"is_staff": True, "is_superuser": True}
+        new_orders = list(Order.objects.filter(status=OrderStatus.NEW).values_list("pk", "public_id")[:10])
+        self.stdout.write(
+            f"Demo products: {len(products)}; NEW orders to pay: {', '.join(number for _pk, number in new_orders)}"
         )
+        self._admin(admin_username, reset=reset_admin_password)
+        if new_orders:
+            self.stdout.write(f"Pay one: .venv/bin/python manage.py simulate_payment {new_orders[0][0]}")
+
+    def _admin(self, username: str, *, reset: bool) -> None:
+        """Create the admin with a new password, or keep the existing one and say it again."""
+        saved = Path(settings.VAR_DIR) / "admin-password.txt"
+        user, created = get_user_model().objects.get_or_create(
+            username=username, defaults={"is_staff": True, "is_superuser": True}
+        )
+        known = saved.read_text().strip() if saved.exists() else ""
+        if not created and not reset:
+            if known and user.check_password(known):
+                self.stdout.write(
+                    self.style.SUCCESS(f"Admin user '{username}' kept; password: {known} (saved in {saved})")
+                )
+            else:
+                self.stdout.write(
+                    self.style.SUCCESS(
+                        f"Admin user '{username}' kept with its password. To set a new one: "
+                        f".venv/bin/python manage.py load_demo_data --reset-admin-password"
+                    )
+                )
+            return
+        password = secrets.token_urlsafe(12)
         user.set_password(password)
         user.save()
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        saved.write_text(password + "\n")
+        os.chmod(saved, 0o600)
+        verb = "created" if created else "reset"
         self.stdout.write(
             self.style.SUCCESS(
-                f"Admin user '{admin_username}' {'created' if created else 'reset'}; password: {password} "
-                "(development only, printed once)"
+                f"Admin user '{username}' {verb}; password: {password} (development only, saved in {saved})"
             )
         )
-        if new_ids:
-            self.stdout.write(f"Pay one: python manage.py simulate_payment {new_ids[0]}")

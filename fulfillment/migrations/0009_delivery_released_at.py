@@ -19,8 +19,8 @@ def price_waiting_items(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("fulfillment", "0007_orderflag"),
-        ("orders", "0011_orderitem_provider_price"),
+        ("fulfillment", "0008_translatable_labels"),
+        ("orders", "0013_orderitem_provider_price"),
     ]
 
     operations = [
@@ -34,6 +34,7 @@ class Migration(migrations.Migration):
                     "Cleared when it goes back to waiting or the halt ends."
                 ),
                 null=True,
+                verbose_name="released at",
             ),
         ),
         migrations.RunPython(price_waiting_items, migrations.RunPython.noop, elidable=True),

@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("orders", "0010_order_refunded_index"),
+        ("orders", "0012_sandbox_partial_refunds"),
     ]
 
     operations = [
@@ -16,6 +16,7 @@ class Migration(migrations.Migration):
                 blank=True,
                 help_text="The provider's price of one unit when the order was made (last price-list sync): what a unit is expected to take from the deposit. Empty: not known.",
                 null=True,
+                verbose_name="provider price",
             ),
         ),
     ]
