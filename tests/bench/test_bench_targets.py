@@ -68,13 +68,17 @@ def _assert_targets(block: str, names: tuple[str, ...]) -> None:
 
 
 def _assert_webhook_levels(results: dict) -> None:
+    # How many requests a 1 s load completes depends on the machine (a busy one has stalled a
+    # single connection for 2 s): counts are not asserted, only that every load ran and that
+    # every notification the server answered paid its order (nothing duplicate or refused; one
+    # abandoned at the load's deadline may still have been applied).
     levels = results["webhook"]["levels"]
     assert [row["concurrency"] for row in levels] == [1, 16]
     for row in levels:
-        assert row["floor"]["requests"] > 0 and row["webhook"]["requests"] > 0
-        # Every notification the server answered paid its order: nothing duplicate, nothing refused.
-        assert set(row["webhook"]["verdicts"]) == {"applied"}, row["webhook"]["verdicts"]
-        assert row["webhook"]["verdicts"]["applied"] >= row["webhook"]["requests"]
+        for load in (row["floor"], row["webhook"]):
+            assert {"requests", "rps", "p99_ms", "cpu_ms_per_request"} <= set(load)
+        assert set(row["webhook"]["verdicts"]) <= {"applied"}, row["webhook"]["verdicts"]
+        assert row["webhook"]["verdicts"].get("applied", 0) >= row["webhook"]["requests"]
 
 
 @pytest.mark.integration
@@ -85,7 +89,7 @@ def test_bench_quick_runs_every_step_at_the_tiny_size(tmp_path):
     assert results["mode"].startswith("quick (tiny")
     _assert_webhook_levels(results)
     compare = results["webhook"]["provider_delay"]
-    assert compare["delay"]["rps"] > 0 and compare["zero"]["rps"] > 0
+    assert len(compare["delay"]["runs"]) == len(compare["zero"]["runs"]) == 1
     for label in ("delay", "zero"):
         run = results["delivery"][label]
         assert run["fulfilled"] == run["orders"] == 20
