@@ -490,7 +490,17 @@ class Refund(models.Model):
     claim_expires_at = models.DateTimeField(null=True, blank=True)
     next_check_at = models.DateTimeField(null=True, blank=True)
     queued_at = models.DateTimeField(null=True, blank=True)
-    cancel_calls = models.PositiveIntegerField(default=0)
+    cancel_calls = models.PositiveIntegerField(
+        default=0, help_text="Cancels started (counted, and committed, before each call leaves)."
+    )
+    cancel_refusals = models.PositiveIntegerField(
+        default=0, help_text="Cancels the bank answered with a refusal: nothing was refunded under them."
+    )
+    cancel_may_be_at_bank = models.BooleanField(
+        default=False,
+        help_text="A Cancel of this refund may have reached the bank (started, and not every one refused): "
+        "it is only ever repeated with the same ExternalRequestId.",
+    )
     state_checks = models.PositiveIntegerField(default=0)
     bank_status = models.CharField(max_length=40, blank=True)
     last_error_code = models.CharField(max_length=20, blank=True)
@@ -508,6 +518,15 @@ class Refund(models.Model):
             # A double payment is refunded once, however many times its CONFIRMED arrives.
             models.UniqueConstraint(
                 fields=["payment"], condition=models.Q(reason="double_payment"), name="one_double_payment_refund"
+            ),
+            # At most one refund of a payment the bank may be making: whatever the bank then reports
+            # (Cancel answer, GetState, a notification) can only be about that one. A failed refund
+            # whose Cancel may have reached the bank keeps its place until staff settle it.
+            models.UniqueConstraint(
+                fields=["payment"],
+                condition=models.Q(state__in=["sending", "checking"])
+                | models.Q(state="failed", cancel_may_be_at_bank=True),
+                name="one_refund_in_flight_per_payment",
             ),
         ]
         indexes = [models.Index(fields=["payment", "state"], name="refund_payment_state")]

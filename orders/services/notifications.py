@@ -422,12 +422,12 @@ def _money_returned(order: Order, payload: dict[str, Any], status: str, payment_
         )
     if full:
         return _order_refunded_in_portal(order, match, outcome)
+    bound, detail = refunds.portal_partial_refund_bind(order_id=order.pk, refund=match.portal_refund)
     return outcome(
         200,
-        NotificationVerdict.NEEDS_REVIEW,
+        NotificationVerdict.APPLIED if bound else NotificationVerdict.NEEDS_REVIEW,
         f"{status}: {match.portal_amount / 100:.2f} RUB of PaymentId {payment.payment_id} refunded outside this "
-        f"service (recorded as refund {match.portal_refund.pk}); partial refunds need staff review. "
-        + refunds.candidate_units_text(order_id=order.pk, amount=match.portal_amount),
+        f"service (recorded as refund {match.portal_refund.pk}). {detail}",
     )
 
 
