@@ -283,3 +283,27 @@ def test_no_refund_receipt_when_receipts_are_disabled(shop, bank, settings):
     (cancel,) = bank.calls("Cancel")
     assert cancel["Amount"] == 7000 and "Receipt" not in cancel
     assert bank_refunded(bank, order) == books_refunded(order) == 7000
+
+
+# --- 7. what the customer sees ------------------------------------------------------------------
+
+
+def test_a_unit_shows_refunding_until_the_bank_made_the_refund_and_a_refused_refund_is_never_shown_done(
+    shop, bank, client
+):
+    order = shop([(10000, 1, "0811"), (7000, 1, "FAIL-1")])
+    fulfill_order(order.pk)
+    refund = Refund.objects.get(order=order)
+    url = f"/api/orders/{order.public_id}?token={order.access_token}"
+
+    def unit_statuses() -> list[str]:
+        body = client.get(url).json()
+        return sorted(unit["status"] for item in body["items"] for unit in item["units"]), body["refunded_amount"]
+
+    assert unit_statuses() == (["delivered", "refunding"], 0)
+    bank.inject("Cancel", Fault("refuse", error_code="309", message="Чек не должен быть пустым"))
+    assert refund_send(refund_id=refund.pk) == RefundState.FAILED
+    assert unit_statuses() == (["delivered", "refunding"], 0)  # being handled, never "refunded"
+    refund_resend(refund_id=refund.pk)
+    assert refund_send(refund_id=refund.pk) == RefundState.SUCCEEDED
+    assert unit_statuses() == (["delivered", "refunded"], 7000)

@@ -31,8 +31,8 @@ def order_refunded_kopecks(*, order_id: int) -> int:
 
 def unit_customer_status(*, status: str) -> str:
     """The status a customer sees for a unit in Delivery `status`: waiting, in_progress,
-    delivered, failed or refunded. A unit whose refund is decided already shows "refunded"
-    (it will never be delivered; the money follows within the bank's delay)."""
+    delivered, failed, refunding (its refund decided, sent, or refused and with staff) or
+    refunded (the bank made the refund)."""
     from orders.status import unit_status
 
     return unit_status(status)
