@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from django.db.models import Sum
+from django.test import TestCase
 
 from fulfillment.models import Delivery, DeliveryStatus, FlagKind, OrderFlag
 from fulfillment.providers.base import FulfillmentResult
@@ -16,7 +17,7 @@ from orders.state import OrderStatus
 from orders.tbank import client as tbank_client_module
 from tests.conftest import notification
 from tests.fakes.scripted_provider import WORLD
-from tests.fakes.tbank_server import Fault
+from tests.fakes.tbank_server import FakePayment, Fault
 from tests.orders.test_refunds import status_of, units
 
 pytestmark = pytest.mark.django_db
@@ -307,3 +308,45 @@ def test_a_unit_shows_refunding_until_the_bank_made_the_refund_and_a_refused_ref
     refund_resend(refund_id=refund.pk)
     assert refund_send(refund_id=refund.pk) == RefundState.SUCCEEDED
     assert unit_statuses() == (["delivered", "refunded"], 7000)
+
+
+# --- also found: a NEW order whose CONFIRMED was lost, then partly refunded in the portal ---------
+
+
+def lost_confirmed_then_portal_refund(order_factory, bank, refunded: int):
+    order = order_factory(quantities=(1, 2), price=10000)
+    Payment.objects.create(order=order, payment_id="7300000001", amount_kopecks=order.amount_kopecks)
+    bank.payments["7300000001"] = FakePayment(
+        "7300000001", order.public_id, order.amount_kopecks, status="PARTIAL_REFUNDED", refunded=refunded
+    )
+    return order
+
+
+def test_a_new_order_partly_refunded_in_the_portal_after_a_lost_confirmed_is_paid_and_the_refund_bound(
+    order_factory, bank, post_notification
+):
+    order = lost_confirmed_then_portal_refund(order_factory, bank, refunded=10000)
+
+    post_notification(notification(order, status="PARTIAL_REFUNDED", amount=20000, PaymentId=7300000001))
+
+    record = PaymentNotification.objects.latest("id")
+    assert record.verdict == NotificationVerdict.APPLIED, record.detail
+    assert Payment.objects.get(payment_id="7300000001").captured_at is not None
+    statuses = sorted(Delivery.objects.filter(order=order).values_list("status", flat=True))
+    assert statuses == [DeliveryStatus.REFUNDED, DeliveryStatus.WAITING, DeliveryStatus.WAITING]
+    assert status_of(order) == OrderStatus.PAID
+    assert Payment.objects.get(payment_id="7300000001").refunded_kopecks == 10000
+
+
+def test_polling_pays_a_new_order_whose_payment_the_bank_shows_partly_refunded(order_factory, bank, settings):
+    from orders.services.polling import payments_poll
+
+    settings.PAYMENT_POLL_AFTER_SECONDS = 0
+    order = lost_confirmed_then_portal_refund(order_factory, bank, refunded=10000)
+
+    with TestCase.captureOnCommitCallbacks(execute=False):
+        report = payments_poll()
+
+    assert report.applied == ["7300000001"]
+    assert status_of(order) == OrderStatus.PAID
+    assert Delivery.objects.filter(order=order, status=DeliveryStatus.REFUNDED).count() == 1
