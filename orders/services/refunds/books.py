@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from django.db.models import Q, Sum
+from django.db.models import Sum
 
 from fulfillment.models import Delivery, DeliveryStatus
 from orders.models import Order, Payment, Refund
-from orders.refund_state import OPEN, RefundState
+from orders.refund_state import RefundState
 from orders.services.refunds.common import PAID_STATUSES
 
 logger = logging.getLogger(__name__)
@@ -40,7 +40,8 @@ def unit_customer_status(*, status: str) -> str:
 
 @dataclass(frozen=True)
 class MoneyBalance:
-    """Where an order's money is, in kopecks. `outstanding` is held by the shop for units not
+    """Where an order's money is, in kopecks: the order page's "money balance", read from the
+    payment ledger (`ledger.payment_ledger`). `outstanding` is held by the shop for units not
     delivered nor refunded yet (0 for an order in a final status); refunds decided or sent but
     not confirmed are `refunding`, and still part of `outstanding`."""
 
@@ -50,35 +51,56 @@ class MoneyBalance:
     refunding: int
     extra_paid: int
     extra_refunded: int
+    delivering: int = 0  # purchases in flight at the provider
+    in_flight: int = 0  # the one refund of the order's payment the bank may be making
 
     @property
     def outstanding(self) -> int:
         return self.paid + self.extra_paid - self.delivered - self.refunded - self.extra_refunded
 
+    @property
+    def ledger_ok(self) -> bool:
+        """delivered + purchases in flight + refunds made or in flight <= paid (the invariant)."""
+        return self.delivered + self.delivering + self.refunded + self.in_flight <= self.paid
+
 
 def order_money_balance(*, order_id: int) -> MoneyBalance:
+    from orders.services.refunds.ledger import payment_ledger
+
     order = Order.objects.only("payment_id", "status", "amount_kopecks").get(pk=order_id)
-    own = Q(payment__payment_id=order.payment_id) if order.payment_id else Q(pk__in=[])
-    refunds = Refund.objects.filter(order_id=order_id).aggregate(
-        refunded=Sum("amount_kopecks", filter=own & Q(state=RefundState.SUCCEEDED)),
-        refunding=Sum("amount_kopecks", filter=Q(state__in=OPEN)),
-        extra_refunded=Sum("amount_kopecks", filter=~own & Q(state=RefundState.SUCCEEDED)),
-    )
-    captured = Payment.objects.filter(order_id=order_id, captured_at__isnull=False).aggregate(
-        own=Sum("amount_kopecks", filter=Q(payment_id=order.payment_id)),
-        extra=Sum("amount_kopecks", filter=~Q(payment_id=order.payment_id)),
-    )
-    paid = captured["own"]
-    if paid is None:  # paid before Payment rows existed
+    own_payment = Payment.objects.filter(payment_id=order.payment_id, order_id=order_id).first()
+    decided = Refund.objects.filter(order_id=order_id, state=RefundState.DECIDED)
+    if own_payment is not None:
+        ledger = payment_ledger(payment=own_payment)
+        paid, delivered, delivering = ledger.paid, ledger.delivered, ledger.delivering
+        refunded, in_flight = ledger.refunded, ledger.refunding
+    else:  # paid before Payment rows existed
         paid = order.amount_kopecks if order.status in PAID_STATUSES else 0
-    delivered = Delivery.objects.filter(
-        order_id=order_id, status=DeliveryStatus.DELIVERED, refund__isnull=True
-    ).aggregate(value=Sum("item__unit_price_kopecks"))["value"]
+        delivered = (
+            Delivery.objects.filter(order_id=order_id, status=DeliveryStatus.DELIVERED, refund__isnull=True).aggregate(
+                value=Sum("item__unit_price_kopecks")
+            )["value"]
+            or 0
+        )
+        delivering = refunded = in_flight = 0
+    extra = Payment.objects.filter(order_id=order_id, captured_at__isnull=False).exclude(
+        pk=getattr(own_payment, "pk", None)
+    )
+    extra_paid = extra_refunded = 0
+    for payment in extra:
+        ledger = payment_ledger(payment=payment)
+        extra_paid += ledger.paid
+        extra_refunded += ledger.refunded
+    refunding = in_flight + int(
+        decided.filter(payment=own_payment).aggregate(t=Sum("amount_kopecks"))["t"] or 0 if own_payment else 0
+    )
     return MoneyBalance(
         paid=int(paid),
-        delivered=int(delivered or 0),
-        refunded=int(refunds["refunded"] or 0),
-        refunding=int(refunds["refunding"] or 0),
-        extra_paid=int(captured["extra"] or 0),
-        extra_refunded=int(refunds["extra_refunded"] or 0),
+        delivered=int(delivered),
+        refunded=int(refunded),
+        refunding=int(refunding),
+        extra_paid=int(extra_paid),
+        extra_refunded=int(extra_refunded),
+        delivering=int(delivering),
+        in_flight=int(in_flight),
     )
