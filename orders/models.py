@@ -337,14 +337,21 @@ class PaymentNotification(models.Model):
 
 
 class IdempotencyKey(models.Model):
-    """One `Idempotency-Key` of POST /api/orders: the body it came with and the answer given.
+    """One `Idempotency-Key` of POST /api/orders from one client: the body it came with and the
+    answer given.
 
-    The unique key is what stops two concurrent requests from creating two orders; the stored
+    The unique (client, key) is what stops two concurrent requests from creating two orders; the stored
     answer is what a repeat gets back. `init_started_at` is a lease: only one request at a time
     calls Init for the key's order.
     """
 
-    key = models.CharField(max_length=255, unique=True)
+    key = models.CharField(max_length=255)
+    client_scope = models.CharField(
+        max_length=64,
+        blank=True,
+        default="",
+        help_text="SHA-256 of who sent the key (the client's address): a key's answer goes only to that client.",
+    )
     request_hash = models.CharField(max_length=64, help_text="SHA-256 of the canonical JSON body.")
     order = models.ForeignKey(Order, related_name="idempotency_keys", on_delete=models.PROTECT)
     response_status = models.PositiveSmallIntegerField(null=True, blank=True)
@@ -355,6 +362,11 @@ class IdempotencyKey(models.Model):
 
     class Meta:
         ordering = ["-id"]
+        constraints = [
+            # Scoped to the client: another client sending the same key and body never gets this
+            # key's answer (it carries the order's access_token); it makes its own order.
+            models.UniqueConstraint(fields=["client_scope", "key"], name="one_idempotency_key_per_client"),
+        ]
 
     def __str__(self) -> str:
         return f"Idempotency-Key {self.key[:20]} -> order {self.order_id}"

@@ -9,7 +9,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.response import Response
-from rest_framework.throttling import SimpleRateThrottle
+from rest_framework.throttling import BaseThrottle, SimpleRateThrottle
 from rest_framework.views import APIView
 
 from orders.api.parsers import StrictJSONParser
@@ -22,6 +22,7 @@ from orders.api.serializers import (
 )
 from orders.models import Product
 from orders.services.checkout import (
+    checkout_client_scope,
     checkout_request_hash,
     idempotency_key_find,
     order_checkout,
@@ -93,8 +94,11 @@ class OrderCreateView(APIView):
             )
         data = request.data
         request_hash = checkout_request_hash(data)
+        # A key is the client's own: its first answer (with the order's access_token) never goes
+        # to another client that happens to send the same key and body.
+        client_scope = checkout_client_scope(BaseThrottle().get_ident(request)) if key else ""
         if key:
-            record = idempotency_key_find(key=key)
+            record = idempotency_key_find(key=key, client_scope=client_scope)
             if record is not None:
                 answer = order_checkout_repeat(record=record, request_hash=request_hash)
                 return Response(answer.body, status=answer.http_status)
@@ -110,6 +114,7 @@ class OrderCreateView(APIView):
             language=translation.get_language() or "",
             idempotency_key=key,
             request_hash=request_hash,
+            client_scope=client_scope,
         )
         return Response(answer.body, status=answer.http_status)
 
