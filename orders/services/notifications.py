@@ -243,8 +243,15 @@ def _apply(order: Order, payload: dict[str, Any]) -> NotificationOutcome:
             order_refund(order_id=order.pk, current=OrderStatus.PAID)
             if payment_id:
                 payment = Payment.objects.get(payment_id=payment_id)
-                portal = refunds.portal_refund_record(order, payment, payment.amount_kopecks, "REFUNDED")
-                refunds.portal_full_refund_link_units(order_id=order.pk, refund=portal)
+                # A repeated REFUNDED may already have recorded it (while the order had no payment).
+                rest = payment.amount_kopecks - payment.refunded_kopecks
+                portal = (
+                    refunds.portal_refund_record(order, payment, rest, "REFUNDED")
+                    if rest > 0
+                    else payment.refunds.filter(reason="portal").order_by("-id").first()
+                )
+                if portal is not None:
+                    refunds.portal_full_refund_link_units(order_id=order.pk, refund=portal)
             return outcome(
                 200,
                 NotificationVerdict.APPLIED,

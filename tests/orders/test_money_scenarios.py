@@ -350,3 +350,21 @@ def test_polling_pays_a_new_order_whose_payment_the_bank_shows_partly_refunded(o
     assert report.applied == ["7300000001"]
     assert status_of(order) == OrderStatus.PAID
     assert Delivery.objects.filter(order=order, status=DeliveryStatus.REFUNDED).count() == 1
+
+
+# --- found by the money model ---------------------------------------------------------------------
+
+
+def test_a_refunded_notification_repeated_before_a_late_confirmed_is_recorded_once(order_factory, post_notification):
+    # Found by `make soak-money`: REFUNDED twice, then CONFIRMED, booked 400 RUB of a 200 RUB payment.
+    order = order_factory(quantities=(2,), price=10000)
+    Payment.objects.create(order=order, payment_id="7300000001", amount_kopecks=order.amount_kopecks)
+    for status in ("REFUNDED", "REFUNDED", "CONFIRMED", "CONFIRMED"):
+        amount = 0 if status == "REFUNDED" else None
+        post_notification(notification(order, status=status, amount=amount, PaymentId=7300000001))
+
+    payment = Payment.objects.get(payment_id="7300000001")
+    assert payment.refunded_kopecks == payment.amount_kopecks == 20000
+    assert payment.refunds.aggregate(t=Sum("amount_kopecks"))["t"] == 20000
+    assert status_of(order) == OrderStatus.REFUNDED
+    assert set(Delivery.objects.filter(order=order).values_list("status", flat=True)) == {DeliveryStatus.CANCELLED}
