@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 from django.db.models import Sum
 
-from fulfillment.models import Delivery, DeliveryStatus
 from orders.models import Order, Payment, Refund
 from orders.refund_state import RefundState
 from orders.services.refunds.common import PAID_STATUSES
@@ -65,42 +64,33 @@ class MoneyBalance:
 
 
 def order_money_balance(*, order_id: int) -> MoneyBalance:
-    from orders.services.refunds.ledger import payment_ledger
+    """The order's money, from the ledger's own pieces (a fixed number of queries)."""
+    from orders.services.refunds.ledger import order_units_value, refunds_value
 
     order = Order.objects.only("payment_id", "status", "amount_kopecks").get(pk=order_id)
     own_payment = Payment.objects.filter(payment_id=order.payment_id, order_id=order_id).first()
-    decided = Refund.objects.filter(order_id=order_id, state=RefundState.DECIDED)
     if own_payment is not None:
-        ledger = payment_ledger(payment=own_payment)
-        paid, delivered, delivering = ledger.paid, ledger.delivered, ledger.delivering
-        refunded, in_flight = ledger.refunded, ledger.refunding
+        paid = own_payment.amount_kopecks
     else:  # paid before Payment rows existed
         paid = order.amount_kopecks if order.status in PAID_STATUSES else 0
-        delivered = (
-            Delivery.objects.filter(order_id=order_id, status=DeliveryStatus.DELIVERED, refund__isnull=True).aggregate(
-                value=Sum("item__unit_price_kopecks")
-            )["value"]
-            or 0
-        )
-        delivering = refunded = in_flight = 0
-    extra = Payment.objects.filter(order_id=order_id, captured_at__isnull=False).exclude(
-        pk=getattr(own_payment, "pk", None)
-    )
-    extra_paid = extra_refunded = 0
-    for payment in extra:
-        ledger = payment_ledger(payment=payment)
-        extra_paid += ledger.paid
-        extra_refunded += ledger.refunded
-    refunding = in_flight + int(
-        decided.filter(payment=own_payment).aggregate(t=Sum("amount_kopecks"))["t"] or 0 if own_payment else 0
+    delivered, delivering = order_units_value(order_id=order_id)
+    own_refunds = Refund.objects.filter(order_id=order_id, payment__payment_id=order.payment_id)
+    refunded, in_flight = refunds_value(own_refunds)
+    decided = own_refunds.filter(state=RefundState.DECIDED).aggregate(t=Sum("amount_kopecks"))["t"] or 0
+    # Second, extra payments (double payments).
+    extra = Payment.objects.filter(order_id=order_id, captured_at__isnull=False).exclude(payment_id=order.payment_id)
+    extra_paid = extra.aggregate(t=Sum("amount_kopecks"))["t"] or 0
+    extra_refunded = (
+        Refund.objects.filter(payment__in=extra, state=RefundState.SUCCEEDED).aggregate(t=Sum("amount_kopecks"))["t"]
+        or 0
     )
     return MoneyBalance(
         paid=int(paid),
-        delivered=int(delivered),
-        refunded=int(refunded),
-        refunding=int(refunding),
+        delivered=delivered,
+        refunded=refunded,
+        refunding=in_flight + int(decided),
         extra_paid=int(extra_paid),
         extra_refunded=int(extra_refunded),
-        delivering=int(delivering),
-        in_flight=int(in_flight),
+        delivering=delivering,
+        in_flight=in_flight,
     )

@@ -45,28 +45,39 @@ class PaymentLedger:
         return self.committed + amount <= self.paid
 
 
-def payment_ledger(*, payment: Payment) -> PaymentLedger:
-    own = Order.objects.filter(pk=payment.order_id, payment_id=payment.payment_id).exists()
-    delivered = delivering = 0
-    if own:
-        values = Delivery.objects.filter(order_id=payment.order_id, refund__isnull=True).aggregate(
-            delivered=Sum("item__unit_price_kopecks", filter=Q(status=DeliveryStatus.DELIVERED)),
-            delivering=Sum(
-                "item__unit_price_kopecks", filter=Q(status__in=(DeliveryStatus.SENDING, DeliveryStatus.PENDING))
-            ),
-        )
-        delivered, delivering = int(values["delivered"] or 0), int(values["delivering"] or 0)
-    refunds = Refund.objects.filter(payment=payment).aggregate(
+def order_units_value(*, order_id: int) -> tuple[int, int]:
+    """(delivered, being delivered) value of the order's units not covered by a refund."""
+    values = Delivery.objects.filter(order_id=order_id, refund__isnull=True).aggregate(
+        delivered=Sum("item__unit_price_kopecks", filter=Q(status=DeliveryStatus.DELIVERED)),
+        delivering=Sum(
+            "item__unit_price_kopecks", filter=Q(status__in=(DeliveryStatus.SENDING, DeliveryStatus.PENDING))
+        ),
+    )
+    return int(values["delivered"] or 0), int(values["delivering"] or 0)
+
+
+def refunds_value(refunds) -> tuple[int, int]:
+    """(made, in flight) of a queryset of refunds."""
+    values = refunds.aggregate(
         refunded=Sum("amount_kopecks", filter=Q(state=RefundState.SUCCEEDED)),
         refunding=Sum("amount_kopecks", filter=holds_place_q()),
     )
+    return int(values["refunded"] or 0), int(values["refunding"] or 0)
+
+
+def payment_ledger(*, payment: Payment, own: bool | None = None) -> PaymentLedger:
+    """The ledger of one payment; `own`: whether it is its order's own payment (asked if None)."""
+    if own is None:
+        own = Order.objects.filter(pk=payment.order_id, payment_id=payment.payment_id).exists()
+    delivered, delivering = order_units_value(order_id=payment.order_id) if own else (0, 0)
+    refunded, refunding = refunds_value(Refund.objects.filter(payment=payment))
     return PaymentLedger(
         payment_id=payment.payment_id,
         paid=payment.amount_kopecks if payment.captured_at or own else 0,
         delivered=delivered,
         delivering=delivering,
-        refunded=int(refunds["refunded"] or 0),
-        refunding=int(refunds["refunding"] or 0),
+        refunded=refunded,
+        refunding=refunding,
     )
 
 
