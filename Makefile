@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test migrate demo lint messages bench bench-quick bench-scale bench-flash contract clean
+.PHONY: install run test migrate demo lint messages bench bench-quick bench-scale bench-flash contract soak-money clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -55,6 +55,14 @@ bench-scale: install
 # A flash sale against a fast and a slow fake bank: orders/s, and the webhook and catalogue meanwhile.
 bench-flash: install
 	$(BIN)/python bench/flash.py $(BENCH_ARGS)
+
+# The money model (tests/orders/test_money_model.py) at random for a long time: batches of
+# MONEY_SOAK_EXAMPLES runs of up to MONEY_SOAK_STEPS steps until MONEY_SOAK_SECONDS have passed,
+# with progress every 30 s; set DATABASE_URL to run it on PostgreSQL.
+MONEY_SOAK_SECONDS ?= 1200
+soak-money: install
+	MONEY_SOAK=1 MONEY_SOAK_PROGRESS=1 MONEY_SOAK_SECONDS=$(MONEY_SOAK_SECONDS) \
+		$(BIN)/pytest -q -s -p no:cacheprovider -p no:logging tests/orders/test_money_model.py
 
 clean:
 	rm -rf var/ .pytest_cache

@@ -283,6 +283,13 @@ class ProductPause(models.Model):
 class FlagKind(models.TextChoices):
     CALLBACK_CONTRADICTS = "callback_contradicts", _("A provider callback contradicts the unit's recorded outcome")
     NOTHING_TO_DELIVER = "nothing_to_deliver", _("Paid, but the order has nothing to deliver")
+    GOODS_AND_MONEY = "goods_and_money", _("Goods and money both given: delivered after its refund")
+    PORTAL_REFUND = "portal_refund", _("A refund made in the bank's portal matches no undelivered units")
+    LEDGER = "ledger", _("The order's money does not add up (delivered + refunds would exceed paid)")
+
+
+#: Flags that stop every automatic purchase and refund of the order until staff resolve them.
+BLOCKING_FLAG_KINDS = (FlagKind.PORTAL_REFUND, FlagKind.LEDGER)
 
 
 class OrderFlag(models.Model):

@@ -193,6 +193,11 @@ def money_balance(modeladmin, obj: Order) -> str:
     )
     if balance.extra_paid:
         text += f"; paid twice: {rubles(balance.extra_paid)}, of it refunded {rubles(balance.extra_refunded)}"
+    if not balance.ledger_ok:
+        text += (
+            f"; LEDGER BROKEN: delivered + being delivered ({rubles(balance.delivering)}) + refunds made or in flight "
+            "exceed what was paid (see the order's flags)"
+        )
     return text
 
 

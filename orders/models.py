@@ -413,14 +413,22 @@ class PaymentNotification(models.Model):
 
 
 class IdempotencyKey(models.Model):
-    """One `Idempotency-Key` of POST /api/orders: the body it came with and the answer given.
+    """One `Idempotency-Key` of POST /api/orders from one client: the body it came with and the
+    answer given.
 
-    The unique key is what stops two concurrent requests from creating two orders; the stored
+    The unique (client, key) is what stops two concurrent requests from creating two orders; the stored
     answer is what a repeat gets back. `init_started_at` is a lease: only one request at a time
     calls Init for the key's order.
     """
 
-    key = models.CharField(_("key"), max_length=255, unique=True)
+    key = models.CharField(_("key"), max_length=255)
+    client_scope = models.CharField(
+        _("client scope"),
+        max_length=64,
+        blank=True,
+        default="",
+        help_text=_("SHA-256 of who sent the key (the client's address): a key's answer goes only to that client."),
+    )
     request_hash = models.CharField(
         _("request hash"), max_length=64, help_text=_("SHA-256 of the canonical JSON body.")
     )
@@ -435,6 +443,11 @@ class IdempotencyKey(models.Model):
         verbose_name = _("idempotency key")
         verbose_name_plural = _("idempotency keys")
         ordering = ["-id"]
+        constraints = [
+            # Scoped to the client: another client sending the same key and body never gets this
+            # key's answer (it carries the order's access_token); it makes its own order.
+            models.UniqueConstraint(fields=["client_scope", "key"], name="one_idempotency_key_per_client"),
+        ]
 
     def __str__(self) -> str:
         return f"Idempotency-Key {self.key[:20]} -> order {self.order_id}"
@@ -600,7 +613,22 @@ class Refund(models.Model):
     claim_expires_at = models.DateTimeField(_("claim expires at"), null=True, blank=True)
     next_check_at = models.DateTimeField(_("next check at"), null=True, blank=True)
     queued_at = models.DateTimeField(_("queued"), null=True, blank=True)
-    cancel_calls = models.PositiveIntegerField(_("cancel calls"), default=0)
+    cancel_calls = models.PositiveIntegerField(
+        _("cancel calls"), default=0, help_text=_("Cancels started (counted, and committed, before each call leaves).")
+    )
+    cancel_refusals = models.PositiveIntegerField(
+        _("cancel refusals"),
+        default=0,
+        help_text=_("Cancels the bank answered with a refusal: nothing was refunded under them."),
+    )
+    cancel_may_be_at_bank = models.BooleanField(
+        _("cancel may be at the bank"),
+        default=False,
+        help_text=_(
+            "A Cancel of this refund may have reached the bank (started, and not every one refused): "
+            "it is only ever repeated with the same ExternalRequestId."
+        ),
+    )
     state_checks = models.PositiveIntegerField(_("state checks"), default=0)
     bank_status = models.CharField(_("bank status"), max_length=40, blank=True)
     last_error_code = models.CharField(_("last error code"), max_length=20, blank=True)
@@ -620,6 +648,15 @@ class Refund(models.Model):
             # A double payment is refunded once, however many times its CONFIRMED arrives.
             models.UniqueConstraint(
                 fields=["payment"], condition=models.Q(reason="double_payment"), name="one_double_payment_refund"
+            ),
+            # At most one refund of a payment the bank may be making: whatever the bank then reports
+            # (Cancel answer, GetState, a notification) can only be about that one. A failed refund
+            # whose Cancel may have reached the bank keeps its place until staff settle it.
+            models.UniqueConstraint(
+                fields=["payment"],
+                condition=models.Q(state__in=["sending", "checking"])
+                | models.Q(state="failed", cancel_may_be_at_bank=True),
+                name="one_refund_in_flight_per_payment",
             ),
         ]
         indexes = [models.Index(fields=["payment", "state"], name="refund_payment_state")]

@@ -9,7 +9,11 @@
                                                                    |   \\--GetState: not refunded--> SENDING
                                                                    +--GetState refused--> FAILED
 
-A PORTAL refund (made in the bank's portal) is born SUCCEEDED. A notification from the bank
+    DECIDED --a unit of it was delivered after all (late provider success)--> WITHDRAWN
+
+At most one refund of a payment is SENDING or CHECKING (or FAILED with a Cancel that may have
+reached the bank) at a time: a unique constraint on the payment. The others stay DECIDED and
+are sent when it settles. A PORTAL refund (made in the bank's portal) is born SUCCEEDED. A notification from the bank
 that our refund went through may settle it from SENDING or CHECKING, before our own call
 returns. Every move is a conditional UPDATE (`WHERE id = %s AND state IN (<sources>)`), so two
 processes racing on one refund cannot both win; moving to the state a refund already has is
@@ -29,20 +33,25 @@ class RefundState(models.TextChoices):
     CHECKING = "checking", _("Outcome unknown: checking with GetState")
     SUCCEEDED = "succeeded", _("Refunded")
     FAILED = "failed", _("Refused by the bank (needs staff)")
+    WITHDRAWN = "withdrawn", _("Withdrawn before sending (the unit was delivered after all)")
 
 
 #: States in which the bank may have done (or be doing) the refund without our knowing yet.
 IN_FLIGHT = (RefundState.SENDING, RefundState.CHECKING)
 #: States that still need work from us.
 OPEN = (RefundState.DECIDED, RefundState.SENDING, RefundState.CHECKING)
+#: States that hold the payment's one in-flight place (with FAILED when `cancel_may_be_at_bank`).
+HOLDS_PLACE = IN_FLIGHT
 
 # target -> states it may be entered from.
 REFUND_TRANSITIONS: dict[str, frozenset[str]] = {
     RefundState.DECIDED: frozenset({RefundState.FAILED}),
     RefundState.SENDING: frozenset({RefundState.DECIDED, RefundState.CHECKING}),
     RefundState.CHECKING: frozenset({RefundState.SENDING, RefundState.FAILED}),
-    RefundState.SUCCEEDED: frozenset({RefundState.SENDING, RefundState.CHECKING}),
+    # From FAILED only while a Cancel of it may have reached the bank (the bank then shows it made).
+    RefundState.SUCCEEDED: frozenset({RefundState.SENDING, RefundState.CHECKING, RefundState.FAILED}),
     RefundState.FAILED: frozenset({RefundState.SENDING, RefundState.CHECKING}),
+    RefundState.WITHDRAWN: frozenset({RefundState.DECIDED}),
 }
 
 
@@ -54,7 +63,13 @@ class IllegalRefundTransition(Exception):
 
 
 def refund_transition(
-    *, refund_id: int, target: str, sources: tuple[str, ...] | None = None, claim: str | None = None, **fields
+    *,
+    refund_id: int,
+    target: str,
+    sources: tuple[str, ...] | None = None,
+    claim: str | None = None,
+    where=None,
+    **fields,
 ) -> bool:
     """Move refund `refund_id` to `target` with `fields`, if it is in one of `sources` (default:
     every legal source) and, with `claim`, still held by that claim token. Returns whether this
@@ -74,4 +89,6 @@ def refund_transition(
     rows = Refund.objects.filter(pk=refund_id, state__in=sources)
     if claim is not None:
         rows = rows.filter(claim_token=claim)
+    if where is not None:
+        rows = rows.filter(where)
     return bool(rows.update(**values))

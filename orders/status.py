@@ -21,8 +21,9 @@ UNIT_WAITING = "waiting"
 UNIT_IN_PROGRESS = "in_progress"
 UNIT_DELIVERED = "delivered"
 UNIT_FAILED = "failed"
+UNIT_REFUNDING = "refunding"
 UNIT_REFUNDED = "refunded"
-UNIT_STATUSES = (UNIT_WAITING, UNIT_IN_PROGRESS, UNIT_DELIVERED, UNIT_FAILED, UNIT_REFUNDED)
+UNIT_STATUSES = (UNIT_WAITING, UNIT_IN_PROGRESS, UNIT_DELIVERED, UNIT_FAILED, UNIT_REFUNDING, UNIT_REFUNDED)
 
 _UNIT_STATUS = {
     DeliveryStatus.WAITING: UNIT_WAITING,
@@ -30,8 +31,9 @@ _UNIT_STATUS = {
     DeliveryStatus.PENDING: UNIT_IN_PROGRESS,
     DeliveryStatus.DELIVERED: UNIT_DELIVERED,
     DeliveryStatus.FAILED: UNIT_FAILED,
-    # A unit whose refund is decided will never be delivered: the money follows within the bank's delay.
-    DeliveryStatus.REFUNDING: UNIT_REFUNDED,
+    # Refunding until the bank has made the refund (also while a refused refund waits for staff:
+    # never "refunded" before the money went back).
+    DeliveryStatus.REFUNDING: UNIT_REFUNDING,
     DeliveryStatus.REFUNDED: UNIT_REFUNDED,
     # Only an order refunded as a whole has cancelled units: their money went back with it.
     DeliveryStatus.CANCELLED: UNIT_REFUNDED,

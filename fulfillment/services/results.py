@@ -36,6 +36,7 @@ from fulfillment.services.common import (
 from fulfillment.services.flags import order_flag_raise
 from fulfillment.services.halts import fault_hold_until, product_pause, provider_halt
 from fulfillment.services.queueing import order_fulfillment_queue
+from fulfillment.signals import unit_delivered_after_refund
 from fulfillment_site.logs import bind_order, order_log_extra
 from orders.models import Order
 from orders.state import OrderStatus
@@ -277,6 +278,16 @@ def delivery_resolve_by_reference(*, reference: str, result: FulfillmentResult, 
         finished_at=now,
         duration_ms=0,
     )
+    if (
+        result.outcome == Outcome.DELIVERED
+        and reference == unit.reference
+        and unit.status in (DeliveryStatus.REFUNDING, DeliveryStatus.REFUNDED)
+    ):
+        # Never silent: the money side withdraws a refund not sent yet, or flags the order.
+        unit_delivered_after_refund.send(
+            sender=Delivery, delivery_id=unit.pk, attempt_id=attempt.pk, serial=result.serial or ""
+        )
+        return Delivery.objects.filter(pk=unit.pk, status=DeliveryStatus.DELIVERED).exists()
     contradiction = _contradiction(unit=unit, reference=reference, result=result)
     if contradiction:
         order_flag_raise(

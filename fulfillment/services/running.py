@@ -16,10 +16,12 @@ from django.db.models import CharField, Exists, F, Max, Q, Value
 from django.utils import timezone
 
 from fulfillment.models import (
+    BLOCKING_FLAG_KINDS,
     AttemptKind,
     Delivery,
     DeliveryAttempt,
     DeliveryStatus,
+    OrderFlag,
     ProductPause,
     ProviderHalt,
 )
@@ -326,6 +328,12 @@ def _process_unit(
             gate = gate.exclude(Exists(ProviderHalt.objects.filter(provider=provider_name)), released_at__isnull=True)
         if not isinstance(probe, ProductPause):
             gate = gate.exclude(Exists(ProductPause.objects.filter(provider=provider_name, sku=unit.item.sku)))
+        # An order flagged because its money does not add up (a portal refund no units match, a
+        # broken ledger) buys nothing until staff resolve the flag.
+        blocked = OrderFlag.objects.filter(
+            order_id=unit.order_id, kind__in=BLOCKING_FLAG_KINDS, resolved_at__isnull=True
+        )
+        gate = gate.exclude(Exists(blocked))
         sent = gate.update(
             status=DeliveryStatus.SENDING,
             provider=provider_name,
@@ -336,6 +344,9 @@ def _process_unit(
             purchase_attempts=F("purchase_attempts") + 1,
         )
         if not sent:
+            if blocked.exists():
+                _postpone(unit, claim_token)
+                return None
             _hold_if_faulted(unit, provider_name=provider_name, claim_token=claim_token, faults=faults)
             return None
         unit.provider, unit.reference_sent_at = provider_name, now

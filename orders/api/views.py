@@ -11,7 +11,7 @@ from rest_framework import status
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
-from rest_framework.throttling import SimpleRateThrottle
+from rest_framework.throttling import BaseThrottle, SimpleRateThrottle
 from rest_framework.views import APIView
 
 from orders.api.errors import api_exception_handler, error_response, field_error
@@ -27,6 +27,7 @@ from orders.api.serializers import (
 from orders.capacity import CHECKOUT_GATE, CHECKOUT_RETRY_AFTER_SECONDS
 from orders.models import Product
 from orders.services.checkout import (
+    checkout_client_scope,
     checkout_request_hash,
     idempotency_key_find,
     order_checkout,
@@ -172,8 +173,11 @@ class OrderCreateView(CustomerAPIView):
         serializer = OrderCreateSerializer(data=data)
         serializer.is_valid(raise_exception=True)
         request_hash = checkout_request_hash(data)
+        # A key is the client's own: its first answer (with the order's access_token) never goes
+        # to another client that happens to send the same key and body.
+        client_scope = checkout_client_scope(BaseThrottle().get_ident(request)) if key else ""
         if key:
-            record = idempotency_key_find(key=key)
+            record = idempotency_key_find(key=key, client_scope=client_scope)
             if record is not None:
                 # Before the catalogue: a repeat gets the first answer even if a product left the shop since.
                 return self._answer(order_checkout_repeat(record=record, request_hash=request_hash))
@@ -184,6 +188,7 @@ class OrderCreateView(CustomerAPIView):
             language=translation.get_language() or "",
             idempotency_key=key,
             request_hash=request_hash,
+            client_scope=client_scope,
         )
         return self._answer(answer)
 

@@ -73,8 +73,13 @@ def checkout_request_hash(data: Any) -> str:
     return hashlib.sha256(canonical.encode("ascii")).hexdigest()
 
 
-def idempotency_key_find(*, key: str) -> IdempotencyKey | None:
-    return IdempotencyKey.objects.select_related("order").filter(key=key).first()
+def checkout_client_scope(ident: str) -> str:
+    """The scope of a client's Idempotency-Keys: SHA-256 of its identity (its address)."""
+    return hashlib.sha256(f"client:{ident}".encode()).hexdigest()
+
+
+def idempotency_key_find(*, key: str, client_scope: str = "") -> IdempotencyKey | None:
+    return IdempotencyKey.objects.select_related("order").filter(key=key, client_scope=client_scope).first()
 
 
 def order_checkout(
@@ -84,6 +89,7 @@ def order_checkout(
     language: str = "",
     idempotency_key: str = "",
     request_hash: str = "",
+    client_scope: str = "",
 ) -> CheckoutAnswer:
     """Create a NEW order for validated `items` and start its payment.
 
@@ -98,12 +104,14 @@ def order_checkout(
                 Order.objects.filter(pk=order.pk).update(language=language)
                 order.language = language
             if idempotency_key:
-                record = IdempotencyKey.objects.create(key=idempotency_key, request_hash=request_hash, order=order)
+                record = IdempotencyKey.objects.create(
+                    key=idempotency_key, client_scope=client_scope, request_hash=request_hash, order=order
+                )
     except IntegrityError:
         if not idempotency_key:
             raise
         # Another request with this key won the race; this one is a repeat of it.
-        existing = idempotency_key_find(key=idempotency_key)
+        existing = idempotency_key_find(key=idempotency_key, client_scope=client_scope)
         if existing is None:
             raise
         return order_checkout_repeat(record=existing, request_hash=request_hash)

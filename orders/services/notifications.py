@@ -268,8 +268,15 @@ def _apply(order: Order, payload: dict[str, Any]) -> NotificationOutcome:
             order_refund(order_id=order.pk, current=OrderStatus.PAID)
             if payment_id:
                 payment = Payment.objects.get(payment_id=payment_id)
-                portal = refunds.portal_refund_record(order, payment, payment.amount_kopecks, "REFUNDED")
-                refunds.portal_full_refund_link_units(order_id=order.pk, refund=portal)
+                # A repeated REFUNDED may already have recorded it (while the order had no payment).
+                rest = payment.amount_kopecks - payment.refunded_kopecks
+                portal = (
+                    refunds.portal_refund_record(order, payment, rest, "REFUNDED")
+                    if rest > 0
+                    else payment.refunds.filter(reason="portal").order_by("-id").first()
+                )
+                if portal is not None:
+                    refunds.portal_full_refund_link_units(order_id=order.pk, refund=portal)
             return outcome(
                 200,
                 NotificationVerdict.APPLIED,
@@ -279,6 +286,9 @@ def _apply(order: Order, payload: dict[str, Any]) -> NotificationOutcome:
         order_mark_paid(order_id=order.pk, payment_id=payment_id, current=current)
         _payment_captured(order, payment_id, payload["Amount"])
         return outcome(200, NotificationVerdict.APPLIED, f"Order {current} -> paid; delivery queued.")
+
+    if status == "PARTIAL_REFUNDED" and current == OrderStatus.NEW:
+        return _partly_refunded_before_its_capture(order, payload, payment_id, outcome)
 
     # Money returned before any capture reached us: the order will not be paid by this payment.
     # (Cancelling it is also what lets a late CONFIRMED find the refund; see _money_returned_before.)
@@ -447,13 +457,33 @@ def _money_returned(order: Order, payload: dict[str, Any], status: str, payment_
         )
     if full:
         return _order_refunded_in_portal(order, match, outcome)
+    bound, detail = refunds.portal_partial_refund_bind(order_id=order.pk, refund=match.portal_refund)
     return outcome(
         200,
-        NotificationVerdict.NEEDS_REVIEW,
+        NotificationVerdict.APPLIED if bound else NotificationVerdict.NEEDS_REVIEW,
         f"{status}: {match.portal_amount / 100:.2f} RUB of PaymentId {payment.payment_id} refunded outside this "
-        f"service (recorded as refund {match.portal_refund.pk}); partial refunds need staff review. "
-        + refunds.candidate_units_text(order_id=order.pk, amount=match.portal_amount),
+        f"service (recorded as refund {match.portal_refund.pk}). {detail}",
     )
+
+
+def _partly_refunded_before_its_capture(order: Order, payload: dict[str, Any], payment_id: str, outcome):
+    """PARTIAL_REFUNDED for a NEW order: the CONFIRMED was lost, the payment was captured, and part
+    of it was refunded (in the portal). The order is paid by it, then the refund is applied as any
+    portal refund (bound to units, or flagged for staff)."""
+    payment = Payment.objects.filter(order=order, payment_id=payment_id).first() if payment_id else None
+    if payment is None or payment.amount_kopecks != order.amount_kopecks:
+        return outcome(
+            200,
+            NotificationVerdict.NEEDS_REVIEW,
+            f"PARTIAL_REFUNDED for PaymentId {payment_id or '?'} of order {order.pk}, which is still new, and no "
+            "payment of the order's amount is recorded under that id: check the payment in the T-Bank portal.",
+        )
+    order_mark_paid(order_id=order.pk, payment_id=payment_id, current=OrderStatus.NEW)
+    _payment_captured(order, payment_id, payment.amount_kopecks)
+    order.refresh_from_db()
+    money = _money_returned(order, payload, "PARTIAL_REFUNDED", payment_id, outcome)
+    money.detail = f"Order new -> paid (its CONFIRMED never arrived: the payment was captured). {money.detail}"
+    return money
 
 
 def _order_refunded_in_portal(order: Order, match, outcome, prefix: str = "") -> NotificationOutcome:

@@ -32,7 +32,18 @@ logger = logging.getLogger(__name__)
 # Answers worth an audit record: they change the order. Others (NEW, FORM_SHOWED...) only
 # update the Payment row, or every poll of a waiting payment would add a record.
 ACTIONABLE = frozenset(
-    {"CONFIRMED", "REJECTED", "CANCELED", "DEADLINE_EXPIRED", "ATTEMPTS_EXPIRED", "AUTH_FAIL", "REVERSED", "REFUNDED"}
+    {
+        "CONFIRMED",
+        "REJECTED",
+        "CANCELED",
+        "DEADLINE_EXPIRED",
+        "ATTEMPTS_EXPIRED",
+        "AUTH_FAIL",
+        "REVERSED",
+        "REFUNDED",
+        # Captured, then partly refunded: a NEW order whose CONFIRMED was lost is paid by it.
+        "PARTIAL_REFUNDED",
+    }
 )
 
 

@@ -265,6 +265,18 @@ def test_same_key_and_body_get_the_same_answer_without_a_second_order_or_init(ba
     assert Order.objects.count() == 1 and len(bank.calls("Init")) == 1
 
 
+def test_a_key_is_scoped_to_its_client_and_never_hands_its_answer_to_another(bank, post_order, phone_product):
+    first = post_order(order_body(phone_product), key="shared-1", REMOTE_ADDR="203.0.113.5")
+    other = post_order(order_body(phone_product), key="shared-1", REMOTE_ADDR="198.51.100.7")
+    again = post_order(order_body(phone_product), key="shared-1", REMOTE_ADDR="203.0.113.5")
+
+    assert first.status_code == other.status_code == again.status_code == 201
+    assert other.json()["access_token"] != first.json()["access_token"]
+    assert other.json()["id"] != first.json()["id"]
+    assert again.json() == first.json()
+    assert Order.objects.count() == 2 and len(bank.calls("Init")) == 2
+
+
 def test_key_order_and_spacing_of_the_body_do_not_matter(bank, post_order, phone_product):
     first = post_order(order_body(phone_product), key="abc-2")
     body = '{ "items": [{"recipient": "0812345678", "quantity": 1, "product": %d}], "email": "buyer@example.com" }'

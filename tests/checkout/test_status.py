@@ -66,7 +66,7 @@ def test_unit_status_mapping_covers_every_delivery_status():
         "delivered": "delivered",
         "failed": "failed",
         "cancelled": "refunded",
-        "refunding": "refunded",
+        "refunding": "refunding",
         "refunded": "refunded",
     }
     assert unit_status(None) == "waiting"

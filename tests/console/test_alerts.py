@@ -45,12 +45,14 @@ def test_one_email_names_every_problem_with_what_to_do_and_where(
     ProviderAccount.objects.create(provider="digiflazz", balance=120_000)
     partly_refunded = order_factory(price=10000)
     post_notification(notification(partly_refunded, PaymentId=1))
-    # A partial refund made in the bank's portal: staff must see which units it covers.
+    # A partial refund made in the bank's portal that no units' prices add up to: the notification
+    # is for review and the order is flagged (its purchases stop) until staff decide.
     post_notification(notification(partly_refunded, status="PARTIAL_REFUNDED", PaymentId=1, Amount=5000))
 
     sent = send_staff_alerts.delay().get()
 
-    assert sorted(sent) == ["failed_units", "low_balance", "notifications_to_review", "provider_halts"]
+    problems = ["failed_units", "low_balance", "notifications_to_review", "orders_flagged", "provider_halts"]
+    assert sorted(sent) == problems
     (email,) = mail.outbox
     assert email.to == ["ops@example.com", "lead@example.com"]
     assert "units failed, waiting for staff (1)" in email.subject

@@ -32,7 +32,8 @@ def test_a_quiet_shop_says_nothing_needs_attention(admin_client, paid_order_fact
 def test_each_problem_is_counted_and_links_to_its_list(
     admin_client, failed_order, old_paid_order, order_factory, post_notification, settings
 ):
-    # A partial refund made in the bank's portal: a person must see which units it covers.
+    # A partial refund made in the bank's portal that no units add up to: a person must see which
+    # units it could cover (the notification) and decide (the order is flagged).
     paid = order_factory(price=10000)
     post_notification(notification(paid, PaymentId=1))
     post_notification(notification(paid, status="PARTIAL_REFUNDED", PaymentId=1, Amount=5000))
@@ -50,7 +51,7 @@ def test_each_problem_is_counted_and_links_to_its_list(
         "low_balance": 1,
         "refunds_failed": 0,
         "refunds_waiting": 0,
-        "orders_flagged": 0,
+        "orders_flagged": 1,
         "product_pauses": 0,
     }
     page = response.content.decode()

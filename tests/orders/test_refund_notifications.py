@@ -5,9 +5,10 @@ and the books of every order in a final status adding up (amount = delivered + r
 from __future__ import annotations
 
 import pytest
+from django.db import IntegrityError, transaction
 from django.db.models import Sum
 
-from fulfillment.models import Delivery, DeliveryStatus
+from fulfillment.models import Delivery, DeliveryStatus, FlagKind, OrderFlag
 from fulfillment.services import fulfill_order
 from orders.models import NotificationVerdict, Order, Payment, PaymentNotification, Refund, RefundReason
 from orders.refund_state import RefundState, refund_transition
@@ -89,21 +90,27 @@ def test_our_refund_notification_before_our_answer_settles_it_and_the_answer_cha
     assert list(refund.attempts.values_list("method", flat=True)) == ["Notification"]
 
 
-def test_our_two_refunds_notified_out_of_order_are_both_recognised(shop, bank, settings, post_notification):
+def test_a_second_refund_of_a_payment_waits_and_a_notification_settles_only_the_one_in_flight(
+    shop, bank, settings, post_notification
+):
     order = staff_failed_order(shop, settings, [(10000, 1, "0811"), (7000, 1, "FAIL-1"), (3000, 1, "FAIL-2")])
     first = in_flight(order, ["FAIL-1"], 7000)
-    second = in_flight(order, ["FAIL-2"], 3000)
+    second = Refund.objects.create(
+        order=order, payment=first.payment, amount_kopecks=3000, reason=RefundReason.STAFF, decided_by="test"
+    )
+    # The database refuses a second refund of one payment at the bank at once.
+    with pytest.raises(IntegrityError), transaction.atomic():
+        refund_transition(refund_id=second.pk, target=RefundState.SENDING)
 
-    later = post(post_notification, order, "PARTIAL_REFUNDED", amount=10000)  # after both
-    earlier = post(post_notification, order, "PARTIAL_REFUNDED", amount=13000)  # after the first only
-    again = post(post_notification, order, "PARTIAL_REFUNDED", amount=10000)
+    record = post(post_notification, order, "PARTIAL_REFUNDED", amount=13000)  # 7000 returned
+    again = post(post_notification, order, "PARTIAL_REFUNDED", amount=13000)
 
-    assert later.verdict == NotificationVerdict.RECORDED and f"our refund {first.pk}, {second.pk}" in later.detail
-    assert earlier.verdict == NotificationVerdict.DUPLICATE and again.verdict == NotificationVerdict.DUPLICATE
-    assert not PaymentNotification.objects.filter(verdict=NotificationVerdict.NEEDS_REVIEW).exists()
-    assert Payment.objects.get(payment_id=order.payment_id).refunded_kopecks == 10000
-    assert status_of(order) == OrderStatus.PARTIALLY_REFUNDED
-    assert units(order) == {"0811": "delivered", "FAIL-1": "refunded", "FAIL-2": "refunded"}
+    assert record.verdict == NotificationVerdict.RECORDED and f"our refund {first.pk}" in record.detail
+    assert again.verdict == NotificationVerdict.DUPLICATE
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert (first.state, second.state) == (RefundState.SUCCEEDED, RefundState.DECIDED)
+    assert Payment.objects.get(payment_id=order.payment_id).refunded_kopecks == 7000
 
 
 def test_our_full_refund_notification_does_not_look_like_a_portal_refund(shop, bank, settings, post_notification):
@@ -121,18 +128,41 @@ def test_our_full_refund_notification_does_not_look_like_a_portal_refund(shop, b
 # --- made in the portal ---------------------------------------------------------------------------
 
 
-def test_a_partial_refund_we_did_not_make_needs_review_and_names_the_units_it_could_cover(
+def test_a_partial_portal_refund_is_bound_to_undelivered_units_whose_prices_add_up(
     shop, bank, settings, post_notification
 ):
     order = staff_failed_order(shop, settings, [(10000, 1, "0811"), (7000, 1, "FAIL-1")])
 
-    record = post(post_notification, order, "PARTIAL_REFUNDED", amount=10000)
+    record = post(post_notification, order, "PARTIAL_REFUNDED", amount=10000)  # 7000 returned
 
-    assert record.verdict == NotificationVerdict.NEEDS_REVIEW
-    assert "70.00 RUB" in record.detail and "1 x" in record.detail and "for FAIL-1" in record.detail
+    assert record.verdict == NotificationVerdict.APPLIED and "for FAIL-1" in record.detail
     portal = Refund.objects.get(order=order)
     assert (portal.reason, portal.state, portal.amount_kopecks) == (RefundReason.PORTAL, RefundState.SUCCEEDED, 7000)
+    assert units(order) == {"0811": DeliveryStatus.DELIVERED, "FAIL-1": DeliveryStatus.REFUNDED}
+    assert Delivery.objects.get(order=order, item__recipient="FAIL-1").refund == portal
+    assert status_of(order) == OrderStatus.PARTIALLY_REFUNDED
+
+
+def test_a_partial_portal_refund_of_delivered_goods_flags_the_order_and_names_the_units_it_could_cover(
+    shop, bank, settings, post_notification
+):
+    order = staff_failed_order(shop, settings, [(10000, 1, "0811"), (7000, 1, "FAIL-1")])
+
+    record = post(post_notification, order, "PARTIAL_REFUNDED", amount=7000)  # 10000 returned: the delivered unit
+
+    assert record.verdict == NotificationVerdict.NEEDS_REVIEW
+    assert "100.00 RUB" in record.detail and "1 x" in record.detail and "for 0811" in record.detail
+    flag = OrderFlag.objects.get(order=order, resolved_at__isnull=True)
+    assert flag.kind == FlagKind.PORTAL_REFUND and "for 0811" in flag.reason
+    assert units(order) == {"0811": DeliveryStatus.DELIVERED, "FAIL-1": DeliveryStatus.FAILED}
     assert status_of(order) == OrderStatus.PAID
+    # Nothing automatic happens to the order until staff decide.
+    settings.REFUND_POLICY = "auto"
+    assert refund_decide_undelivered is not None
+    from orders.services.refunds import order_settle_undelivered
+
+    order_settle_undelivered(order_id=order.pk)
+    assert Refund.objects.filter(order=order).exclude(reason=RefundReason.PORTAL).count() == 0
 
 
 def test_double_payment_is_refunded_once_and_the_order_keeps_its_first_payment(

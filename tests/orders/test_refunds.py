@@ -430,7 +430,7 @@ def test_customer_statuses_of_units():
         "delivered": "delivered",
         "failed": "failed",
         "cancelled": "refunded",
-        "refunding": "refunded",
+        "refunding": "refunding",
         "refunded": "refunded",
     }
     with pytest.raises(ValueError, match="not a delivery status"):

@@ -25,6 +25,8 @@ from orders.services.refunds.bank_notifications import (
     RefundMatch,
     candidate_units_text,
     portal_full_refund_link_units,
+    portal_partial_refund_bind,
+    portal_refund_apply,
     portal_refund_record,
     refund_notification_apply,
 )
@@ -50,6 +52,14 @@ from orders.services.refunds.decisions import (
     refund_decide_undelivered,
     undelivered_units_preview,
 )
+from orders.services.refunds.late import (
+    refund_unit_delivered_late,
+)
+from orders.services.refunds.ledger import (
+    PaymentLedger,
+    order_blocked,
+    payment_ledger,
+)
 from orders.services.refunds.reconciliation import (
     refunds_reconcile,
 )
@@ -60,6 +70,7 @@ from orders.services.refunds.sending import (
     refund_queue,
     refund_resend,
     refund_send,
+    refund_send_next,
 )
 
 __all__ = [
@@ -76,6 +87,11 @@ __all__ = [
     "order_settle",
     "order_settle_undelivered",
     "portal_full_refund_link_units",
+    "portal_partial_refund_bind",
+    "portal_refund_apply",
+    "PaymentLedger",
+    "order_blocked",
+    "payment_ledger",
     "portal_refund_record",
     "refund_decide_double_payment",
     "refund_decide_undelivered",
@@ -86,6 +102,8 @@ __all__ = [
     "refund_queue",
     "refund_resend",
     "refund_send",
+    "refund_send_next",
+    "refund_unit_delivered_late",
     "refunds_reconcile",
     "undelivered_units_preview",
     "unit_customer_status",

@@ -7,13 +7,15 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
 from fulfillment.models import Delivery, DeliveryStatus
 from orders.models import Order, Payment, Refund, RefundAttempt, RefundReason
-from orders.refund_state import IN_FLIGHT, RefundState
+from orders.refund_state import RefundState
 from orders.services.refunds.common import FULL_RETURN_STATUSES
+from orders.services.refunds.ledger import holds_place_q
 from orders.services.refunds.sending import refund_mark_succeeded
 
 logger = logging.getLogger(__name__)
@@ -39,9 +41,10 @@ def refund_notification_apply(
     """Account for money the bank says went back from `payment` (the caller holds the order's
     row lock). The notification's Amount is the payment's amount left after the refund.
 
-    Ours (matched to refunds in flight, by the amount they explain) are settled; an amount
-    already accounted for is a duplicate or a late, out-of-order notification; what is left
-    was refunded in the bank's portal and is recorded as a PORTAL refund.
+    The one refund of ours the bank may be making is settled when the change is exactly its
+    amount; an amount already accounted for is a duplicate or a late, out-of-order
+    notification; a change no refund of ours explains was made in the bank's portal and is
+    recorded as a PORTAL refund (the caller binds it to units).
     """
     payment = Payment.objects.select_for_update().get(pk=payment.pk)
     known = payment.refunded_kopecks
@@ -56,30 +59,17 @@ def refund_notification_apply(
     if bank_refunded <= known:
         return RefundMatch("duplicate", refunds=succeeded)
     new = bank_refunded - known
-    in_flight = list(payment.refunds.filter(state__in=IN_FLIGHT).order_by("id"))
-    matched: list[Refund] = []
-    total = 0
-    for refund in in_flight:
-        total += refund.amount_kopecks
-        matched.append(refund)
-        if total == new:
-            break
-    else:
-        if not full:
-            # Some banks report the refunded amount rather than the amount left: accept that too,
-            # for a refund of ours in flight, rather than send staff after our own refund.
-            matched = [refund for refund in in_flight if refund.amount_kopecks == amount][:1]
-            total = sum(refund.amount_kopecks for refund in matched)
-        elif total > new:
-            matched, total = [], 0
-    if matched and (total == new or full):
-        for refund in matched:
-            _settle_from_notification(refund, status=status, payload=payload)
-        rest = new - total
-        if rest > 0:  # a full refund: whatever ours did not cover was refunded in the portal
-            portal = portal_refund_record(order, payment, rest, status)
-            return RefundMatch("ours", refunds=matched, portal_amount=rest, portal_refund=portal)
-        return RefundMatch("ours", refunds=matched)
+    # At most one refund of ours may be at the bank (a unique constraint): the change is either
+    # exactly that one, or not (only) ours. Never matched by amount among several.
+    holder = payment.refunds.filter(holds_place_q()).first()
+    if holder is not None and new == holder.amount_kopecks:
+        _settle_from_notification(holder, status=status, payload=payload)
+        return RefundMatch("ours", refunds=[holder])
+    if holder is not None and new > holder.amount_kopecks:
+        # Ours may be in it or not; at least the rest went back outside the service. Ours is
+        # settled by its own evidence (its Cancel's answer, GetState), which also records any
+        # further change none of ours explains.
+        new -= holder.amount_kopecks
     return RefundMatch("portal", portal_amount=new, portal_refund=portal_refund_record(order, payment, new, status))
 
 
@@ -124,13 +114,32 @@ def portal_refund_record(order: Order, payment: Payment, amount: int, status: st
 
 def portal_full_refund_link_units(*, order_id: int, refund: Refund) -> int:
     """A whole-order refund made in the portal covers every unit no other refund covers: they
-    are refunded (delivered ones included: their money went back too). FAILED units will never
-    be delivered now; units in flight resolve as they will (see fulfillment's refunded orders)."""
+    are refunded. FAILED and WAITING units will never be delivered now; units in flight resolve
+    as they will (see fulfillment's refunded orders). When it covers goods delivered or perhaps
+    being delivered, the customer may have both: the order is flagged for staff."""
+    from fulfillment.services import order_flag_raise
+
     uncovered = Delivery.objects.filter(order_id=order_id, refund__isnull=True)
+    given = list(
+        uncovered.filter(
+            status__in=(DeliveryStatus.DELIVERED, DeliveryStatus.SENDING, DeliveryStatus.PENDING)
+        ).select_related("item__product")
+    )
     linked = uncovered.exclude(status=DeliveryStatus.FAILED).update(refund=refund)
     linked += uncovered.filter(status=DeliveryStatus.FAILED).update(
         refund=refund, status=DeliveryStatus.REFUNDED, last_message="Refunded in the T-Bank portal."
     )
+    if given:
+        names = "; ".join(f"{unit.item.product.name} for {unit.item.recipient} ({unit.status})" for unit in given)
+        order_flag_raise(
+            order_id=order_id,
+            kind="goods_and_money",
+            reason=(
+                f"The whole payment was refunded in the T-Bank portal (refund {refund.pk}), including "
+                f"{len(given)} unit(s) delivered or being delivered: {names}. The customer may have the goods and "
+                "the money: settle it with the customer, then resolve this flag."
+            ),
+        )
     return linked
 
 
@@ -189,3 +198,90 @@ def _counts_adding_up(items: list[dict[str, Any]], amount: int, limit: int = 200
         return None
 
     return search(0, amount)
+
+
+def portal_refund_apply(*, order: Order, payment: Payment, amount: int, status: str) -> str:
+    """Record `amount` kopecks of `payment` refunded outside the service (seen in a Cancel
+    answer or GetState) and act on it as on the portal's notification. Returns what was done."""
+    refund = portal_refund_record(order, payment, amount, status)
+    if payment.payment_id != order.payment_id:
+        return f"Recorded as refund {refund.pk} of the extra payment {payment.payment_id}."
+    payment.refresh_from_db(fields=["refunded_kopecks"])
+    if payment.refunded_kopecks >= payment.amount_kopecks:
+        from orders.services.lifecycle import order_refund
+        from orders.state import IllegalTransition, OrderStatus
+
+        portal_full_refund_link_units(order_id=order.pk, refund=refund)
+        current = Order.objects.values_list("status", flat=True).get(pk=order.pk)
+        if current in (OrderStatus.PAID, OrderStatus.FULFILLED, OrderStatus.PARTIALLY_REFUNDED):
+            try:
+                order_refund(order_id=order.pk, current=current)
+            except IllegalTransition:
+                pass
+        return f"The whole payment was refunded outside the service (refund {refund.pk}); the order is refunded."
+    return portal_partial_refund_bind(order_id=order.pk, refund=refund)[1]
+
+
+def portal_partial_refund_bind(*, order_id: int, refund: Refund) -> tuple[bool, str]:
+    """Bind a partial portal refund to undelivered units (waiting, held or failed, not refunded)
+    whose prices add up to it: they are never bought afterwards and are marked refunded. When
+    no such set exists (or the refund covers delivered goods), the order is flagged for staff
+    with the candidates named, which stops its automatic purchases and refunds. Returns (bound,
+    what was done) for the notification's record."""
+    from fulfillment.services import order_flag_raise
+    from orders.services.refunds.closing import order_settle
+
+    amount = refund.amount_kopecks
+    units = list(
+        Delivery.objects.filter(
+            order_id=order_id, refund__isnull=True, status__in=(DeliveryStatus.WAITING, DeliveryStatus.FAILED)
+        )
+        .select_related("item__product")
+        .order_by("item_id", "unit_index")
+    )
+    per_item: dict[int, list[Delivery]] = {}
+    for unit in units:
+        per_item.setdefault(unit.item_id, []).append(unit)
+    items = [
+        {"price": group[0].item.unit_price_kopecks, "count": len(group), "undelivered": len(group)}
+        for group in per_item.values()
+    ]
+    solution = _counts_adding_up(items, amount)
+    chosen = (
+        [unit for group, count in zip(per_item.values(), solution, strict=True) for unit in group[:count]]
+        if solution
+        else []
+    )
+    if chosen:
+        with transaction.atomic():
+            # Conditional: a unit the delivery run sent meanwhile (WAITING -> SENDING) is not taken.
+            bound = Delivery.objects.filter(
+                pk__in=[unit.pk for unit in chosen],
+                refund__isnull=True,
+                status__in=(DeliveryStatus.WAITING, DeliveryStatus.FAILED),
+            ).update(
+                status=DeliveryStatus.REFUNDED,
+                refund=refund,
+                claim_token="",
+                claim_expires_at=None,
+                next_attempt_at=None,
+                last_message=f"Refunded in the T-Bank portal (refund {refund.pk}); never sent afterwards.",
+            )
+            if bound != len(chosen):
+                transaction.set_rollback(True)
+                chosen = []
+    if chosen:
+        Delivery.objects.filter(refund=refund).update(
+            last_message=f"Refunded in the T-Bank portal (refund {refund.pk})."
+        )
+        order_settle(order_id=order_id)
+        names = ", ".join(f"{unit.item.product.name} for {unit.item.recipient}" for unit in chosen)
+        return True, f"Bound to {len(chosen)} undelivered unit(s), now refunded and never sent: {names}."
+    reason = (
+        f"{amount / 100:.2f} RUB refunded in the T-Bank portal (refund {refund.pk}) matches no set of undelivered "
+        f"units. {candidate_units_text(order_id=order_id, amount=amount)} Automatic purchases and refunds of this "
+        "order are stopped: decide in the admin (refund or deliver the units), then resolve this flag."
+    )
+    order_flag_raise(order_id=order_id, kind="portal_refund", reason=reason)
+    logger.error("Order %s: %s", order_id, reason)
+    return False, reason

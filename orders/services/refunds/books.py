@@ -5,11 +5,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from django.db.models import Q, Sum
+from django.db.models import Sum
 
-from fulfillment.models import Delivery, DeliveryStatus
 from orders.models import Order, Payment, Refund
-from orders.refund_state import OPEN, RefundState
+from orders.refund_state import RefundState
 from orders.services.refunds.common import PAID_STATUSES
 
 logger = logging.getLogger(__name__)
@@ -31,8 +30,8 @@ def order_refunded_kopecks(*, order_id: int) -> int:
 
 def unit_customer_status(*, status: str) -> str:
     """The status a customer sees for a unit in Delivery `status`: waiting, in_progress,
-    delivered, failed or refunded. A unit whose refund is decided already shows "refunded"
-    (it will never be delivered; the money follows within the bank's delay)."""
+    delivered, failed, refunding (its refund decided, sent, or refused and with staff) or
+    refunded (the bank made the refund)."""
     from orders.status import unit_status
 
     return unit_status(status)
@@ -40,7 +39,8 @@ def unit_customer_status(*, status: str) -> str:
 
 @dataclass(frozen=True)
 class MoneyBalance:
-    """Where an order's money is, in kopecks. `outstanding` is held by the shop for units not
+    """Where an order's money is, in kopecks: the order page's "money balance", read from the
+    payment ledger (`ledger.payment_ledger`). `outstanding` is held by the shop for units not
     delivered nor refunded yet (0 for an order in a final status); refunds decided or sent but
     not confirmed are `refunding`, and still part of `outstanding`."""
 
@@ -50,35 +50,47 @@ class MoneyBalance:
     refunding: int
     extra_paid: int
     extra_refunded: int
+    delivering: int = 0  # purchases in flight at the provider
+    in_flight: int = 0  # the one refund of the order's payment the bank may be making
 
     @property
     def outstanding(self) -> int:
         return self.paid + self.extra_paid - self.delivered - self.refunded - self.extra_refunded
 
+    @property
+    def ledger_ok(self) -> bool:
+        """delivered + purchases in flight + refunds made or in flight <= paid (the invariant)."""
+        return self.delivered + self.delivering + self.refunded + self.in_flight <= self.paid
+
 
 def order_money_balance(*, order_id: int) -> MoneyBalance:
+    """The order's money, from the ledger's own pieces (a fixed number of queries)."""
+    from orders.services.refunds.ledger import order_units_value, refunds_value
+
     order = Order.objects.only("payment_id", "status", "amount_kopecks").get(pk=order_id)
-    own = Q(payment__payment_id=order.payment_id) if order.payment_id else Q(pk__in=[])
-    refunds = Refund.objects.filter(order_id=order_id).aggregate(
-        refunded=Sum("amount_kopecks", filter=own & Q(state=RefundState.SUCCEEDED)),
-        refunding=Sum("amount_kopecks", filter=Q(state__in=OPEN)),
-        extra_refunded=Sum("amount_kopecks", filter=~own & Q(state=RefundState.SUCCEEDED)),
-    )
-    captured = Payment.objects.filter(order_id=order_id, captured_at__isnull=False).aggregate(
-        own=Sum("amount_kopecks", filter=Q(payment_id=order.payment_id)),
-        extra=Sum("amount_kopecks", filter=~Q(payment_id=order.payment_id)),
-    )
-    paid = captured["own"]
-    if paid is None:  # paid before Payment rows existed
+    own_payment = Payment.objects.filter(payment_id=order.payment_id, order_id=order_id).first()
+    if own_payment is not None:
+        paid = own_payment.amount_kopecks
+    else:  # paid before Payment rows existed
         paid = order.amount_kopecks if order.status in PAID_STATUSES else 0
-    delivered = Delivery.objects.filter(
-        order_id=order_id, status=DeliveryStatus.DELIVERED, refund__isnull=True
-    ).aggregate(value=Sum("item__unit_price_kopecks"))["value"]
+    delivered, delivering = order_units_value(order_id=order_id)
+    own_refunds = Refund.objects.filter(order_id=order_id, payment__payment_id=order.payment_id)
+    refunded, in_flight = refunds_value(own_refunds)
+    decided = own_refunds.filter(state=RefundState.DECIDED).aggregate(t=Sum("amount_kopecks"))["t"] or 0
+    # Second, extra payments (double payments).
+    extra = Payment.objects.filter(order_id=order_id, captured_at__isnull=False).exclude(payment_id=order.payment_id)
+    extra_paid = extra.aggregate(t=Sum("amount_kopecks"))["t"] or 0
+    extra_refunded = (
+        Refund.objects.filter(payment__in=extra, state=RefundState.SUCCEEDED).aggregate(t=Sum("amount_kopecks"))["t"]
+        or 0
+    )
     return MoneyBalance(
         paid=int(paid),
-        delivered=int(delivered or 0),
-        refunded=int(refunds["refunded"] or 0),
-        refunding=int(refunds["refunding"] or 0),
-        extra_paid=int(captured["extra"] or 0),
-        extra_refunded=int(refunds["extra_refunded"] or 0),
+        delivered=delivered,
+        refunded=refunded,
+        refunding=in_flight + int(decided),
+        extra_paid=int(extra_paid),
+        extra_refunded=int(extra_refunded),
+        delivering=delivering,
+        in_flight=in_flight,
     )

@@ -19,6 +19,7 @@ from orders.models import Order, Payment, Refund, RefundReason
 from orders.refund_state import RefundState
 from orders.services.refunds.closing import order_settle
 from orders.services.refunds.common import RefundNotPossible
+from orders.services.refunds.ledger import order_blocked
 from orders.services.refunds.sending import refund_queue
 from orders.state import OrderStatus
 from orders.tbank.receipts import ReceiptError, ReceiptLine, receipt_build
@@ -116,8 +117,21 @@ def _primary_payment(order: Order) -> Payment:
     return payment
 
 
+def _receipt_settings() -> dict[str, str]:
+    """The receipt settings the sale's receipt was built with (Init): a refund's receipt mirrors them."""
+    return {
+        "taxation": settings.TBANK_RECEIPT_TAXATION,
+        "tax": settings.TBANK_RECEIPT_TAX,
+        "payment_method": settings.TBANK_RECEIPT_PAYMENT_METHOD,
+        "payment_object": settings.TBANK_RECEIPT_PAYMENT_OBJECT,
+    }
+
+
 def _receipt_for(order: Order, units: list[Delivery]) -> dict[str, Any] | None:
-    """The receipt of a partial refund: only the refunded units, grouped by item."""
+    """The receipt of a partial refund: the sale's lines for only the refunded units, with the
+    sale's receipt settings; none when receipts are off (the sale had none either)."""
+    if not settings.TBANK_RECEIPT_ENABLED:
+        return None
     if not order.customer_email:
         return None  # nothing to address a receipt to; a terminal with a kassa refuses (code 309 or 329)
     per_item = Counter(unit.item_id for unit in units)
@@ -127,12 +141,7 @@ def _receipt_for(order: Order, units: list[Delivery]) -> dict[str, Any] | None:
         for item_id, count in sorted(per_item.items())
     ]
     try:
-        return receipt_build(
-            lines=lines,
-            email=order.customer_email,
-            taxation=settings.TBANK_RECEIPT_TAXATION,
-            tax=settings.TBANK_RECEIPT_TAX,
-        )
+        return receipt_build(lines=lines, email=order.customer_email, **_receipt_settings())
     except ReceiptError as exc:
         raise RefundNotPossible(f"Order {order.pk}: the refund's receipt cannot be built: {exc}") from exc
 
@@ -242,21 +251,17 @@ def refund_decide_double_payment(*, order: Order, payment: Payment) -> tuple[Ref
 
 
 def _double_payment_receipt(order: Order, amount: int) -> dict[str, Any] | None:
-    if not order.customer_email:
+    if not settings.TBANK_RECEIPT_ENABLED or not order.customer_email:
         return None
     line = ReceiptLine(name=f"Order {order.public_id}: second payment", price=amount, quantity=1)
-    return receipt_build(
-        lines=[line],
-        email=order.customer_email,
-        taxation=settings.TBANK_RECEIPT_TAXATION,
-        tax=settings.TBANK_RECEIPT_TAX,
-    )
+    return receipt_build(lines=[line], email=order.customer_email, **_receipt_settings())
 
 
 def order_settle_undelivered(*, order_id: int) -> str:
     """Nothing of the order is in progress any more: under REFUND_POLICY=auto refund the units
     that cannot be delivered, then close the order if it is done. Returns the order's status."""
-    if settings.REFUND_POLICY == "auto":
+    if settings.REFUND_POLICY == "auto" and not order_blocked(order_id=order_id):
+        # A flagged order waits for staff: nothing automatic is refunded.
         try:
             refund_decide_undelivered(order_id=order_id, decided_by="system: undeliverable units (REFUND_POLICY=auto)")
         except RefundNotPossible as exc:

@@ -10,8 +10,8 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, transaction
-from django.db.models import F
+from django.db import DatabaseError, IntegrityError, transaction
+from django.db.models import F, Q
 from django.utils import timezone
 
 from fulfillment.models import Delivery, DeliveryStatus
@@ -28,6 +28,7 @@ from orders.services.refunds.common import (
     PARTIAL_RETURN_STATUSES,
     RefundNotPossible,
 )
+from orders.services.refunds.ledger import holds_place_q, ledger_flag, order_blocked, payment_ledger
 from orders.tbank.client import TBankClient, TBankError, TBankRefused, TBankUnavailable, tbank_client
 
 logger = logging.getLogger(__name__)
@@ -75,14 +76,29 @@ def _claim(refund_id: int) -> tuple[str | None, Refund | None, str]:
         free = refund.claim_expires_at is None or refund.claim_expires_at < now
         claim = {"claim_token": token, "claim_expires_at": expires, "queued_at": None}
         if refund.state == RefundState.DECIDED:
-            refund_transition(
-                refund_id=refund_id,
-                target=RefundState.SENDING,
-                sources=(RefundState.DECIDED,),
-                cancel_calls=F("cancel_calls") + 1,
-                sent_at=now,
-                **claim,
-            )
+            if not _may_send(refund):
+                Refund.objects.filter(pk=refund_id).update(queued_at=None)
+                return None, refund, token
+            try:
+                # "Cancel started" is committed before the call leaves: a worker killed mid-call
+                # leaves a refund that may be at the bank, and it keeps its ExternalRequestId.
+                with transaction.atomic():
+                    refund_transition(
+                        refund_id=refund_id,
+                        target=RefundState.SENDING,
+                        sources=(RefundState.DECIDED,),
+                        cancel_calls=F("cancel_calls") + 1,
+                        cancel_may_be_at_bank=True,
+                        sent_at=now,
+                        **claim,
+                    )
+            except IntegrityError:
+                # Another refund of this payment is in flight: this one waits its turn and is
+                # sent when that one settles (or by the sweep).
+                Refund.objects.filter(pk=refund_id).update(
+                    queued_at=None, last_message="Waiting for another refund of this payment to settle."
+                )
+                return None, refund, token
             action = "cancel"
         elif refund.state == RefundState.SENDING and free:
             # A worker died in the middle of a Cancel: it may have gone through. Ask first.
@@ -95,6 +111,43 @@ def _claim(refund_id: int) -> tuple[str | None, Refund | None, str]:
             return None, refund, token
     refund.refresh_from_db()
     return action, refund, token
+
+
+def _may_send(refund: Refund) -> bool:
+    """Whether a DECIDED refund may be sent now: its order is not stopped for staff, and the
+    payment's ledger has room for it (otherwise the order is flagged)."""
+    if order_blocked(order_id=refund.order_id):
+        Refund.objects.filter(pk=refund.pk).update(last_message="Held: the order is flagged for staff.")
+        return False
+    payment = Payment.objects.get(pk=refund.payment_id)
+    ledger = payment_ledger(payment=payment)
+    if ledger.allows(refund.amount_kopecks):
+        return True
+    reason = (
+        f"Refund {refund.pk} of {refund.amount_kopecks / 100:.2f} RUB was not sent: PaymentId {payment.payment_id} "
+        f"paid {ledger.paid / 100:.2f} RUB, of which {ledger.delivered / 100:.2f} delivered, "
+        f"{ledger.delivering / 100:.2f} being delivered, {ledger.refunded / 100:.2f} refunded and "
+        f"{ledger.refunding / 100:.2f} being refunded. Check the payment in the T-Bank portal, then resolve "
+        "this flag to let the refund go, or refund by hand."
+    )
+    ledger_flag(order_id=refund.order_id, reason=reason)
+    Refund.objects.filter(pk=refund.pk).update(last_message=reason[:500])
+    return False
+
+
+def refund_send_next(*, payment_id: int) -> int | None:
+    """Queue the oldest refund of the payment waiting its turn, if none holds the place."""
+    if Refund.objects.filter(holds_place_q(), payment_id=payment_id).exists():
+        return None
+    next_id = (
+        Refund.objects.filter(payment_id=payment_id, state=RefundState.DECIDED)
+        .order_by("id")
+        .values_list("pk", flat=True)
+        .first()
+    )
+    if next_id is not None:
+        refund_queue(refund_id=next_id)
+    return next_id
 
 
 def refund_send(*, refund_id: int) -> str:
@@ -209,22 +262,50 @@ def _cancel(refund: Refund, token: str, client: TBankClient) -> str | None:
         refund, method="Cancel", request=request, answer=answer.raw, outcome="succeeded", started=started, clock=clock
     )
     refund_mark_succeeded(refund_id=refund.pk, bank_status=answer.status, via="the Cancel answer")
+    if answer.new_amount is not None:
+        payment = refund.payment
+        _bank_total_observed(
+            payment_id=payment.pk, bank_refunded=payment.amount_kopecks - answer.new_amount, status=answer.status
+        )
     return None
 
 
+def _bank_total_observed(*, payment_id: int, bank_refunded: int, status: str) -> None:
+    """The bank's refunded total of a payment, seen in a Cancel answer or GetState: what none of
+    our refunds explains (none may be in flight) was refunded in the portal, and is recorded."""
+    from orders.services.refunds.bank_notifications import portal_refund_apply
+
+    with transaction.atomic():
+        payment = Payment.objects.select_related("order").get(pk=payment_id)
+        Order.objects.select_for_update().filter(pk=payment.order_id).first()
+        payment = Payment.objects.select_for_update().get(pk=payment_id)
+        unexplained = bank_refunded - payment.refunded_kopecks
+        if unexplained <= 0 or Refund.objects.filter(holds_place_q(), payment=payment).exists():
+            return
+        portal_refund_apply(order=payment.order, payment=payment, amount=unexplained, status=status)
+
+
 def _refuse(refund: Refund, token: str, *, code: str, message: str) -> None:
+    # This call did nothing at the bank. Earlier ones whose answer was not a refusal may have:
+    # then the refund keeps its place (and its ExternalRequestId) until staff settle it.
+    counts = Refund.objects.values("cancel_calls", "cancel_refusals").get(pk=refund.pk)
+    uncertain = counts["cancel_calls"] > counts["cancel_refusals"] + 1
     # Conditional on our claim: a run that lost it must not fail a refund another run resent.
-    refund_transition(
+    moved = refund_transition(
         refund_id=refund.pk,
         target=RefundState.FAILED,
         sources=(RefundState.SENDING,),
         claim=token,
         claim_token="",
         claim_expires_at=None,
+        cancel_refusals=F("cancel_refusals") + 1,
+        cancel_may_be_at_bank=uncertain,
         last_error_code=(code or "")[:20],
         last_message=message[:500],
     )
     logger.error("Refund %s of order %s refused: %s", refund.pk, refund.order_id, message)
+    if moved and not uncertain:
+        refund_send_next(payment_id=refund.payment_id)
 
 
 def _check(refund: Refund, token: str, client: TBankClient) -> str | None:
@@ -260,19 +341,23 @@ def _check(refund: Refund, token: str, client: TBankClient) -> str | None:
         else:
             bank_refunded = 0
         known = payment.refunded_kopecks
+        new = bank_refunded - known
         if current != RefundState.CHECKING:
             verdict, detail = "settled", f"already {current}"
         elif state.status in _BUSY_STATUSES:
             verdict, detail = "busy", f"the bank reports {state.status}: wait"
-        elif bank_refunded >= known + refund.amount_kopecks:
+        elif new == refund.amount_kopecks:
+            # The only refund of this payment the bank may be making explains the change exactly.
             verdict, detail = "refunded", f"the bank reports {state.status}, {bank_refunded} kopecks returned"
-        elif bank_refunded <= known:
+        elif new <= 0:
             verdict, detail = "not_refunded", f"the bank reports {state.status}: our Cancel was not made"
         else:
+            # The change is not this refund's amount: money went back outside the service too.
+            # Only the Cancel's own answer (same ExternalRequestId: made at most once) tells.
             verdict = "unclear"
             detail = (
                 f"the bank reports {state.status} with {bank_refunded} kopecks returned, we know of {known} "
-                f"and this refund is {refund.amount_kopecks}: check the payment in the T-Bank portal"
+                f"and this refund is {refund.amount_kopecks}: asking again with the same ExternalRequestId"
             )
         _attempt(
             refund, method="GetState", request=request, answer=state.raw, outcome=verdict, started=started,
@@ -281,7 +366,9 @@ def _check(refund: Refund, token: str, client: TBankClient) -> str | None:
         if verdict == "refunded":
             refund_mark_succeeded(refund_id=refund.pk, bank_status=state.status, via="GetState")
             return None
-        if verdict == "not_refunded":
+        if verdict == "settled":
+            _bank_total_observed(payment_id=payment.pk, bank_refunded=bank_refunded, status=state.status)
+        if verdict in ("not_refunded", "unclear"):
             # Safe to send again, and the same ExternalRequestId makes even a wrong guess harmless.
             moved = refund_transition(
                 refund_id=refund.pk,
@@ -289,6 +376,7 @@ def _check(refund: Refund, token: str, client: TBankClient) -> str | None:
                 sources=(RefundState.CHECKING,),
                 claim=token,
                 cancel_calls=F("cancel_calls") + 1,
+                cancel_may_be_at_bank=True,
                 claim_expires_at=timezone.now() + timedelta(seconds=settings.REFUND_CLAIM_SECONDS),
             )
             return "cancel" if moved else None
@@ -307,7 +395,8 @@ def refund_mark_succeeded(*, refund_id: int, bank_status: str = "", via: str = "
         moved = refund_transition(
             refund_id=refund_id,
             target=RefundState.SUCCEEDED,
-            sources=IN_FLIGHT,
+            sources=(*IN_FLIGHT, RefundState.FAILED),
+            where=~Q(state=RefundState.FAILED) | Q(cancel_may_be_at_bank=True),
             claim_token="",
             claim_expires_at=None,
             bank_status=bank_status[:40],
@@ -324,6 +413,7 @@ def refund_mark_succeeded(*, refund_id: int, bank_status: str = "", via: str = "
             status=DeliveryStatus.REFUNDED, last_message=f"Refunded by refund {refund_id}."
         )
         order_settle(order_id=refund.order_id)
+        refund_send_next(payment_id=refund.payment_id)
         order_id = refund.order_id
         if refund.reason != RefundReason.PORTAL:
             # The outbox row commits with the settlement or not at all (orders.services.emails).
@@ -338,10 +428,11 @@ def refund_mark_succeeded(*, refund_id: int, bank_status: str = "", via: str = "
 def refund_resend(*, refund_id: int, user=None) -> Refund:
     """Staff: send a FAILED refund again (after fixing what the bank refused).
 
-    If every Cancel of it was refused, nothing was ever refunded under its ExternalRequestId:
-    it gets a new one (the bank might answer a repeat of a refused id with the payment's state,
-    as if done) and is sent straight away. If one of them had an unknown outcome, it keeps its
-    id and GetState is asked first, so the bank can never make it twice.
+    If every Cancel started for it was refused, nothing was ever refunded under its
+    ExternalRequestId: it gets a new one (the bank might answer a repeat of a refused id with the
+    payment's state, as if done) and waits its turn to be sent. If any Cancel may have reached the
+    bank (answered otherwise, or not at all: a worker killed mid-call), it keeps its id for good
+    and GetState is asked first, so the bank can never make it twice.
     """
     from orders.models import new_external_request_id
 
@@ -352,14 +443,25 @@ def refund_resend(*, refund_id: int, user=None) -> Refund:
         if refund.state != RefundState.FAILED:
             raise RefundNotPossible(f"Refund {refund_id} is {refund.state}: only a failed refund is sent again.")
         who = getattr(user, "username", "") or "staff"
-        uncertain = refund.attempts.filter(method="Cancel").exclude(outcome="refused").exists()
+        # Judged from the Cancels *started* (counted before each call), not from the answers
+        # recorded after: a call cut short by a dead worker left no answer, and may have been made.
+        uncertain = refund.cancel_may_be_at_bank or refund.cancel_calls > refund.cancel_refusals
+        if (
+            uncertain
+            and Refund.objects.filter(holds_place_q(), payment_id=refund.payment_id).exclude(pk=refund_id).exists()
+        ):
+            raise RefundNotPossible(
+                f"Refund {refund_id}: another refund of PaymentId {refund.payment.payment_id} is being made; send "
+                "this one again once it has settled."
+            )
         if uncertain:
             refund_transition(
                 refund_id=refund_id,
                 target=RefundState.CHECKING,
                 sources=(RefundState.FAILED,),
                 next_check_at=None,
-                last_message=f"Sent again by {who}: checking with GetState first.",
+                cancel_may_be_at_bank=True,
+                last_message=f"Sent again by {who}: checking with GetState first (same ExternalRequestId).",
             )
         else:
             refund_transition(
