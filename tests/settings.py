@@ -7,6 +7,8 @@ on SQLite and on PostgreSQL + Redis (see .ci/run).
 import os
 from pathlib import Path
 
+# `make run` writes a development .env (DEBUG, the sandbox bank); the suite must not read it.
+os.environ["DJANGO_IGNORE_DOTENV"] = "1"
 os.environ.setdefault("VAR_DIR", str(Path(__file__).resolve().parent.parent / "var" / "test"))
 os.environ.setdefault("DJANGO_SECRET_KEY", "test-only-secret-key")
 
