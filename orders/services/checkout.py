@@ -196,35 +196,40 @@ def checkout_answer_body(order: Order, payment: Payment | None) -> dict[str, Any
 # --- starting the payment ---------------------------------------------------------------------
 
 
-def _recorded_call(order: Order, method: str, request: dict[str, Any], call: Callable[[], T]) -> T:
-    """Run one bank call and leave its audit record, whatever the outcome."""
+def _recorded_call(
+    order: Order, method: str, request: dict[str, Any], call: Callable[[], T], *, record: TBankCall | None = None
+) -> T:
+    """Run one bank call and leave its audit record, whatever the outcome. With `record` (a call
+    recorded as started before it left), that record is completed instead of a new one made."""
+
+    def write(**fields) -> None:
+        if record is None:
+            TBankCall.objects.create(order=order, method=method, request=request, **fields)
+        else:
+            TBankCall.objects.filter(pk=record.pk).update(**fields)
+
     try:
         # The wait (up to TBANK_TIMEOUT_SECONDS) holds no database connection and no working slot.
         with bank_wait():
             result = call()
     except TBankNotConfigured as exc:
         logger.error("T-Bank is not configured: %s", exc, extra={"order": order.public_id})
+        if record is not None:  # nothing left: the started record must not read as unknown
+            write(outcome=TBankCallOutcome.REFUSED, error=str(exc))
         raise PaymentUnavailable("payments are not configured on this shop.") from exc
     except TBankRefused as exc:
-        TBankCall.objects.create(
-            order=order, method=method, outcome=TBankCallOutcome.REFUSED, error=str(exc), request=request,
-            answer=exc.answer,
-        )  # fmt: skip
+        write(outcome=TBankCallOutcome.REFUSED, error=str(exc), answer=exc.answer)
         raise
     except TBankUnavailable as exc:
-        TBankCall.objects.create(
-            order=order, method=method, outcome=TBankCallOutcome.UNKNOWN, error=str(exc), request=request
-        )
+        write(outcome=TBankCallOutcome.UNKNOWN, error=str(exc))
         raise
     raw = getattr(result, "raw", None)
     if raw is None and isinstance(result, list):
         raw = {"Payments": [state.raw for state in result]}
-    TBankCall.objects.create(
-        order=order,
-        method=method,
+    write(
         outcome=TBankCallOutcome.OK,
+        error="",
         payment_id=str(getattr(result, "payment_id", "") or ""),
-        request=request,
         answer=raw or {},
     )
     return result
@@ -351,12 +356,29 @@ def _payment_init(order: Order, client) -> Payment:
     request = init_request(order)
     # The expiry we keep is the one the bank was sent (computing it again could be a second later).
     due = datetime.fromisoformat(request["redirect_due_date"])
+    # "Init started" is committed before the call leaves: a request that takes over after this one
+    # outlived its lease (or died mid-call) finds an Init of unknown outcome and asks CheckOrder
+    # first, cancelling a payment whose link nobody got, so only one link is ever live.
+    started = TBankCall.objects.create(
+        order=order,
+        method="Init",
+        outcome=TBankCallOutcome.UNKNOWN,
+        error="Sent; no answer yet.",
+        request=_audit_request(request),
+    )
     try:
-        answer = _recorded_call(order, "Init", _audit_request(request), lambda: client.init(**request))
+        answer = _recorded_call(order, "Init", _audit_request(request), lambda: client.init(**request), record=started)
     except TBankRefused as exc:
         raise PaymentUnavailable(f"the bank refused to create the payment ({exc}).") from exc
     except TBankUnavailable as exc:
         raise PaymentUnavailable(f"the bank did not answer in time ({exc}).") from exc
+    if Payment.objects.filter(payment_id=answer.payment_id, bank_status="CANCELED").exists():
+        # A request that took over while this Init was out found it with CheckOrder and cancelled
+        # its link (nobody had it yet): answer with the link that request started.
+        live = _reusable_payment(order)
+        if live is not None:
+            return live
+        raise PaymentUnavailable("the payment was restarted by another request; repeat the request.")
     payment, _ = Payment.objects.update_or_create(
         payment_id=answer.payment_id,
         defaults={

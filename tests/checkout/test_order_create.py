@@ -439,3 +439,51 @@ def test_order_creation_is_throttled_per_client_address(bank, post_order, phone_
     assert [answer.status_code for answer in answers] == [201, 201, 429] and other == 201
     assert assert_error_shape(answers[-1], 429, "throttled") == []
     assert int(answers[-1].headers["Retry-After"]) > 0  # documented as required in the schema
+
+
+def test_init_is_recorded_as_started_before_it_leaves_so_a_takeover_asks_checkorder_first(
+    bank, post_order, phone_product, monkeypatch
+):
+    from orders.tbank.client import TBankClient
+
+    seen = []
+    real_init = TBankClient.init
+
+    def init(self, **kwargs):
+        seen.extend(TBankCall.objects.filter(method="Init").values_list("outcome", flat=True))
+        return real_init(self, **kwargs)
+
+    monkeypatch.setattr(TBankClient, "init", init)
+    assert post_order(order_body(phone_product), key="lease-1").status_code == 201
+
+    assert seen == [TBankCallOutcome.UNKNOWN]  # committed before the call: a takeover would see it
+    (call,) = TBankCall.objects.filter(method="Init")
+    assert call.outcome == TBankCallOutcome.OK and call.payment_id
+
+
+def test_a_checkout_that_outlives_its_lease_leaves_one_live_payment_link(bank, post_order, phone_product, monkeypatch):
+    from orders.tbank.client import TBankClient
+
+    real_init = TBankClient.init
+    answers, calls = [], []
+
+    def slow_init(self, **kwargs):
+        calls.append(1)
+        answer = real_init(self, **kwargs)
+        if len(calls) == 1:
+            # Still waiting for the bank when the lease runs out: the client repeats the request.
+            IdempotencyKey.objects.update(init_started_at=timezone.now() - timedelta(hours=1))
+            answers.append(post_order(order_body(phone_product), key="lease-2"))
+        return answer
+
+    monkeypatch.setattr(TBankClient, "init", slow_init)
+    first = post_order(order_body(phone_product), key="lease-2")
+
+    (takeover,) = answers
+    assert first.status_code == takeover.status_code == 201
+    assert first.json()["payment_url"] == takeover.json()["payment_url"]
+    live = [p for p in bank.payments.values() if p.status not in ("CANCELED",)]
+    assert len(live) == 1 and live[0].payment_id in first.json()["payment_url"]
+    assert [c["PaymentId"] for c in bank.calls("Cancel")] == [
+        p.payment_id for p in bank.payments.values() if p.status == "CANCELED"
+    ]

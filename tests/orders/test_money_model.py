@@ -120,7 +120,9 @@ class MoneyMachine(RuleBasedStateMachine):
         first_orders=st.lists(LINES, min_size=1, max_size=3),
     )
     def configure(self, receipts: bool, method: str, first_orders) -> None:
-        s = self.django_settings_fixture
+        # Set on the test's own settings layer: each assignment through pytest-django's `settings`
+        # fixture stacks one more override, and thousands of runs overflow the stack.
+        s = django_settings
         if os.environ.get("MONEY_MODEL_RECEIPTS"):  # an exploration may fix it: on / off / default
             receipts = os.environ["MONEY_MODEL_RECEIPTS"] != "off"
             if os.environ["MONEY_MODEL_RECEIPTS"] == "default":
