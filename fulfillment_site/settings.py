@@ -231,7 +231,7 @@ STATUS_PAGE_REFRESH_SECONDS = env.int("STATUS_PAGE_REFRESH_SECONDS", default=5)
 # once rather than wait (orders/capacity.py).
 GUNICORN_THREADS = env.int("GUNICORN_THREADS", default=32)
 CHECKOUT_MAX_IN_FLIGHT = env.int("CHECKOUT_MAX_IN_FLIGHT", default=max(1, GUNICORN_THREADS * 3 // 4))
-CHECKOUT_MAX_WORKING = env.int("CHECKOUT_MAX_WORKING", default=4)
+CHECKOUT_MAX_WORKING = env.int("CHECKOUT_MAX_WORKING", default=1)
 
 # --- Email to customers -------------------------------------------------------------------------
 # consolemail:// (development: printed by the worker), smtp://USER:PASSWORD@HOST:587/?tls=True,

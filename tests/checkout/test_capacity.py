@@ -24,6 +24,9 @@ from tests.fakes.tbank_server import Fault
 def full_gate(settings):
     """The process's gate with every checkout slot taken, as during a sale with a slow bank."""
     settings.CHECKOUT_MAX_IN_FLIGHT = 2
+    # Both admitted here, in one thread, each holding its working slot (real ones would have
+    # handed it back while waiting on the bank): room for both.
+    settings.CHECKOUT_MAX_WORKING = 2
     with CHECKOUT_GATE.admit() as first, CHECKOUT_GATE.admit() as second:
         assert first and second
         yield CHECKOUT_GATE
