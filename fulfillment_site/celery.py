@@ -3,6 +3,7 @@
 import logging
 import logging.config
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from celery import Celery
@@ -52,18 +53,28 @@ task_prerun.connect(task_started, dispatch_uid="fulfillment_site.celery.task_sta
 task_postrun.connect(task_finished, dispatch_uid="fulfillment_site.celery.task_finished")
 
 
-def _json_logs() -> bool:
-    """LOG_FORMAT=json, from the environment or .env (read as settings.py reads it): decided
-    before the settings are loaded, because Celery sets up its logging only when nobody else does."""
-    env_file = Path(__file__).resolve().parent.parent / ".env"
-    if "LOG_FORMAT" not in os.environ and env_file.exists():
-        import environ
+def json_logs_wanted(*, environ: Mapping[str, str], env_file: Path) -> bool:
+    """LOG_FORMAT=json, from the environment or .env: decided before the settings are loaded,
+    because Celery sets up its logging only when nobody else does. Only LOG_FORMAT is read from
+    .env, and the environment is left alone: the settings decide for themselves whether .env
+    counts (the test suite sets DJANGO_IGNORE_DOTENV so a developer's .env cannot change it)."""
+    value = environ.get("LOG_FORMAT")
+    if value is None and env_file.exists() and not environ.get("DJANGO_IGNORE_DOTENV"):
+        value = dotenv_value(env_file, "LOG_FORMAT")
+    return (value or "").strip().lower() == "json"
 
-        environ.Env.read_env(str(env_file))
-    return os.environ.get("LOG_FORMAT", "").strip().lower() == "json"
+
+def dotenv_value(path: Path, name: str) -> str | None:
+    """The value `name` is given in the .env file at `path` (last assignment wins), or None."""
+    found = None
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        key, sep, raw = line.strip().removeprefix("export ").partition("=")
+        if sep and key.strip() == name:
+            found = raw.split(" #", 1)[0].strip().strip("'\"")
+    return found
 
 
-if _json_logs():
+if json_logs_wanted(environ=os.environ, env_file=Path(__file__).resolve().parent.parent / ".env"):
 
     @setup_logging.connect
     def _log_through_django(loglevel=None, **kwargs) -> None:

@@ -146,6 +146,7 @@ def _production_env(tmp_path, **overrides: str) -> dict[str, str]:
     env.update(
         {
             "DJANGO_SETTINGS_MODULE": "fulfillment_site.settings",
+            "DJANGO_IGNORE_DOTENV": "1",  # a developer's .env (from `make run`) is not production
             "DJANGO_DEBUG": "false",
             "DJANGO_HTTPS": "true",
             "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
