@@ -122,12 +122,12 @@ def _waiting(provider: str):
     return (
         Delivery.objects.filter(through, status=DeliveryStatus.WAITING, order__status=OrderStatus.PAID)
         .exclude(paused)
-        .annotate(cost=Coalesce("item__provider_price", "item__max_provider_price"))
+        .annotate(expected_cost=Coalesce("item__provider_price", "item__max_provider_price"))
     )
 
 
 def _waiting_units(provider: str) -> list[WaitingUnit]:
-    rows = _waiting(provider).order_by("pk").values_list("pk", "order_id", "cost", "released_at")
+    rows = _waiting(provider).order_by("pk").values_list("pk", "order_id", "expected_cost", "released_at")
     return [WaitingUnit(pk, order_id, cost, released_at is not None) for pk, order_id, cost, released_at in rows]
 
 
@@ -251,10 +251,10 @@ def deposit_shortfalls(*, halts: Sequence[ProviderHalt] | None = None) -> list[D
         held, released = Q(released_at__isnull=True), Q(released_at__isnull=False)
         totals = _waiting(halt.provider).aggregate(
             held_units=Count("pk", filter=held),
-            held_cost=Coalesce(Sum("cost", filter=held), 0),
-            held_unknown=Count("pk", filter=held & Q(cost__isnull=True)),
+            held_cost=Coalesce(Sum("expected_cost", filter=held), 0),
+            held_unknown=Count("pk", filter=held & Q(expected_cost__isnull=True)),
             released_units=Count("pk", filter=released),
-            committed=Coalesce(Sum("cost", filter=released), 0),
+            committed=Coalesce(Sum("expected_cost", filter=released), 0),
         )
         committed = totals.pop("committed")
         shortfalls.append(

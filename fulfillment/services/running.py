@@ -231,9 +231,9 @@ class _Faults:
     def load(cls, *, skus: set[str]) -> _Faults:
         faults = cls()
         columns = ("pk", "provider", "sku", "next_probe_at", "clears_at")
-        halts = ProviderHalt.objects.annotate(kind=Value("halt"), sku=Value("", output_field=CharField()))
-        pauses = ProductPause.objects.filter(sku__in=skus).annotate(kind=Value("pause"))
-        rows = halts.values_list("kind", *columns).union(pauses.values_list("kind", *columns), all=True)
+        halts = ProviderHalt.objects.annotate(fault=Value("halt"), sku=Value("", output_field=CharField()))
+        pauses = ProductPause.objects.filter(sku__in=skus).annotate(fault=Value("pause"))
+        rows = halts.values_list("fault", *columns).union(pauses.values_list("fault", *columns), all=True)
         for kind, pk, provider, sku, next_probe_at, clears_at in rows:
             values = {"pk": pk, "provider": provider, "next_probe_at": next_probe_at, "clears_at": clears_at}
             if kind == "halt":
