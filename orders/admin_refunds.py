@@ -205,6 +205,7 @@ def money_balance(modeladmin, obj: Order) -> str:
 def refund_undelivered_units(modeladmin, request, queryset):
     """Show what would be refunded (the amount first); refund on confirmation."""
     include_unknown = request.POST.get("include_unknown") == "1"
+    include_held = request.POST.get("include_held") == "1"
     order_ids = list(queryset.order_by("pk").values_list("pk", flat=True))
     if request.POST.get("confirm"):
         for order_id in order_ids:
@@ -214,6 +215,7 @@ def refund_undelivered_units(modeladmin, request, queryset):
                     decided_by=request.user.get_username(),
                     user=request.user,
                     include_unknown=include_unknown,
+                    include_held=include_held,
                     reason="staff",
                 )
             except RefundNotPossible as exc:
@@ -234,7 +236,10 @@ def refund_undelivered_units(modeladmin, request, queryset):
                     request, _("%(order)s: refund %(id)s of %(amount)s is being sent.") % values, messages.SUCCESS
                 )
         return None
-    previews = [undelivered_units_preview(order_id=pk, include_unknown=include_unknown) for pk in order_ids]
+    previews = [
+        undelivered_units_preview(order_id=pk, include_unknown=include_unknown, include_held=include_held)
+        for pk in order_ids
+    ]
     numbers = dict(Order.objects.filter(pk__in=order_ids).values_list("pk", "public_id"))
     for preview in previews:
         preview.amount_roubles = rubles(preview.amount_kopecks)
@@ -245,6 +250,8 @@ def refund_undelivered_units(modeladmin, request, queryset):
         "previews": previews,
         "any_unknown": any(preview.unknown or (include_unknown and preview.units) for preview in previews),
         "include_unknown": include_unknown,
+        "include_held": include_held,
+        "any_waiting_held": any(preview.waiting_held for preview in previews),
         "total_roubles": rubles(sum(preview.amount_kopecks for preview in previews)),
         # No button offers to refund nothing: with no unit to refund, only "Cancel" is left.
         "any_refundable": any(preview.amount_kopecks > 0 for preview in previews),

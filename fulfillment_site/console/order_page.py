@@ -173,13 +173,15 @@ def order_wrongs(order, units: list[UnitRow]) -> list[Wrong]:
         held = [unit for unit in units if unit.held_by]
         halts = {halt["provider"]: halt for halt in active_halts()}
         open_units = any(unit.status in ("waiting", "sending", "pending") for unit in units)
+        refund_held = ("refund_held",)
         for provider, halt in halts.items():
             if open_units:
                 text = _(
                     "Deliveries through %(provider)s are halted: %(reason)s The units wait until the halt is lifted; "
                     "or refund them now."
                 ) % {"provider": provider, "reason": halt["reason"]}
-                wrongs.append(Wrong(text, ("refund_held",)))
+                wrongs.append(Wrong(text, refund_held))
+                refund_held = ()  # one button for all held units, on the first reason
         paused = [unit for unit in held if unit.held_by == "pause"]
         if paused:
             names = ", ".join(sorted({unit.product for unit in paused}))
@@ -190,7 +192,7 @@ def order_wrongs(order, units: list[UnitRow]) -> list[Wrong]:
                 "pause lifts; or refund them now.",
                 len(paused),
             ) % {"count": len(paused), "names": names}
-            wrongs.append(Wrong(text, ("refund_held",)))
+            wrongs.append(Wrong(text, refund_held))
         if order.paid_at and order.paid_at < paid_too_long_cutoff() and not held:
             since = duration((timezone.now() - order.paid_at).total_seconds())
             wrongs.append(Wrong(_("Paid %(since)s ago and still not fulfilled.") % {"since": since}))
@@ -209,6 +211,19 @@ def order_wrongs(order, units: list[UnitRow]) -> list[Wrong]:
         }
         wrongs.append(Wrong(text, (f"resend:{refund.pk}",)))
     return wrongs
+
+
+def _held_refund(order, units: list[UnitRow]) -> dict:
+    """What "Refund these units" would refund for units a halt or pause holds (they are stopped
+    first, with the failed ones): nothing offered when that refund would be refused or empty."""
+    if order.status != "paid" or not any(unit.held_by for unit in units):
+        return {"held_refund_count": 0, "held_refund_amount": ""}
+    from orders.services.refunds import undelivered_units_preview
+
+    preview = undelivered_units_preview(order_id=order.pk, include_held=True)
+    if preview.problem or not preview.units:
+        return {"held_refund_count": 0, "held_refund_amount": ""}
+    return {"held_refund_count": len(preview.units), "held_refund_amount": rubles(preview.amount_kopecks)}
 
 
 def order_page_context(order) -> dict:
@@ -231,6 +246,7 @@ def order_page_context(order) -> dict:
         "failed_amount": rubles(sum(unit.unit_price for unit in units if unit.status == "failed")),
         "held_units": [unit for unit in units if unit.held_by],
         "held_amount": rubles(sum(unit.unit_price for unit in units if unit.held_by)),
+        **_held_refund(order, units),
         "timeline": order_timeline(order),
         "attempts_total": attempts_total,
         "attempts_hidden": max(0, attempts_total - ATTEMPTS_SHOWN),

@@ -243,3 +243,68 @@ def test_orders_held_by_a_pause_or_a_halt_need_attention(admin_client, paid_orde
     provider_halt(provider="mock", code="41", reason="Signature rejected.")
     page = admin_client.get(f"{changelist}?attention=held").content.decode()
     assert held.public_id in page and other.public_id in page
+
+
+def held_order(paid_order_factory, *, quantities=(2,)):
+    """A PAID order of 2 × 250.00 ₽ whose units wait on a paused product, with its payment row."""
+    from orders.models import Payment
+
+    order = paid_order_factory(quantities=quantities, price=25000)
+    Payment.objects.create(
+        order=order, payment_id="8742591", amount_kopecks=order.amount_kopecks, bank_status="CONFIRMED"
+    )
+    product_pause(provider="mock", sku=order.items.first().sku, code="out_of_stock", reason="Out of stock.")
+    return order
+
+
+@pytest.mark.parametrize(
+    ("language", "label"), [("en", "Stop and refund these 2 units (500.00 ₽)…"), ("ru", "500,00 ₽")]
+)
+def test_units_held_by_a_pause_offer_stop_and_refund_with_the_amount(admin_client, paid_order_factory, language, label):
+    order = held_order(paid_order_factory)
+    box = wrong_box(page_of(admin_client, order, language))
+
+    assert 'name="include_held" value="1"' in box and label in box
+    assert box.count("refund-held-button") == 1
+
+
+def test_no_held_refund_is_offered_while_another_unit_is_being_bought(admin_client, paid_order_factory):
+    order = held_order(paid_order_factory)
+    first = Delivery.objects.filter(order=order).order_by("pk").first()
+    Delivery.objects.filter(pk=first.pk).update(status=DeliveryStatus.PENDING, provider="mock")
+
+    box = wrong_box(page_of(admin_client, order))
+    assert "paused at the provider" in box and "include_held" not in box
+
+
+def test_staff_stop_and_refund_held_units_from_the_order_page(admin_client, paid_order_factory):
+    from orders.models import Refund
+
+    order = held_order(paid_order_factory)
+    changelist = reverse("admin:orders_order_changelist")
+    form = {"action": "refund_undelivered_units", "_selected_action": [order.pk], "include_held": "1"}
+
+    confirm_page = admin_client.post(changelist, form).content.decode()
+    assert 'value="Refund 500.00 ₽"' in confirm_page and "stopped first" in confirm_page
+    assert statuses_of(order) == ["waiting", "waiting"]  # nothing changes before staff confirm
+
+    admin_client.post(changelist, {**form, "confirm": "1"}, follow=True)
+
+    refund = Refund.objects.get(order=order)
+    assert refund.amount_kopecks == 50000 and refund.decided_by == "admin"
+    assert statuses_of(order) == ["refunding", "refunding"]
+    assert all(unit.refund_id == refund.pk for unit in Delivery.objects.filter(order=order))
+
+
+def test_the_list_action_lists_held_units_and_offers_to_include_them(admin_client, paid_order_factory):
+    order = held_order(paid_order_factory, quantities=(1,))
+    page = admin_client.post(
+        reverse("admin:orders_order_changelist"), {"action": "refund_undelivered_units", "_selected_action": [order.pk]}
+    ).content.decode()
+
+    assert "waits for a paused product" in page and 'id="include-held"' in page
+    assert 'name="confirm"' not in page  # nothing to refund until staff include the held unit
+
+
+def statuses_of(order) -> list[str]:
+    return list(Delivery.objects.filter(order=order).order_by("pk").values_list("status", flat=True))

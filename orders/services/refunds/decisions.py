@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from fulfillment.models import OPEN_STATUSES, Delivery, DeliveryStatus, ProviderHalt
 from fulfillment.providers.base import FailureScope
+from fulfillment.services.stopping import STOPPED_CODE, held_units_query, units_stop_held
 from fulfillment_site.logs import order_log_extra
 from orders.models import Order, Payment, Refund, RefundReason
 from orders.refund_state import RefundState
@@ -44,6 +45,8 @@ class UndeliveredPreview:
     units: list[Delivery] = field(default_factory=list)
     unknown: list[Delivery] = field(default_factory=list)  # included only when staff confirm them
     held: list[Delivery] = field(default_factory=list)  # never refunded here (provider halted)
+    # WAITING units a halt or pause holds back: refunded only when staff confirm stopping them.
+    waiting_held: list[Delivery] = field(default_factory=list)
     problem: str = ""
     nothing_to_refund: bool = False  # a paid order with nothing in progress and no failed unit
 
@@ -52,8 +55,13 @@ class UndeliveredPreview:
         return sum(unit.item.unit_price_kopecks for unit in self.units)
 
 
-def undelivered_units_preview(*, order_id: int, include_unknown: bool = False) -> UndeliveredPreview:
-    """The FAILED units of a PAID order that a refund would cover, and why others are left out."""
+def undelivered_units_preview(
+    *, order_id: int, include_unknown: bool = False, include_held: bool = False
+) -> UndeliveredPreview:
+    """The FAILED units of a PAID order that a refund would cover, and why others are left out.
+
+    Units that a halt or pause holds back (WAITING, never sent since) are listed apart; with
+    `include_held` they count as refunded too: the decision stops them first."""
     preview = UndeliveredPreview(order_id=order_id)
     status = Order.objects.filter(pk=order_id).values_list("status", flat=True).first()
     if status is None:
@@ -62,19 +70,27 @@ def undelivered_units_preview(*, order_id: int, include_unknown: bool = False) -
     if status != OrderStatus.PAID:
         preview.problem = f"Order {order_id} is {status}: only a paid order's undelivered units are refunded here."
         return preview
-    open_units = Delivery.objects.filter(order_id=order_id, status__in=OPEN_STATUSES).count()
+    held_waiting = list(held_units_query(order_id=order_id).select_related("item__product").order_by("pk"))
+    held_ids = {unit.pk for unit in held_waiting}
+    open_units = Delivery.objects.filter(order_id=order_id, status__in=OPEN_STATUSES).exclude(pk__in=held_ids).count()
     if open_units:
         preview.problem = (
             f"Order {order_id} has {open_units} unit(s) still being delivered: refund once they have settled, so "
             "one refund covers every unit that failed."
         )
         return preview
+    if include_held:
+        preview.units.extend(held_waiting)
+    else:
+        preview.waiting_held = held_waiting
     halted = set(ProviderHalt.objects.values_list("provider", flat=True))
     failed = Delivery.objects.filter(order_id=order_id, status=DeliveryStatus.FAILED, refund__isnull=True)
     for unit in failed.select_related("item__product").order_by("item_id", "unit_index"):
         # Failed by a fault that was not the unit's (a halted provider, a paused product, the shop's
         # setup): the unit goes back to waiting once the fault clears, so it is not refunded.
-        if (unit.provider and unit.provider in halted) or unit.failure_scope in FAULTS_NOT_THE_UNITS:
+        if unit.last_code == STOPPED_CODE:
+            preview.units.append(unit)  # stopped by staff while held: to be refunded, whatever holds its provider
+        elif (unit.provider and unit.provider in halted) or unit.failure_scope in FAULTS_NOT_THE_UNITS:
             preview.held.append(unit)
         elif _unknown_outcome(unit):
             (preview.units if include_unknown else preview.unknown).append(unit)
@@ -90,6 +106,12 @@ def undelivered_units_preview(*, order_id: int, include_unknown: bool = False) -
             )
         if preview.held:
             preview.problem += f" {len(preview.held)} failed unit(s) wait for a halted provider."
+        if preview.waiting_held:
+            preview.nothing_to_refund = False
+            preview.problem = (
+                f"Order {order_id} has {len(preview.waiting_held)} unit(s) held by a paused product or a halted "
+                "provider: confirm stopping them to refund them."
+            )
     return preview
 
 
@@ -152,6 +174,7 @@ def refund_decide_undelivered(
     decided_by: str,
     user=None,
     include_unknown: bool = False,
+    include_held: bool = False,
     reason: str = RefundReason.UNDELIVERABLE,
 ) -> Refund | None:
     """Decide one refund of every FAILED unit of a PAID order that nothing is delivering any more,
@@ -159,18 +182,24 @@ def refund_decide_undelivered(
 
     Units whose outcome is unknown (the provider may have delivered them) are included only
     with `include_unknown` (staff, after checking with the provider); units of a halted provider
-    never are. Raises RefundNotPossible when the order is not PAID or still has units in progress.
+    never are. With `include_held` (staff), units a halt or pause holds back are stopped first
+    (fulfillment.services.units_stop_held) and refunded with them, in the same transaction.
+    Raises RefundNotPossible when the order is not PAID or still has units in progress.
     """
     with transaction.atomic():
         order = Order.objects.select_for_update().filter(pk=order_id).first()
         if order is None:
             raise RefundNotPossible(f"Order {order_id} does not exist.")
+        if include_held and order.status == OrderStatus.PAID:
+            units_stop_held(order_id=order_id, stopped_by=decided_by)
         preview = undelivered_units_preview(order_id=order_id, include_unknown=include_unknown)
         if not preview.units:
             if preview.nothing_to_refund:
                 return None
             raise RefundNotPossible(preview.problem)
         units = preview.units
+        if include_held and any(unit.status != DeliveryStatus.FAILED for unit in units):
+            raise RefundNotPossible(f"Order {order_id}: a held unit could not be stopped; try again.")
         payment = _primary_payment(order)
         amount = preview.amount_kopecks
         others = payment.refunds.exclude(state=RefundState.FAILED).exists()
