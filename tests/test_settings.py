@@ -116,7 +116,8 @@ def test_each_https_value_can_be_overridden(monkeypatch, tmp_path):
     assert (loaded["SECURE_HSTS_SECONDS"], loaded["SECURE_HSTS_INCLUDE_SUBDOMAINS"]) == (600, False)
     assert loaded["SECURE_HSTS_PRELOAD"] is False
     assert loaded["SECURE_PROXY_SSL_HEADER"] == ("HTTP_X_FORWARDED_SSL", "on")
-    assert loaded["SILENCED_SYSTEM_CHECKS"] == ["security.W021", "security.W005"]
+    # Staff's own list first; the SQLite default database adds its covering-index note (below).
+    assert loaded["SILENCED_SYSTEM_CHECKS"][:2] == ["security.W021", "security.W005"]
     # Without the switch, one value alone.
     alone = load_settings(monkeypatch, VAR_DIR=str(tmp_path), DJANGO_SECURE_HSTS_SECONDS="60")
     assert (alone["SECURE_HSTS_SECONDS"], alone["SECURE_SSL_REDIRECT"]) == (60, False)
@@ -203,3 +204,37 @@ def test_check_refuses_demo_tbank_credentials_with_debug_off(tmp_path, name, val
     assert result.returncode != 0
     assert "orders.E005" in result.stderr and name in result.stderr
     assert value not in result.stderr  # the message names the variable, not its value
+
+
+def test_a_task_s_printed_output_is_logged_as_info_not_warning():
+    # The development email backend prints each email from the worker; Celery logs stdout.
+    from fulfillment_site.celery import app
+
+    assert app.conf.worker_redirect_stdouts_level == "INFO"
+
+
+def test_sqlite_development_runs_print_no_covering_index_warnings(tmp_path):
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("DJANGO_", "DATABASE_", "PYTEST", "VAR_DIR"))
+    }
+    env.update({"DJANGO_SETTINGS_MODULE": "fulfillment_site.settings", "DJANGO_IGNORE_DOTENV": "1"})
+    env.update({"DJANGO_DEBUG": "true", "VAR_DIR": str(tmp_path / "var")})
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=SETTINGS_FILE.parent.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "W040" not in result.stdout + result.stderr
+
+
+def test_only_sqlite_silences_the_covering_index_warning(monkeypatch, tmp_path):
+    sqlite = load_settings(monkeypatch, VAR_DIR=str(tmp_path), DATABASE_URL=f"sqlite:///{tmp_path}/db.sqlite3")
+    postgres = load_settings(monkeypatch, VAR_DIR=str(tmp_path), DATABASE_URL="postgres://shop@127.0.0.1:5432/shop")
+    assert "models.W040" in sqlite["SILENCED_SYSTEM_CHECKS"]
+    assert "models.W040" not in postgres["SILENCED_SYSTEM_CHECKS"]
