@@ -187,17 +187,26 @@ def money_balance(modeladmin, obj: Order) -> str:
     if obj is None or obj.pk is None:
         return "-"
     balance = order_money_balance(order_id=obj.pk)
-    text = (
-        f"paid {rubles(balance.paid)}; delivered {rubles(balance.delivered)}; refunded {rubles(balance.refunded)}"
-        f" (being refunded {rubles(balance.refunding)}); outstanding {rubles(balance.outstanding)}"
-    )
+    text = _(
+        "paid %(paid)s; delivered %(delivered)s; refunded %(refunded)s (being refunded %(refunding)s); "
+        "outstanding %(outstanding)s"
+    ) % {
+        "paid": rubles(balance.paid),
+        "delivered": rubles(balance.delivered),
+        "refunded": rubles(balance.refunded),
+        "refunding": rubles(balance.refunding),
+        "outstanding": rubles(balance.outstanding),
+    }
     if balance.extra_paid:
-        text += f"; paid twice: {rubles(balance.extra_paid)}, of it refunded {rubles(balance.extra_refunded)}"
+        text += _("; paid twice: %(extra)s, of it refunded %(extra_refunded)s") % {
+            "extra": rubles(balance.extra_paid),
+            "extra_refunded": rubles(balance.extra_refunded),
+        }
     if not balance.ledger_ok:
-        text += (
-            f"; LEDGER BROKEN: delivered + being delivered ({rubles(balance.delivering)}) + refunds made or in flight "
-            "exceed what was paid (see the order's flags)"
-        )
+        text += _(
+            "; LEDGER BROKEN: delivered + being delivered (%(delivering)s) + refunds made or in flight exceed what "
+            "was paid (see the order's flags)"
+        ) % {"delivering": rubles(balance.delivering)}
     return text
 
 

@@ -308,3 +308,9 @@ def test_the_list_action_lists_held_units_and_offers_to_include_them(admin_clien
 
 def statuses_of(order) -> list[str]:
     return list(Delivery.objects.filter(order=order).order_by("pk").values_list("status", flat=True))
+
+
+def test_the_money_balance_reads_in_the_staff_member_s_language(admin_client, failed_order):
+    page = page_of(admin_client, failed_order, "ru")
+    assert "оплачено 800,00 ₽; выдано 400,00 ₽; возвращено 0,00 ₽" in page
+    assert "paid 800" not in page
