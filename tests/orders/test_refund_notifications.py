@@ -12,7 +12,12 @@ from fulfillment.models import Delivery, DeliveryStatus, FlagKind, OrderFlag
 from fulfillment.services import fulfill_order
 from orders.models import NotificationVerdict, Order, Payment, PaymentNotification, Refund, RefundReason
 from orders.refund_state import RefundState, refund_transition
-from orders.services.refunds import order_refunded_kopecks, refund_decide_undelivered, refund_mark_succeeded
+from orders.services.refunds import (
+    order_refunded_kopecks,
+    refund_decide_undelivered,
+    refund_mark_succeeded,
+    refund_send,
+)
 from orders.state import FINAL_STATUSES, OrderStatus
 from tests.conftest import notification
 from tests.orders.test_refunds import run, status_of, units
@@ -259,3 +264,26 @@ def test_staff_decision_requires_a_paid_order(shop, bank, settings, post_notific
     post(post_notification, order, "REFUNDED", amount=0)
     with pytest.raises(RefundNotPossible, match="is refunded"):
         refund_decide_undelivered(order_id=order.pk, decided_by="alice")
+
+
+def test_a_full_portal_refund_withdraws_our_refund_not_sent_yet(
+    shop, bank, settings, post_notification, django_capture_on_commit_callbacks
+):
+    order = staff_failed_order(shop, settings, [(10000, 1, "0811"), (7000, 1, "FAIL-1")])
+    decided = refund_decide_undelivered(order_id=order.pk, decided_by="anna")  # queued, not sent yet
+    assert decided.state == RefundState.DECIDED
+
+    with django_capture_on_commit_callbacks(execute=True):
+        record = post(post_notification, order, "REFUNDED", amount=0)  # the whole 170 ₽, in the portal
+
+    decided.refresh_from_db()
+    portal = Refund.objects.get(order=order, reason=RefundReason.PORTAL)
+    assert decided.state == RefundState.WITHDRAWN and f"refund {portal.pk}" in decided.last_message
+    assert record.verdict == NotificationVerdict.APPLIED and status_of(order) == OrderStatus.REFUNDED
+    # The failed unit is refunded by the portal's refund; nothing of ours reaches the bank.
+    failed = Delivery.objects.get(order=order, item__recipient="FAIL-1")
+    assert (failed.status, failed.refund_id) == (DeliveryStatus.REFUNDED, portal.pk)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert refund_send(refund_id=decided.pk) == RefundState.WITHDRAWN
+    assert bank.calls("Cancel") == []
+    assert order_refunded_kopecks(order_id=order.pk) == order.amount_kopecks

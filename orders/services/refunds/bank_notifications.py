@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from fulfillment.models import Delivery, DeliveryStatus
 from orders.models import Order, Payment, Refund, RefundAttempt, RefundReason
-from orders.refund_state import RefundState
+from orders.refund_state import RefundState, refund_transition
 from orders.services.refunds.common import FULL_RETURN_STATUSES
 from orders.services.refunds.ledger import holds_place_q
 from orders.services.refunds.sending import refund_mark_succeeded
@@ -112,6 +112,36 @@ def portal_refund_record(order: Order, payment: Payment, amount: int, status: st
     return refund
 
 
+def portal_full_refund_withdraw_decided(*, order_id: int, refund: Refund) -> list[int]:
+    """The whole payment went back through the portal: our refunds of it decided but not sent yet
+    are withdrawn (the bank would refuse them anyway, and their money is already returned), and
+    their units are refunded by the portal refund. A refund a worker has already taken to send
+    is not withdrawn here (the conditional move loses): the bank answers it, and the ledger
+    check before each Cancel stops one that would exceed the payment. Returns the ids withdrawn."""
+    withdrawn = []
+    decided = Refund.objects.filter(order_id=order_id, payment_id=refund.payment_id, state=RefundState.DECIDED)
+    for refund_id in decided.exclude(pk=refund.pk).order_by("id").values_list("pk", flat=True):
+        if refund_transition(
+            refund_id=refund_id,
+            target=RefundState.WITHDRAWN,
+            sources=(RefundState.DECIDED,),
+            queued_at=None,
+            last_message=f"Withdrawn before sending: the whole payment was refunded in the T-Bank portal "
+            f"(refund {refund.pk}).",
+        ):
+            withdrawn.append(refund_id)
+    if withdrawn:
+        Delivery.objects.filter(refund_id__in=withdrawn, status=DeliveryStatus.REFUNDING).update(
+            status=DeliveryStatus.REFUNDED,
+            refund=refund,
+            last_message=f"Refunded in the T-Bank portal (refund {refund.pk}).",
+        )
+        logger.info(
+            "Order %s: refund(s) %s withdrawn, the whole payment was refunded in the portal", order_id, withdrawn
+        )
+    return withdrawn
+
+
 def portal_full_refund_link_units(*, order_id: int, refund: Refund) -> int:
     """A whole-order refund made in the portal covers every unit no other refund covers: they
     are refunded. FAILED and WAITING units will never be delivered now; units in flight resolve
@@ -119,6 +149,7 @@ def portal_full_refund_link_units(*, order_id: int, refund: Refund) -> int:
     being delivered, the customer may have both: the order is flagged for staff."""
     from fulfillment.services import order_flag_raise
 
+    portal_full_refund_withdraw_decided(order_id=order_id, refund=refund)
     uncovered = Delivery.objects.filter(order_id=order_id, refund__isnull=True)
     given = list(
         uncovered.filter(
