@@ -296,6 +296,10 @@ REFUND_POLICY = env("REFUND_POLICY", default="auto")
 REFUND_CLAIM_SECONDS = env.int("REFUND_CLAIM_SECONDS", default=120)
 # Wait between two GetState checks of a refund whose outcome is unknown.
 REFUND_CHECK_INTERVAL_SECONDS = env.int("REFUND_CHECK_INTERVAL_SECONDS", default=60)
+# A refund the bank refused after an earlier Cancel of it may have gone through (a worker killed
+# mid-call) is asked about again with GetState this often, so a refund the bank did make is
+# recorded without waiting for staff.
+REFUND_FAILED_RECHECK_SECONDS = env.int("REFUND_FAILED_RECHECK_SECONDS", default=900)
 
 # Raw bodies above this size are stored truncated (audit records must not grow unbounded).
 PAYMENT_NOTIFICATION_MAX_STORED_BYTES = env.int("PAYMENT_NOTIFICATION_MAX_STORED_BYTES", default=16384)

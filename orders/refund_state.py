@@ -9,7 +9,9 @@
                                                                    |   \\--GetState: not refunded--> SENDING
                                                                    +--GetState refused--> FAILED
 
+    FAILED, an earlier Cancel maybe made --sweep: GetState shows it made--> SUCCEEDED
     DECIDED --a unit of it was delivered after all (late provider success)--> WITHDRAWN
+    DECIDED --the whole payment was refunded in the bank's portal--> WITHDRAWN
 
 At most one refund of a payment is SENDING or CHECKING (or FAILED with a Cancel that may have
 reached the bank) at a time: a unique constraint on the payment. The others stay DECIDED and

@@ -12,7 +12,7 @@ from fulfillment.providers.base import FulfillmentResult
 from fulfillment.services import delivery_resolve_by_reference, fulfill_order
 from orders.models import NotificationVerdict, Payment, PaymentNotification, Refund, RefundReason
 from orders.refund_state import RefundState
-from orders.services.refunds import refund_decide_undelivered, refund_resend, refund_send
+from orders.services.refunds import refund_decide_undelivered, refund_resend, refund_send, refunds_reconcile
 from orders.state import OrderStatus
 from orders.tbank import client as tbank_client_module
 from tests.conftest import notification
@@ -94,6 +94,66 @@ def test_resend_after_a_worker_killed_mid_cancel_keeps_the_external_request_id_a
     assert refund.state == RefundState.SUCCEEDED
     assert bank_refunded(bank, order) == books_refunded(order) == 7000
     assert status_of(order) == OrderStatus.PARTIALLY_REFUNDED
+
+
+def test_the_sweep_records_a_refused_refund_the_bank_did_make_without_staff(
+    shop, bank, monkeypatch, settings, django_capture_on_commit_callbacks
+):
+    order = shop([(10000, 1, "0811"), (7000, 1, "FAIL-1")])
+    fulfill_order(order.pk)
+    refund = Refund.objects.get(order=order)
+    real_cancel = tbank_client_module.TBankClient.cancel
+
+    def cancel_then_die(self, **kwargs):
+        real_cancel(self, **kwargs)
+        raise WorkerKilled
+
+    monkeypatch.setattr(tbank_client_module.TBankClient, "cancel", cancel_then_die)
+    with pytest.raises(WorkerKilled):
+        refund_send(refund_id=refund.pk)
+    monkeypatch.setattr(tbank_client_module.TBankClient, "cancel", real_cancel)
+    Refund.objects.filter(pk=refund.pk).update(claim_expires_at="2000-01-01T00:00:00Z")
+    real_get_state = bank._method_GetState
+    lagging = iter([{"Status": "CONFIRMED", "Amount": order.amount_kopecks}])
+    monkeypatch.setattr(bank, "_method_GetState", lambda body: {**real_get_state(body), **next(lagging, {})})
+    bank.inject("Cancel", Fault("refuse", error_code="9999", message="Внутренняя ошибка, повторите позже"))
+    refund_send(refund_id=refund.pk)
+    refund.refresh_from_db()
+    assert refund.state == RefundState.FAILED and refund.cancel_may_be_at_bank
+    cancels = len(bank.calls("Cancel"))
+
+    # The sweep asks about it when its re-check is due (no staff), and GetState now shows it made.
+    Refund.objects.filter(pk=refund.pk).update(next_check_at=None)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert refunds_reconcile()["refunds"] == 1
+
+    refund.refresh_from_db()
+    assert refund.state == RefundState.SUCCEEDED
+    assert len(bank.calls("Cancel")) == cancels  # asked about, never sent again
+    assert bank_refunded(bank, order) == books_refunded(order) == 7000
+    assert status_of(order) == OrderStatus.PARTIALLY_REFUNDED
+
+
+def test_a_re_check_that_finds_nothing_made_keeps_the_refund_failed_and_asks_later(
+    shop, bank, settings, django_capture_on_commit_callbacks
+):
+    order = shop([(10000, 1, "0811"), (7000, 1, "FAIL-1")])
+    fulfill_order(order.pk)
+    refund = Refund.objects.get(order=order)
+    # A Cancel started, then a refused one: it may be at the bank, but it is not.
+    Refund.objects.filter(pk=refund.pk).update(
+        state=RefundState.FAILED, cancel_may_be_at_bank=True, cancel_calls=2, cancel_refusals=1, queued_at=None
+    )
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert refunds_reconcile()["refunds"] == 1
+
+    refund.refresh_from_db()
+    assert refund.state == RefundState.FAILED and refund.cancel_may_be_at_bank
+    assert refund.next_check_at is not None and bank.calls("Cancel") == []
+    assert refund.attempts.filter(method="GetState", outcome="not_refunded").count() == 1
+    with django_capture_on_commit_callbacks(execute=True):
+        assert refunds_reconcile()["refunds"] == 0  # not again before REFUND_FAILED_RECHECK_SECONDS
 
 
 def test_a_refund_every_cancel_of_which_was_refused_is_resent_under_a_new_id(shop, bank, settings):

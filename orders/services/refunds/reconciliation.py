@@ -22,7 +22,8 @@ logger = logging.getLogger(__name__)
 def refunds_reconcile(*, limit: int = 500) -> dict[str, int]:
     """The periodic sweep: decide the refunds a crash left undecided (REFUND_POLICY=auto), close
     orders whose refunds are done, and queue refunds nobody is working on: decided ones whose
-    message was lost, ones a dead worker was sending, ones due for a GetState check."""
+    message was lost, ones a dead worker was sending, ones due for a GetState check, and refused
+    ones whose earlier Cancel may have been made (asked about with GetState, never re-sent)."""
     now = timezone.now()
     stale = now - timedelta(seconds=settings.REFUND_CLAIM_SECONDS)
     open_unit = Delivery.objects.filter(order=OuterRef("pk"), status__in=OPEN_STATUSES)
@@ -42,7 +43,8 @@ def refunds_reconcile(*, limit: int = 500) -> dict[str, int]:
     due = (
         Q(state=RefundState.DECIDED) & (Q(queued_at__isnull=True) | Q(queued_at__lt=stale))
         | Q(state=RefundState.SENDING, claim_expires_at__lt=now)
-        | Q(state=RefundState.CHECKING)
+        | Q(state__in=(RefundState.CHECKING, RefundState.FAILED))
+        & ~Q(state=RefundState.FAILED, cancel_may_be_at_bank=False)
         & not_claimed
         & (Q(next_check_at__isnull=True) | Q(next_check_at__lte=now))
         & (Q(queued_at__isnull=True) | Q(queued_at__lt=stale))

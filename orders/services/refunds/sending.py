@@ -107,6 +107,10 @@ def _claim(refund_id: int) -> tuple[str | None, Refund | None, str]:
         elif refund.state == RefundState.CHECKING and free:
             Refund.objects.filter(pk=refund_id).update(**claim)
             action = "check"
+        elif refund.state == RefundState.FAILED and refund.cancel_may_be_at_bank and free:
+            # Refused, but an earlier Cancel of it may have been made: only asked about, never sent.
+            Refund.objects.filter(pk=refund_id).update(**claim)
+            action = "verify"
         else:
             return None, refund, token
     refund.refresh_from_db()
@@ -178,7 +182,10 @@ def _refund_send(*, refund_id: int) -> str:
     rounds = 0
     while action and rounds < _MAX_ROUNDS:
         rounds += 1
-        action = _cancel(refund, token, client) if action == "cancel" else _check(refund, token, client)
+        if action == "verify":
+            action = _verify(refund, token, client)
+        else:
+            action = _cancel(refund, token, client) if action == "cancel" else _check(refund, token, client)
     # Whatever is still unknown waits for the next check; the claim is given back.
     Refund.objects.filter(pk=refund_id, claim_token=token).update(
         claim_token="",
@@ -334,12 +341,7 @@ def _check(refund: Refund, token: str, client: TBankClient) -> str | None:
         Order.objects.select_for_update().filter(pk=refund.order_id).first()
         payment = Payment.objects.select_for_update().get(pk=payment.pk)
         current = Refund.objects.values_list("state", flat=True).get(pk=refund.pk)
-        if state.status in FULL_RETURN_STATUSES:
-            bank_refunded = payment.amount_kopecks
-        elif state.status in PARTIAL_RETURN_STATUSES and state.amount is not None:
-            bank_refunded = payment.amount_kopecks - state.amount
-        else:
-            bank_refunded = 0
+        bank_refunded = _bank_refunded(payment, state.status, state.amount)
         known = payment.refunded_kopecks
         new = bank_refunded - known
         if current != RefundState.CHECKING:
@@ -382,6 +384,56 @@ def _check(refund: Refund, token: str, client: TBankClient) -> str | None:
             return "cancel" if moved else None
         Refund.objects.filter(pk=refund.pk).update(last_message=detail[:500], bank_status=state.status[:40])
         return None
+
+
+def _bank_refunded(payment: Payment, status: str, amount: int | None) -> int:
+    """What the bank's answer says was returned of `payment` in all, in kopecks."""
+    if status in FULL_RETURN_STATUSES:
+        return payment.amount_kopecks
+    if status in PARTIAL_RETURN_STATUSES and amount is not None:
+        return payment.amount_kopecks - amount
+    return 0
+
+
+def _verify(refund: Refund, token: str, client: TBankClient) -> None:
+    """Ask GetState about a FAILED refund whose earlier Cancel may have reached the bank: when the
+    bank's total moved by exactly its amount, it was made (it holds the payment's one place, so
+    nothing else of ours explains the change) and is recorded SUCCEEDED. Otherwise it stays
+    FAILED with its place and its ExternalRequestId, and is asked about again later. Never a Cancel."""
+    payment = refund.payment
+    request = {"PaymentId": payment.payment_id}
+    started, clock = timezone.now(), time.monotonic()
+    Refund.objects.filter(pk=refund.pk).update(state_checks=F("state_checks") + 1)
+    later = {
+        "claim_token": "",
+        "claim_expires_at": None,
+        "next_check_at": timezone.now() + timedelta(seconds=settings.REFUND_FAILED_RECHECK_SECONDS),
+    }
+    try:
+        state = client.get_state(payment_id=payment.payment_id)
+    except TBankError as exc:
+        _attempt(
+            refund, method="GetState", request=request, answer=getattr(exc, "answer", {}), outcome="unavailable",
+            started=started, clock=clock, error_code=getattr(exc, "error_code", ""), message=str(exc),
+        )  # fmt: skip
+        Refund.objects.filter(pk=refund.pk, claim_token=token).update(**later)
+        return None
+    with transaction.atomic():
+        Order.objects.select_for_update().filter(pk=refund.order_id).first()
+        payment = Payment.objects.select_for_update().get(pk=payment.pk)
+        new = _bank_refunded(payment, state.status, state.amount) - payment.refunded_kopecks
+        made = new == refund.amount_kopecks and state.status not in _BUSY_STATUSES
+        detail = f"re-check of a refused refund: the bank reports {state.status}, " + (
+            "this refund was made" if made else f"{max(new, 0)} kopecks returned that we do not know of"
+        )
+        _attempt(
+            refund, method="GetState", request=request, answer=state.raw, started=started, clock=clock,
+            outcome="refunded" if made else "not_refunded", message=detail,
+        )  # fmt: skip
+        Refund.objects.filter(pk=refund.pk, claim_token=token).update(**later)
+        if made:
+            refund_mark_succeeded(refund_id=refund.pk, bank_status=state.status, via="GetState, re-checking a refusal")
+    return None
 
 
 def refund_mark_succeeded(*, refund_id: int, bank_status: str = "", via: str = "") -> bool:
