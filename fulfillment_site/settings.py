@@ -269,6 +269,16 @@ TBANK_TRUST_X_FORWARDED_FOR = env.bool("TBANK_TRUST_X_FORWARDED_FOR", default=Fa
 TBANK_API_URL = env("TBANK_API_URL", default="https://securepay.tinkoff.ru/v2/")
 # Seconds to wait for the bank's answer; past it the outcome is unknown and is checked before any repeat.
 TBANK_TIMEOUT_SECONDS = env.float("TBANK_TIMEOUT_SECONDS", default=15.0)
+# An Init whose answer was lost is judged (CheckOrder) only once it is this old, so the bank has
+# registered it: asked sooner, CheckOrder could miss it and a second live payment link be made.
+TBANK_INIT_SETTLE_SECONDS = env.float("TBANK_INIT_SETTLE_SECONDS", default=60.0)
+if TBANK_INIT_SETTLE_SECONDS < TBANK_TIMEOUT_SECONDS:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(
+        f"TBANK_INIT_SETTLE_SECONDS ({TBANK_INIT_SETTLE_SECONDS:g}) must be at least TBANK_TIMEOUT_SECONDS "
+        f"({TBANK_TIMEOUT_SECONDS:g}): an Init still waiting for its answer must not be judged by CheckOrder."
+    )
 # How long the payment link lives (Init RedirectDueDate); the bank then expires the payment.
 TBANK_PAYMENT_TTL_MINUTES = env.int("TBANK_PAYMENT_TTL_MINUTES", default=60)
 # 54-FZ receipt in Init. Off for a terminal without an online kassa.

@@ -22,6 +22,7 @@ def load_settings(monkeypatch, **env: str) -> dict:
         if key.startswith(("DJANGO_", "CELERY_", "DATABASE_", "TBANK_", "DIGIFLAZZ_", "VAR_DIR")):
             monkeypatch.delenv(key)
     env.setdefault("DJANGO_SECRET_KEY", "settings-test-key")
+    env.setdefault("DJANGO_IGNORE_DOTENV", "1")  # a developer's .env is not part of what is tested
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     return runpy.run_path(str(SETTINGS_FILE))
@@ -238,3 +239,11 @@ def test_only_sqlite_silences_the_covering_index_warning(monkeypatch, tmp_path):
     postgres = load_settings(monkeypatch, VAR_DIR=str(tmp_path), DATABASE_URL="postgres://shop@127.0.0.1:5432/shop")
     assert "models.W040" in sqlite["SILENCED_SYSTEM_CHECKS"]
     assert "models.W040" not in postgres["SILENCED_SYSTEM_CHECKS"]
+
+
+def test_an_init_settle_window_shorter_than_the_bank_timeout_is_refused(monkeypatch, tmp_path):
+    from django.core.exceptions import ImproperlyConfigured
+
+    with pytest.raises(ImproperlyConfigured, match="TBANK_INIT_SETTLE_SECONDS"):
+        load_settings(monkeypatch, VAR_DIR=str(tmp_path), TBANK_TIMEOUT_SECONDS="15", TBANK_INIT_SETTLE_SECONDS="5")
+    assert load_settings(monkeypatch, VAR_DIR=str(tmp_path))["TBANK_INIT_SETTLE_SECONDS"] == 60.0

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -411,6 +412,17 @@ def _settle_unknown_init(order: Order, client) -> None:
         order=order, method="CheckOrder", outcome=TBankCallOutcome.OK, id__gt=unknown.id
     ).exists():
         return  # already settled, and every Init since then had a readable answer
+    # CheckOrder can only show a payment the bank has registered: asked while that Init may still
+    # be on its way (or being processed), it would find nothing, and a new Init would leave two
+    # live links. So the earlier Init is given TBANK_INIT_SETTLE_SECONDS before it is judged.
+    settle = timedelta(seconds=settings.TBANK_INIT_SETTLE_SECONDS)
+    age = timezone.now() - unknown.created_at
+    if age < settle:
+        wait = max(1, math.ceil((settle - age).total_seconds()))
+        raise PaymentUnavailable(
+            f"an earlier payment attempt for this order started {int(age.total_seconds())} s ago and the bank may "
+            f"still be registering it; nothing new was started. Repeat the request in {wait} s."
+        )
     try:
         states = _recorded_call(
             order, "CheckOrder", {"order_id": order.public_id}, lambda: client.check_order(order_id=order.public_id)

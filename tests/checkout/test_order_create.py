@@ -353,6 +353,11 @@ def test_init_refused_answers_503_keeps_the_order_new_and_a_repeat_pays_it(bank,
     assert post_order(order_body(phone_product), key="retry-1").json() == again.json()
 
 
+def settle_lost_inits() -> None:
+    """Let TBANK_INIT_SETTLE_SECONDS pass for every Init whose answer was lost."""
+    TBankCall.objects.filter(method="Init", outcome="unknown").update(created_at=timezone.now() - timedelta(hours=1))
+
+
 def test_init_timeout_answers_503_and_the_repeat_cancels_the_unreachable_payment_first(bank, post_order, phone_product):
     bank.inject("Init", Fault("lose_answer", delay=2.0))  # the bank creates it; the answer comes too late
     failed = post_order(order_body(phone_product), key="timeout-1")
@@ -361,6 +366,11 @@ def test_init_timeout_answers_503_and_the_repeat_cancels_the_unreachable_payment
     assert order.status == "new"
     (lost,) = bank.payments.values()
     assert lost.status == "NEW"
+    # Repeated at once, before the bank is sure to have registered the lost Init: nothing is started.
+    early = post_order(order_body(phone_product), key="timeout-1")
+    assert early.status_code == 503 and "Repeat the request in" in early.json()["detail"]
+    assert [name for name, _ in bank.requests] == ["Init"]
+    settle_lost_inits()
 
     again = post_order(order_body(phone_product), key="timeout-1")
 
@@ -384,6 +394,7 @@ def test_init_timeout_answers_503_and_the_repeat_cancels_the_unreachable_payment
 def test_an_http_500_is_an_unknown_outcome_and_checkorder_finds_nothing(bank, post_order, phone_product):
     bank.inject("Init", Fault("http500"))
     assert post_order(order_body(phone_product), key="500").status_code == 503
+    settle_lost_inits()
     again = post_order(order_body(phone_product), key="500")
     assert again.status_code == 201
     assert [name for name, _ in bank.requests] == ["Init", "CheckOrder", "Init"]
@@ -392,6 +403,7 @@ def test_an_http_500_is_an_unknown_outcome_and_checkorder_finds_nothing(bank, po
 def test_when_checkorder_fails_no_new_init_is_made(bank, post_order, phone_product):
     bank.inject("Init", Fault("http500"))
     assert post_order(order_body(phone_product), key="co").status_code == 503
+    settle_lost_inits()
     bank.inject("CheckOrder", Fault("http500"))
     second = post_order(order_body(phone_product), key="co")
     assert second.status_code == 503 and "could not be verified" in second.json()["detail"]
@@ -404,6 +416,7 @@ def test_a_payment_captured_behind_a_lost_init_pays_the_order_instead_of_a_new_i
     assert post_order(order_body(phone_product), key="paid-lost").status_code == 503
     (lost,) = bank.payments.values()
     lost.status = "CONFIRMED"  # paid somehow; its notification never reached us
+    settle_lost_inits()
 
     again = post_order(order_body(phone_product), key="paid-lost")
 
@@ -473,6 +486,7 @@ def test_a_checkout_that_outlives_its_lease_leaves_one_live_payment_link(bank, p
         if len(calls) == 1:
             # Still waiting for the bank when the lease runs out: the client repeats the request.
             IdempotencyKey.objects.update(init_started_at=timezone.now() - timedelta(hours=1))
+            settle_lost_inits()
             answers.append(post_order(order_body(phone_product), key="lease-2"))
         return answer
 
@@ -487,3 +501,29 @@ def test_a_checkout_that_outlives_its_lease_leaves_one_live_payment_link(bank, p
     assert [c["PaymentId"] for c in bank.calls("Cancel")] == [
         p.payment_id for p in bank.payments.values() if p.status == "CANCELED"
     ]
+
+
+def test_a_takeover_before_the_bank_registered_the_first_init_starts_nothing(
+    bank, post_order, phone_product, monkeypatch
+):
+    from orders.tbank.client import TBankClient
+
+    real_init = TBankClient.init
+    answers = []
+
+    def init_reaching_the_bank_late(self, **kwargs):
+        if not answers:
+            # The lease ran out before this Init reached the bank: the client repeats the request.
+            IdempotencyKey.objects.update(init_started_at=timezone.now() - timedelta(hours=1))
+            answers.append(post_order(order_body(phone_product), key="lease-3"))
+        return real_init(self, **kwargs)
+
+    monkeypatch.setattr(TBankClient, "init", init_reaching_the_bank_late)
+    first = post_order(order_body(phone_product), key="lease-3")
+
+    (takeover,) = answers
+    assert takeover.status_code == 503 and takeover.json()["code"] == "payment_unavailable"
+    assert first.status_code == 201
+    # CheckOrder was not asked too early (it would have found nothing and a second Init followed).
+    assert [name for name, _ in bank.requests] == ["Init"]
+    assert len(bank.payments) == 1 and first.json()["payment_url"].endswith(next(iter(bank.payments)))
