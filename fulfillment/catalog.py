@@ -22,6 +22,7 @@ from typing import Any
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from fulfillment.models import ProviderAccount
 from fulfillment.providers.digiflazz import DigiflazzClient, DigiflazzError, DigiflazzProvider
@@ -61,11 +62,17 @@ class SyncReport:
     unchanged: int = 0
 
     def summary(self) -> str:
-        return (
-            f"{self.total} SKUs in the price list: {len(self.created)} created, {len(self.updated)} updated "
-            f"({len(self.disabled)} disabled by the provider, {len(self.enabled)} available again), "
-            f"{self.unchanged} unchanged."
-        )
+        return _(
+            "%(total)s SKUs in the price list: %(created)s created, %(updated)s updated (%(disabled)s disabled by "
+            "the provider, %(enabled)s available again), %(unchanged)s unchanged."
+        ) % {
+            "total": self.total,
+            "created": len(self.created),
+            "updated": len(self.updated),
+            "disabled": len(self.disabled),
+            "enabled": len(self.enabled),
+            "unchanged": self.unchanged,
+        }
 
 
 def provider_balance_refresh(*, client: DigiflazzClient | None = None) -> ProviderAccount:

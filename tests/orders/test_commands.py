@@ -58,7 +58,15 @@ def test_simulate_payment_signs_like_the_bank(order_factory, captured_post, sett
     assert tbank.token_is_valid(tbank.parse_notification(call["raw"].encode()), settings.TBANK_PASSWORD)
     assert not tbank.token_is_valid(body, "another-password")
     assert settings.TBANK_PASSWORD not in call["raw"]
-    assert f"CONFIRMED for order {order.pk} -> HTTP 200 'OK' in " in out
+    assert f"CONFIRMED for order {order.public_id} -> HTTP 200 'OK' in " in out
+
+
+def test_simulate_payment_takes_the_order_number_customers_see(order_factory, captured_post):
+    order = order_factory()
+    simulate(order.public_id)
+    assert captured_post.calls[0]["body"]["OrderId"] == order.public_id
+    with pytest.raises(CommandError, match="public id"):
+        simulate("no-such-order")
 
 
 def test_simulate_payment_is_accepted_by_the_real_webhook(order_factory, client, monkeypatch):
@@ -155,3 +163,26 @@ def test_load_demo_data_in_debug_is_repeatable_and_keeps_the_admin_password(db, 
     assert not Product.objects.filter(recipient_pattern__startswith="08").exists()
     for order in Order.objects.all():
         assert order.amount_kopecks == sum(i.unit_price_kopecks * i.quantity for i in order.items.all())
+
+
+# --- in Russian, the shop's default language ------------------------------------------------------
+
+
+def test_the_commands_speak_russian_by_default(order_factory, captured_post, settings, tmp_path):
+    from django.utils import translation
+
+    settings.DEBUG = True
+    settings.VAR_DIR = tmp_path
+    order = order_factory()
+    with translation.override("ru"):
+        paid = simulate(order.public_id)
+        demo = StringIO()
+        call_command("load_demo_data", "--orders", "1", stdout=demo)
+        purge = StringIO()
+        call_command("purge_audit", "--older-than", "180d", "--dry-run", stdout=purge)
+        with pytest.raises(CommandError, match="не менее 1"):
+            call_command("purge_audit", "--older-than", "180d", "--batch-size", "0")
+
+    assert f"CONFIRMED для заказа {order.public_id} -> HTTP 200" in paid
+    assert "Демо-товаров: 4" in demo.getvalue() and "Администратор 'admin' создан" in demo.getvalue()
+    assert "Пробный прогон" in purge.getvalue() and "Ничего не удалено (--dry-run)." in purge.getvalue()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
+from django.utils.translation import gettext as _
 
 from fulfillment.catalog import provider_balance_refresh
 from fulfillment.providers.digiflazz import DigiflazzError
@@ -17,4 +18,7 @@ class Command(BaseCommand):
         except DigiflazzError as exc:
             raise CommandError(str(exc)) from exc
         checked = account.balance_checked_at.strftime("%Y-%m-%d %H:%M:%S %Z")
-        self.stdout.write(f"Digiflazz deposit: {account.balance:,} IDR (checked {checked}).")
+        self.stdout.write(
+            _("Digiflazz deposit: %(balance)s IDR (checked %(checked)s).")
+            % {"balance": f"{account.balance:,}", "checked": checked}
+        )

@@ -13,6 +13,7 @@ from datetime import timedelta
 
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from fulfillment.services.retention import delivery_attempts_purge
 from orders.services.retention import payment_notifications_purge
@@ -24,13 +25,17 @@ def parse_age(text: str) -> timedelta:
     """ "180d" -> 180 days, "12h" -> 12 hours; at least one hour."""
     match = _DURATION.match(text)
     if not match:
-        raise ValueError(f"--older-than takes a number of days or hours such as 180d or 12h, not {text!r}.")
+        raise ValueError(
+            _("--older-than takes a number of days or hours such as 180d or 12h, not %(value)r.") % {"value": text}
+        )
     amount, unit = int(match.group(1)), match.group(2).lower()
     if amount > 100 * 366:
-        raise ValueError(f"--older-than {text} is more than a century; use days (180d) or hours (12h).")
+        raise ValueError(
+            _("--older-than %(value)s is more than a century; use days (180d) or hours (12h).") % {"value": text}
+        )
     age = timedelta(days=amount) if unit == "d" else timedelta(hours=amount)
     if age < timedelta(hours=1):
-        raise ValueError("--older-than must be at least 1h: the newest rows are the ones being looked at.")
+        raise ValueError(_("--older-than must be at least 1h: the newest rows are the ones being looked at."))
     return age
 
 
@@ -52,29 +57,34 @@ class Command(BaseCommand):
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
         if batch_size < 1:
-            raise CommandError(f"--batch-size must be at least 1, not {batch_size}.")
+            raise CommandError(_("--batch-size must be at least 1, not %(value)s.") % {"value": batch_size})
         before = timezone.now() - age
-        verb = "would delete" if dry_run else "deleted"
-        self.stdout.write(
-            f"{'Dry run: ' if dry_run else ''}purging audit rows older than {older_than.strip()} "
-            f"(before {before:%Y-%m-%d %H:%M:%S %Z})."
-        )
+        values = {"age": older_than.strip(), "before": f"{before:%Y-%m-%d %H:%M:%S %Z}"}
+        if dry_run:
+            self.stdout.write(_("Dry run: purging audit rows older than %(age)s (before %(before)s).") % values)
+        else:
+            self.stdout.write(_("Purging audit rows older than %(age)s (before %(before)s).") % values)
         results = {}
         for label, purge in (
-            ("payment notifications", payment_notifications_purge),
-            ("delivery attempts", delivery_attempts_purge),
+            (_("payment notifications"), payment_notifications_purge),
+            (_("delivery attempts"), delivery_attempts_purge),
         ):
 
             def progress(done: int, label: str = label) -> None:
-                self.stdout.write(f"  {label}: {done:,} deleted so far")
+                self.stdout.write(_("  %(label)s: %(done)s deleted so far") % {"label": label, "done": f"{done:,}"})
 
             results[label] = purge(before=before, dry_run=dry_run, batch_size=batch_size, progress=progress)
-        self.stdout.write("Summary:")
+        self.stdout.write(_("Summary:"))
         for label, result in results.items():
-            self.stdout.write(
-                f"  {label}: {verb} {result.deleted:,}; kept {result.kept:,} older rows that a money question may need"
-            )
+            numbers = {"label": label, "deleted": f"{result.deleted:,}", "kept": f"{result.kept:,}"}
+            if dry_run:
+                line = _(
+                    "  %(label)s: would delete %(deleted)s; kept %(kept)s older rows that a money question may need"
+                )
+            else:
+                line = _("  %(label)s: deleted %(deleted)s; kept %(kept)s older rows that a money question may need")
+            self.stdout.write(line % numbers)
         if dry_run:
-            self.stdout.write("Nothing was deleted (--dry-run).")
+            self.stdout.write(_("Nothing was deleted (--dry-run)."))
         else:
-            self.stdout.write(self.style.SUCCESS("Done."))
+            self.stdout.write(self.style.SUCCESS(_("Done.")))

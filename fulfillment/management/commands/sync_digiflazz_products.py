@@ -7,6 +7,7 @@ with the time left (there is deliberately no option to override the provider's l
 from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
+from django.utils.translation import gettext as _
 
 from fulfillment.catalog import products_sync_price_list
 from fulfillment.providers.digiflazz import DigiflazzError
@@ -21,22 +22,24 @@ class Command(BaseCommand):
     )
 
     def handle(self, *args, **options) -> None:
-        self.stdout.write("Requesting the prepaid price list from Digiflazz...")
+        self.stdout.write(_("Requesting the prepaid price list from Digiflazz..."))
         try:
             report = products_sync_price_list(on_progress=self._progress)
         except DigiflazzError as exc:
             raise CommandError(str(exc)) from exc
         for label, names in (
-            ("Created (inactive, price 0: set a shop price and activate)", report.created),
-            ("Updated", report.updated),
-            ("Disabled by the provider", report.disabled),
-            ("Available again", report.enabled),
+            (_("Created (inactive, price 0: set a shop price and activate)"), report.created),
+            (_("Updated"), report.updated),
+            (_("Disabled by the provider"), report.disabled),
+            (_("Available again"), report.enabled),
         ):
             if names:
                 shown = ", ".join(names[:_NAMES_SHOWN])
-                more = f" and {len(names) - _NAMES_SHOWN} more" if len(names) > _NAMES_SHOWN else ""
+                more = (
+                    _(" and %(count)s more") % {"count": len(names) - _NAMES_SHOWN} if len(names) > _NAMES_SHOWN else ""
+                )
                 self.stdout.write(f"{label} ({len(names)}): {shown}{more}")
         self.stdout.write(self.style.SUCCESS(report.summary()))
 
     def _progress(self, done: int, total: int) -> None:
-        self.stdout.write(f"  applied {done}/{total} SKUs")
+        self.stdout.write(_("  applied %(done)s/%(total)s SKUs") % {"done": done, "total": total})

@@ -15,6 +15,7 @@ from pathlib import Path
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
+from django.utils.translation import gettext as _
 
 from orders.models import Order, Product
 from orders.services import ItemSpec, order_create
@@ -48,7 +49,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, orders: int, admin_username: str, reset_admin_password: bool = False, **options) -> None:
         if not settings.DEBUG:
-            raise CommandError("load_demo_data is for development only; set DJANGO_DEBUG=true to use it.")
+            raise CommandError(_("load_demo_data is for development only; set DJANGO_DEBUG=true to use it."))
         products = []
         for name, sku, price in DEMO_PRODUCTS:
             label, pattern, _example = DEMO_RECIPIENTS[sku]
@@ -67,11 +68,15 @@ class Command(BaseCommand):
             order_create(items=items, customer_email=f"customer{n}@example.com")
         new_orders = list(Order.objects.filter(status=OrderStatus.NEW).values_list("pk", "public_id")[:10])
         self.stdout.write(
-            f"Demo products: {len(products)}; NEW orders to pay: {', '.join(number for _pk, number in new_orders)}"
+            _("Demo products: %(count)s; NEW orders to pay: %(orders)s")
+            % {"count": len(products), "orders": ", ".join(number for _pk, number in new_orders)}
         )
         self._admin(admin_username, reset=reset_admin_password)
         if new_orders:
-            self.stdout.write(f"Pay one: .venv/bin/python manage.py simulate_payment {new_orders[0][0]}")
+            self.stdout.write(
+                _("Pay one: %(command)s")
+                % {"command": f".venv/bin/python manage.py simulate_payment {new_orders[0][1]}"}
+            )
 
     def _admin(self, username: str, *, reset: bool) -> None:
         """Create the admin with a new password, or keep the existing one and say it again."""
@@ -83,13 +88,19 @@ class Command(BaseCommand):
         if not created and not reset:
             if known and user.check_password(known):
                 self.stdout.write(
-                    self.style.SUCCESS(f"Admin user '{username}' kept; password: {known} (saved in {saved})")
+                    self.style.SUCCESS(
+                        _("Admin user '%(user)s' kept; password: %(password)s (saved in %(file)s)")
+                        % {"user": username, "password": known, "file": saved}
+                    )
                 )
             else:
                 self.stdout.write(
                     self.style.SUCCESS(
-                        f"Admin user '{username}' kept with its password. To set a new one: "
-                        f".venv/bin/python manage.py load_demo_data --reset-admin-password"
+                        _("Admin user '%(user)s' kept with its password. To set a new one: %(command)s")
+                        % {
+                            "user": username,
+                            "command": ".venv/bin/python manage.py load_demo_data --reset-admin-password",
+                        }
                     )
                 )
             return
@@ -99,9 +110,9 @@ class Command(BaseCommand):
         saved.parent.mkdir(parents=True, exist_ok=True)
         saved.write_text(password + "\n")
         os.chmod(saved, 0o600)
-        verb = "created" if created else "reset"
-        self.stdout.write(
-            self.style.SUCCESS(
-                f"Admin user '{username}' {verb}; password: {password} (development only, saved in {saved})"
-            )
-        )
+        values = {"user": username, "password": password, "file": saved}
+        if created:
+            line = _("Admin user '%(user)s' created; password: %(password)s (development only, saved in %(file)s)")
+        else:
+            line = _("Admin user '%(user)s' reset; password: %(password)s (development only, saved in %(file)s)")
+        self.stdout.write(self.style.SUCCESS(line % values))
