@@ -96,6 +96,7 @@ class MoneyMachine(RuleBasedStateMachine):
     getstate_lags: bool = False
     bank_lags: bool = False
     bank_refuses_repeats: bool = False
+    run_refuses_repeats: bool = False  # for one refund worker run only
 
     def __init__(self) -> None:
         super().__init__()
@@ -327,8 +328,12 @@ class MoneyMachine(RuleBasedStateMachine):
         data=st.data(),
         cancel_fault=st.sampled_from(["", "", "", "http500", "http500_after", "refuse", "kill_before", "kill_after"]),
         getstate=st.sampled_from(["ok", "ok", "down", "lags"]),
+        repeats_refused=st.booleans(),
     )
-    def refund_worker_runs(self, data, cancel_fault: str, getstate: str) -> None:
+    def refund_worker_runs(self, data, cancel_fault: str, getstate: str, repeats_refused: bool) -> None:
+        """A worker sends (or checks) one queued refund while the bank misbehaves as drawn: the
+        Cancel lost, refused or cut short by the worker's death, GetState down or lagging, and
+        (`repeats_refused`) a Cancel repeating an ExternalRequestId refused for the moment."""
         self.step()
         if self._off("refund_worker_runs"):
             return
@@ -340,6 +345,7 @@ class MoneyMachine(RuleBasedStateMachine):
                 self.bank.inject("GetState", Fault("http500"))
         # "lags": the bank's GetState does not show its latest refund yet (once).
         MoneyMachine.getstate_lags = getstate == "lags"
+        MoneyMachine.run_refuses_repeats = repeats_refused
         MoneyMachine.kill_cancel = cancel_fault.removeprefix("kill_") if cancel_fault.startswith("kill") else ""
         try:
             with self._capture():
@@ -350,6 +356,7 @@ class MoneyMachine(RuleBasedStateMachine):
         finally:
             MoneyMachine.kill_cancel = ""
             MoneyMachine.getstate_lags = False
+            MoneyMachine.run_refuses_repeats = False
             self.bank.faults.clear()
 
     @rule(lags=st.booleans(), refuses_repeats=st.booleans())
@@ -608,7 +615,8 @@ def test_every_paid_rouble_ends_delivered_or_refunded_once(money_world):
 
     def cancel_at_bank(body):
         payment = bank.payments.get(str(body.get("PaymentId")))
-        if MoneyMachine.bank_refuses_repeats and payment and str(body.get("ExternalRequestId")) in payment.cancels:
+        refuses_repeats = MoneyMachine.bank_refuses_repeats or MoneyMachine.run_refuses_repeats
+        if refuses_repeats and payment and str(body.get("ExternalRequestId")) in payment.cancels:
             return {"Success": False, "ErrorCode": "9999", "Message": "Повторите запрос позже"}
         before = payment.refunded if payment else 0
         answer = real_cancel_method(body)
