@@ -56,9 +56,10 @@ class WorkerKilled(BaseException):
 # --- 4. staff "send again" after a worker was killed mid-Cancel -----------------------------------
 
 
-def test_resend_after_a_worker_killed_mid_cancel_keeps_the_external_request_id_and_refunds_once(
-    shop, bank, monkeypatch
-):
+def refund_refused_after_a_kill_mid_cancel(shop, bank, monkeypatch):
+    """An order whose 70 ₽ refund the bank made while the worker sending it was killed; the next
+    run's GetState lagged (nothing refunded yet), so it repeated the Cancel with the same id, and
+    the bank refused that repeat for a moment: the refund is FAILED, and it may be at the bank."""
     order = shop([(10000, 1, "0811"), (7000, 1, "FAIL-1")])
     fulfill_order(order.pk)  # the refund is decided; its send task is not run (no commit here)
     refund = Refund.objects.get(order=order)
@@ -73,17 +74,21 @@ def test_resend_after_a_worker_killed_mid_cancel_keeps_the_external_request_id_a
         refund_send(refund_id=refund.pk)
     monkeypatch.setattr(tbank_client_module.TBankClient, "cancel", real_cancel)
     assert bank_refunded(bank, order) == 7000
-    # The claim expires. The next run asks GetState, which lags behind (nothing refunded yet), so
-    # it repeats the Cancel with the same id, and the bank refuses that repeat for a moment.
-    Refund.objects.filter(pk=refund.pk).update(claim_expires_at="2000-01-01T00:00:00Z")
+    Refund.objects.filter(pk=refund.pk).update(claim_expires_at="2000-01-01T00:00:00Z")  # the claim expires
     real_get_state = bank._method_GetState
     lagging = iter([{"Status": "CONFIRMED", "Amount": order.amount_kopecks}])
     monkeypatch.setattr(bank, "_method_GetState", lambda body: {**real_get_state(body), **next(lagging, {})})
     bank.inject("Cancel", Fault("refuse", error_code="9999", message="Внутренняя ошибка, повторите позже"))
-
     refund_send(refund_id=refund.pk)
     refund.refresh_from_db()
     assert refund.state == RefundState.FAILED and refund.cancel_may_be_at_bank
+    return order, refund
+
+
+def test_resend_after_a_worker_killed_mid_cancel_keeps_the_external_request_id_and_refunds_once(
+    shop, bank, monkeypatch
+):
+    order, refund = refund_refused_after_a_kill_mid_cancel(shop, bank, monkeypatch)
 
     resent = refund_resend(refund_id=refund.pk)
     refund_send(refund_id=refund.pk)
@@ -97,29 +102,9 @@ def test_resend_after_a_worker_killed_mid_cancel_keeps_the_external_request_id_a
 
 
 def test_the_sweep_records_a_refused_refund_the_bank_did_make_without_staff(
-    shop, bank, monkeypatch, settings, django_capture_on_commit_callbacks
+    shop, bank, monkeypatch, django_capture_on_commit_callbacks
 ):
-    order = shop([(10000, 1, "0811"), (7000, 1, "FAIL-1")])
-    fulfill_order(order.pk)
-    refund = Refund.objects.get(order=order)
-    real_cancel = tbank_client_module.TBankClient.cancel
-
-    def cancel_then_die(self, **kwargs):
-        real_cancel(self, **kwargs)
-        raise WorkerKilled
-
-    monkeypatch.setattr(tbank_client_module.TBankClient, "cancel", cancel_then_die)
-    with pytest.raises(WorkerKilled):
-        refund_send(refund_id=refund.pk)
-    monkeypatch.setattr(tbank_client_module.TBankClient, "cancel", real_cancel)
-    Refund.objects.filter(pk=refund.pk).update(claim_expires_at="2000-01-01T00:00:00Z")
-    real_get_state = bank._method_GetState
-    lagging = iter([{"Status": "CONFIRMED", "Amount": order.amount_kopecks}])
-    monkeypatch.setattr(bank, "_method_GetState", lambda body: {**real_get_state(body), **next(lagging, {})})
-    bank.inject("Cancel", Fault("refuse", error_code="9999", message="Внутренняя ошибка, повторите позже"))
-    refund_send(refund_id=refund.pk)
-    refund.refresh_from_db()
-    assert refund.state == RefundState.FAILED and refund.cancel_may_be_at_bank
+    order, refund = refund_refused_after_a_kill_mid_cancel(shop, bank, monkeypatch)
     cancels = len(bank.calls("Cancel"))
 
     # The sweep asks about it when its re-check is due (no staff), and GetState now shows it made.
