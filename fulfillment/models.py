@@ -75,21 +75,6 @@ class Delivery(models.Model):
     provider = models.CharField(
         _("provider"), max_length=50, blank=True, help_text=_("Provider holding the current reference.")
     )
-    sku = models.CharField(
-        _("supplier SKU"),
-        max_length=100,
-        blank=True,
-        help_text=_("The supplier SKU of the current purchase (a step of the item's route)."),
-    )
-    route_step = models.PositiveSmallIntegerField(
-        _("route step"), default=0, help_text=_("0-based position in the item's route of the SKU being bought.")
-    )
-    cost = models.PositiveBigIntegerField(
-        _("supplier cost"),
-        null=True,
-        blank=True,
-        help_text=_("What the supplier charged for the delivered unit, in its currency."),
-    )
     status = models.CharField(
         _("status"), max_length=20, choices=DeliveryStatus.choices, default=DeliveryStatus.WAITING
     )
@@ -177,7 +162,6 @@ class DeliveryAttempt(models.Model):
         "orders.Order", related_name="delivery_attempts", on_delete=models.PROTECT, verbose_name=_("order")
     )
     provider = models.CharField(_("provider"), max_length=50)
-    sku = models.CharField(_("supplier SKU"), max_length=100, blank=True)
     reference = models.CharField(_("reference"), max_length=40, db_index=True)
     kind = models.CharField(_("kind"), max_length=20, choices=AttemptKind.choices)
     outcome = models.CharField(_("outcome"), max_length=20)
@@ -253,11 +237,6 @@ class ProviderHalt(models.Model):
         return f"{self.provider} halted: {self.reason}"
 
 
-class PauseKind(models.TextChoices):
-    FAULT = "fault", _("supplier fault")
-    REPRICING = "repricing", _("waiting for repricing")
-
-
 class ProductPause(models.Model):
     """Deliveries of one SKU through one provider stopped by a PRODUCT fault (out of stock, no
     seller, seller disrupted). Units of other products go on. Deleted when lifted: by a probe
@@ -272,13 +251,6 @@ class ProductPause(models.Model):
         related_name="pauses",
         on_delete=models.SET_NULL,
         verbose_name=_("product"),
-    )
-    kind = models.CharField(
-        _("kind"),
-        max_length=20,
-        choices=PauseKind.choices,
-        default=PauseKind.FAULT,
-        help_text=_("A supplier fault, or a purchase refused for price that waits for the next price-list sync."),
     )
     code = models.CharField(_("code"), max_length=50, blank=True)
     reason = models.TextField(_("reason"))
@@ -417,6 +389,3 @@ class ProviderAccount(models.Model):
 
     def __str__(self) -> str:
         return f"{self.provider} account"
-
-
-from fulfillment.supplier_catalog import SupplierSku  # noqa: E402,F401  (the app's models live in two modules)

@@ -84,46 +84,6 @@ class Product(models.Model):
             "Regular expression the whole recipient must match (e.g. 08[0-9]{8,11}); empty: any non-blank text."
         ),
     )
-    category = models.ForeignKey(
-        "orders.Category",
-        null=True,
-        blank=True,
-        related_name="products",
-        on_delete=models.SET_NULL,
-        verbose_name=_("category"),
-    )
-    brand = models.ForeignKey(
-        "orders.Brand",
-        null=True,
-        blank=True,
-        related_name="products",
-        on_delete=models.SET_NULL,
-        verbose_name=_("brand"),
-    )
-    manual_price_kopecks = models.PositiveBigIntegerField(
-        _("manual price (kopecks)"),
-        null=True,
-        blank=True,
-        help_text=_("When set, the shop price is this, whatever the price rules say."),
-    )
-    cost_kopecks = models.PositiveBigIntegerField(
-        _("cost (kopecks)"),
-        null=True,
-        blank=True,
-        help_text=_("The supplier price in roubles at the rate the price was made with."),
-    )
-    priced_rate = models.DecimalField(_("rate priced at"), max_digits=20, decimal_places=10, null=True, blank=True)
-    priced_at = models.DateTimeField(_("priced"), null=True, blank=True)
-    sellable = models.BooleanField(
-        _("sellable"),
-        default=True,
-        db_index=True,
-        help_text=_("Some supplier SKU of it is active, in stock and outside its cut-off window."),
-    )
-    sellable_again_at = models.DateTimeField(
-        _("sellable again at"), null=True, blank=True, help_text=_("When it is expected to be sellable again.")
-    )
-    unsellable_reason = models.CharField(_("why not sellable"), max_length=200, blank=True)
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
     updated_at = models.DateTimeField(_("updated"), auto_now=True)
 
@@ -310,29 +270,6 @@ class OrderItem(models.Model):
             "The provider's price of one unit when the order was made (last price-list sync): what a unit is "
             "expected to take from the deposit. Empty: not known."
         ),
-    )
-    route = models.JSONField(
-        _("supplier route"),
-        default=list,
-        blank=True,
-        help_text=_(
-            "The supplier SKUs a unit may be bought through, in order, as of the sale: "
-            '[{"provider": ..., "sku": ..., "cost": ...}]. Empty: the item\'s own SKU only.'
-        ),
-    )
-    rate = models.DecimalField(
-        _("rate at sale"),
-        max_digits=20,
-        decimal_places=10,
-        null=True,
-        blank=True,
-        help_text=_("Roubles per unit of the supplier's currency."),
-    )
-    cost_kopecks = models.PositiveBigIntegerField(
-        _("cost at sale (kopecks)"),
-        null=True,
-        blank=True,
-        help_text=_("One unit's supplier cost in roubles at the sale's rate."),
     )
 
     class Meta:
@@ -769,16 +706,3 @@ class RefundAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"{self.method} for refund {self.refund_id}: {self.outcome}"
-
-
-from orders.catalogue_models import (  # noqa: E402,F401  (the app's models live in two modules)
-    Brand,
-    Category,
-    ExchangeRate,
-    ExchangeRateSource,
-    PriceChange,
-    PriceChangeReason,
-    PriceRounding,
-    PriceRule,
-    ProductSource,
-)
