@@ -287,7 +287,9 @@ def _apply(order: Order, payload: dict[str, Any]) -> NotificationOutcome:
         _payment_captured(order, payment_id, payload["Amount"])
         return outcome(200, NotificationVerdict.APPLIED, f"Order {current} -> paid; delivery queued.")
 
-    if status == "PARTIAL_REFUNDED" and current == OrderStatus.NEW:
+    if status == "PARTIAL_REFUNDED" and current in (OrderStatus.NEW, OrderStatus.CANCELLED):
+        # A partial refund proves the payment was captured: the order is paid by it, whatever
+        # told us first (a lost CONFIRMED; an earlier attempt declined, then this one paid).
         return _partly_refunded_before_its_capture(order, payload, payment_id, outcome)
 
     # Money returned before any capture reached us: the order will not be paid by this payment.
@@ -467,9 +469,11 @@ def _money_returned(order: Order, payload: dict[str, Any], status: str, payment_
 
 
 def _partly_refunded_before_its_capture(order: Order, payload: dict[str, Any], payment_id: str, outcome):
-    """PARTIAL_REFUNDED for a NEW order: the CONFIRMED was lost, the payment was captured, and part
-    of it was refunded (in the portal). The order is paid by it, then the refund is applied as any
-    portal refund (bound to units, or flagged for staff)."""
+    """PARTIAL_REFUNDED for a NEW or CANCELLED order: its CONFIRMED has not reached us (lost, or
+    still on its way), the payment was captured, and part of it was refunded (in the portal). The
+    order is paid by it, then the refund is applied as any portal refund (bound to units, or
+    flagged for staff). Taken as a refund of an extra payment instead, the order would be paid
+    later by the same payment and deliver everything: goods and money both given."""
     payment = Payment.objects.filter(order=order, payment_id=payment_id).first() if payment_id else None
     if payment is None or payment.amount_kopecks != order.amount_kopecks:
         return outcome(
@@ -478,11 +482,12 @@ def _partly_refunded_before_its_capture(order: Order, payload: dict[str, Any], p
             f"PARTIAL_REFUNDED for PaymentId {payment_id or '?'} of order {order.pk}, which is still new, and no "
             "payment of the order's amount is recorded under that id: check the payment in the T-Bank portal.",
         )
-    order_mark_paid(order_id=order.pk, payment_id=payment_id, current=OrderStatus.NEW)
+    current = order.status
+    order_mark_paid(order_id=order.pk, payment_id=payment_id, current=current)
     _payment_captured(order, payment_id, payment.amount_kopecks)
     order.refresh_from_db()
     money = _money_returned(order, payload, "PARTIAL_REFUNDED", payment_id, outcome)
-    money.detail = f"Order new -> paid (its CONFIRMED never arrived: the payment was captured). {money.detail}"
+    money.detail = f"Order {current} -> paid (its CONFIRMED has not arrived: the payment was captured). {money.detail}"
     return money
 
 

@@ -383,6 +383,28 @@ def test_a_new_order_partly_refunded_in_the_portal_after_a_lost_confirmed_is_pai
     assert Payment.objects.get(payment_id="7300000001").refunded_kopecks == 10000
 
 
+def test_a_cancelled_order_whose_payment_was_partly_refunded_is_paid_and_the_refund_bound(
+    order_factory, bank, post_notification
+):
+    # Found by the money model on PostgreSQL: the order was cancelled (an earlier attempt declined),
+    # its payment captured, then partly refunded in the portal, and the CONFIRMED came last. The
+    # refund was taken for an extra payment's, the CONFIRMED paid the order, and every unit was
+    # delivered: the goods and the money both given, with no flag.
+    order = lost_confirmed_then_portal_refund(order_factory, bank, refunded=10000)
+    post_notification(notification(order, status="REJECTED", PaymentId=7300000000, Success=False))
+    assert status_of(order) == OrderStatus.CANCELLED
+
+    post_notification(notification(order, status="PARTIAL_REFUNDED", amount=20000, PaymentId=7300000001))
+    post_notification(notification(order, status="CONFIRMED", PaymentId=7300000001))
+
+    assert status_of(order) == OrderStatus.PAID
+    statuses = sorted(Delivery.objects.filter(order=order).values_list("status", flat=True))
+    assert statuses == [DeliveryStatus.REFUNDED, DeliveryStatus.WAITING, DeliveryStatus.WAITING]
+    payment = Payment.objects.get(payment_id="7300000001")
+    assert payment.refunded_kopecks == 10000 and payment.captured_at is not None
+    assert not Refund.objects.filter(order=order).exclude(payment=payment).exists()
+
+
 def test_polling_pays_a_new_order_whose_payment_the_bank_shows_partly_refunded(order_factory, bank, settings):
     from orders.services.polling import payments_poll
 
