@@ -46,11 +46,15 @@ def po_entries(path: Path) -> list[dict]:
 
 
 def untranslated(path: Path) -> list[str]:
-    """The msgids of `path` that are fuzzy or have an empty translation."""
+    """The msgids of `path` that are fuzzy, have an empty translation, or (plurals) lack one of
+    the forms the catalog's Plural-Forms header declares (msgfmt --check refuses such a file)."""
+    forms = int(re.search(r"nplurals=(\d+)", path.read_text(encoding="utf-8")).group(1))
     bad = []
     for entry in po_entries(path):
         translations = [value for key, value in entry.items() if key.startswith("msgstr")]
-        if entry["fuzzy"] or not translations or not all(translations):
+        if "msgid_plural" in entry and len(translations) != forms:
+            bad.append(f"{entry['msgid']} ({len(translations)} of {forms} plural forms)")
+        elif entry["fuzzy"] or not translations or not all(translations):
             bad.append(entry["msgid"] + (" (fuzzy)" if entry["fuzzy"] else ""))
     return bad
 
