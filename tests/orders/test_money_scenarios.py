@@ -141,6 +141,32 @@ def test_a_re_check_that_finds_nothing_made_keeps_the_refund_failed_and_asks_lat
         assert refunds_reconcile()["refunds"] == 0  # not again before REFUND_FAILED_RECHECK_SECONDS
 
 
+def test_a_run_that_ends_about_to_cancel_again_leaves_the_refund_to_the_sweep(
+    shop, bank, django_capture_on_commit_callbacks
+):
+    # Found by the soak under load: a check found nothing refunded, the repeated Cancel got no
+    # answer, the next check again nothing, and the run's rounds ran out just as it moved to
+    # Cancel again. It gave its claim back with the refund SENDING, which the sweep only looked
+    # for with an expired claim: stuck for good.
+    order = shop([(10000, 1, "0811"), (7000, 1, "FAIL-1")])
+    fulfill_order(order.pk)
+    refund = Refund.objects.get(order=order)
+    Refund.objects.filter(pk=refund.pk).update(state=RefundState.CHECKING, cancel_calls=1, queued_at=None)
+    bank.inject("Cancel", Fault("http500"))  # check, Cancel unanswered, check: the third round moves to Cancel
+
+    assert refund_send(refund_id=refund.pk) == RefundState.SENDING
+    refund.refresh_from_db()
+    assert (refund.claim_token, refund.claim_expires_at) == ("", None)
+
+    Refund.objects.filter(pk=refund.pk).update(queued_at=None)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert refunds_reconcile()["refunds"] == 1
+    refund.refresh_from_db()
+    assert refund.state == RefundState.SUCCEEDED
+    assert bank_refunded(bank, order) == books_refunded(order) == 7000
+    assert {call["ExternalRequestId"] for call in bank.calls("Cancel")} == {refund.external_request_id}
+
+
 def test_a_refund_every_cancel_of_which_was_refused_is_resent_under_a_new_id(shop, bank, settings):
     settings.TBANK_PASSWORD = "wrong"  # every Cancel refused (204): nothing reached the payment
     order = shop([(10000, 1, "0811"), (7000, 1, "FAIL-1")])

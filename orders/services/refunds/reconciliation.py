@@ -42,7 +42,9 @@ def refunds_reconcile(*, limit: int = 500) -> dict[str, int]:
     not_claimed = Q(claim_expires_at__isnull=True) | Q(claim_expires_at__lt=now)
     due = (
         Q(state=RefundState.DECIDED) & (Q(queued_at__isnull=True) | Q(queued_at__lt=stale))
-        | Q(state=RefundState.SENDING, claim_expires_at__lt=now)
+        # SENDING and nobody holds it: a dead worker's claim ran out, or a run gave its claim back
+        # with its rounds used up just as it was about to Cancel again.
+        | Q(state=RefundState.SENDING) & not_claimed & (Q(queued_at__isnull=True) | Q(queued_at__lt=stale))
         | Q(state__in=(RefundState.CHECKING, RefundState.FAILED))
         & ~Q(state=RefundState.FAILED, cancel_may_be_at_bank=False)
         & not_claimed
