@@ -44,7 +44,7 @@ def refunds_reconcile(*, limit: int = 500) -> dict[str, int]:
         Q(state=RefundState.DECIDED) & (Q(queued_at__isnull=True) | Q(queued_at__lt=stale))
         # SENDING and nobody holds it: a dead worker's claim ran out, or a run gave its claim back
         # with its rounds used up just as it was about to Cancel again.
-        | Q(state=RefundState.SENDING) & not_claimed & (Q(queued_at__isnull=True) | Q(queued_at__lt=stale))
+        | Q(state=RefundState.SENDING) & not_claimed
         | Q(state__in=(RefundState.CHECKING, RefundState.FAILED))
         & ~Q(state=RefundState.FAILED, cancel_may_be_at_bank=False)
         & not_claimed
