@@ -483,6 +483,18 @@ def _partly_refunded_before_its_capture(order: Order, payload: dict[str, Any], p
             "payment of the order's amount is recorded under that id: check the payment in the T-Bank portal.",
         )
     current = order.status
+    amount_left = payload.get("Amount")
+    if _money_returned_before(order, payment_id) or (
+        _is_storable_int(amount_left) and payment.amount_kopecks - amount_left <= payment.refunded_kopecks
+    ):
+        # An older state than the books know (the whole payment, or more of it, already came back):
+        # it proves a capture whose money is gone, not an order to deliver.
+        return outcome(
+            200,
+            NotificationVerdict.DUPLICATE,
+            f"PARTIAL_REFUNDED for PaymentId {payment_id} of order {order.pk} ({current}) is older than what is "
+            f"recorded ({payment.refunded_kopecks / 100:.2f} RUB of it returned): nothing to do.",
+        )
     order_mark_paid(order_id=order.pk, payment_id=payment_id, current=current)
     _payment_captured(order, payment_id, payment.amount_kopecks)
     order.refresh_from_db()

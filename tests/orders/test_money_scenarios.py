@@ -431,6 +431,21 @@ def test_a_cancelled_order_whose_payment_was_partly_refunded_is_paid_and_the_ref
     assert not Refund.objects.filter(order=order).exclude(payment=payment).exists()
 
 
+def test_a_stale_partial_refund_after_the_whole_payment_came_back_pays_nothing(order_factory, bank, post_notification):
+    # Found by the soak after the fix above: REFUNDED (the whole payment) reached the cancelled
+    # order first, then the older PARTIAL_REFUNDED; paying the order for it delivered goods whose
+    # money was already back.
+    order = lost_confirmed_then_portal_refund(order_factory, bank, refunded=30000)  # all of its 300 ₽
+    post_notification(notification(order, status="REJECTED", PaymentId=7300000000, Success=False))
+    post_notification(notification(order, status="REFUNDED", amount=0, PaymentId=7300000001))
+
+    post_notification(notification(order, status="PARTIAL_REFUNDED", amount=20000, PaymentId=7300000001))
+
+    assert PaymentNotification.objects.latest("id").verdict == NotificationVerdict.DUPLICATE
+    assert status_of(order) == OrderStatus.CANCELLED
+    assert not Delivery.objects.filter(order=order).exists()  # never paid, so nothing to deliver
+
+
 def test_polling_pays_a_new_order_whose_payment_the_bank_shows_partly_refunded(order_factory, bank, settings):
     from orders.services.polling import payments_poll
 
