@@ -13,8 +13,7 @@ from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 
 from fulfillment_site.display import money
-from orders.refund_state import RefundState
-from orders.state import OrderStatus
+from orders.statuses import OrderStatus, RefundState
 
 
 def new_access_token() -> str:
@@ -232,6 +231,11 @@ class Order(models.Model):
         return self.public_id
 
 
+def order_public_id(pk: int) -> str | None:
+    """The public id (the OrderId the bank and the customer know) of the order with this pk."""
+    return Order.objects.filter(pk=pk).values_list("public_id", flat=True).first()
+
+
 class OrderItem(models.Model):
     """One line of an order. What was sold is kept on the item itself (`sku`, `provider`,
     `max_provider_price`, `provider_price`, `unit_price_kopecks`), copied from the product when the order is made:
@@ -284,8 +288,6 @@ class OrderItem(models.Model):
     @staticmethod
     def sold_as(product: Product) -> dict:
         """The fields that fix what an item of `product` buys, as of now."""
-        from django.conf import settings
-
         return {
             "sku": product.sku,
             "provider": settings.FULFILLMENT_PROVIDER,

@@ -1,4 +1,5 @@
-"""The refund state machine: the one place that defines refund states and moves between them.
+"""The refund state machine: the one place that defines the legal moves between refund states and
+makes them (the state names are in `orders.statuses`).
 
     DECIDED --claim--> SENDING --bank answered Success--> SUCCEEDED
                           |  \\--bank refused (Success=false)--> FAILED --staff "send again"--> DECIDED
@@ -24,26 +25,22 @@ a no-op reporting `changed=False`.
 
 from __future__ import annotations
 
-from django.db import models
 from django.utils import timezone
-from django.utils.translation import gettext_lazy as _
 
+from orders.models import Refund
+from orders.statuses import HOLDS_PLACE, IN_FLIGHT, OPEN, RefundState
 
-class RefundState(models.TextChoices):
-    DECIDED = "decided", _("Decided, not sent yet")
-    SENDING = "sending", _("Sent to the bank, no answer yet")
-    CHECKING = "checking", _("Outcome unknown: checking with GetState")
-    SUCCEEDED = "succeeded", _("Refunded")
-    FAILED = "failed", _("Refused by the bank (needs staff)")
-    WITHDRAWN = "withdrawn", _("Withdrawn before sending (the unit was delivered after all)")
+# The state names live in orders.statuses (the Refund model needs them); re-exported here.
+__all__ = [
+    "HOLDS_PLACE",
+    "IN_FLIGHT",
+    "OPEN",
+    "REFUND_TRANSITIONS",
+    "IllegalRefundTransition",
+    "RefundState",
+    "refund_transition",
+]
 
-
-#: States in which the bank may have done (or be doing) the refund without our knowing yet.
-IN_FLIGHT = (RefundState.SENDING, RefundState.CHECKING)
-#: States that still need work from us.
-OPEN = (RefundState.DECIDED, RefundState.SENDING, RefundState.CHECKING)
-#: States that hold the payment's one in-flight place (with FAILED when `cancel_may_be_at_bank`).
-HOLDS_PLACE = IN_FLIGHT
 
 # target -> states it may be entered from.
 REFUND_TRANSITIONS: dict[str, frozenset[str]] = {
@@ -77,8 +74,6 @@ def refund_transition(
     every legal source) and, with `claim`, still held by that claim token. Returns whether this
     call moved it; False when it already was `target` or another process moved it first.
     Raises for a source that can never lead there."""
-    from orders.models import Refund
-
     legal = REFUND_TRANSITIONS.get(target, frozenset())
     sources = tuple(sources) if sources is not None else tuple(legal)
     illegal = set(sources) - legal

@@ -1,4 +1,5 @@
-"""The order status machine: the one place that defines order statuses and moves between them.
+"""The order status machine: the one place that defines the legal moves between order statuses and
+makes them (the status names are in `orders.statuses`).
 
 Every status change is a conditional UPDATE (`... WHERE id = %s AND status IN (<legal
 sources>)`, or `... WHERE <lookup> AND status = %s RETURNING` on a hot path), so two
@@ -12,24 +13,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.db import models
+from django.db import connection
 from django.utils import timezone
-from django.utils.translation import gettext_lazy as _
 
+from orders.models import Order
+from orders.statuses import FINAL_STATUSES, OrderStatus
 
-class OrderStatus(models.TextChoices):
-    NEW = "new", _("New")
-    PAID = "paid", _("Paid")
-    FULFILLED = "fulfilled", _("Fulfilled")
-    CANCELLED = "cancelled", _("Cancelled")
-    PARTIALLY_REFUNDED = "partially_refunded", _("Partially refunded")
-    REFUNDED = "refunded", _("Refunded")
-
-
-#: Where a paid order ends: every unit delivered (FULFILLED), delivered or refunded
-#: (PARTIALLY_REFUNDED), or all the money returned (REFUNDED). In each, amount = delivered
-#: value + refunded value (tests/orders/test_refund_invariant.py).
-FINAL_STATUSES = (OrderStatus.FULFILLED, OrderStatus.PARTIALLY_REFUNDED, OrderStatus.REFUNDED)
+# The status names live in orders.statuses (the Order model needs them); they are re-exported here,
+# where callers meet them together with the machine.
+__all__ = [
+    "FINAL_STATUSES",
+    "TRANSITIONS",
+    "IllegalTransition",
+    "OrderStatus",
+    "TransitionResult",
+    "can_transition",
+    "order_transition",
+    "order_transition_returning",
+]
 
 
 # target -> statuses it may be entered from.
@@ -90,8 +91,6 @@ def order_transition(*, order_id: int, target: str, current: str | None = None, 
     IllegalTransition when the current status cannot lead to `target`, and
     Order.DoesNotExist when there is no such order.
     """
-    from orders.models import Order
-
     if target not in OrderStatus.values:
         raise ValueError(f"{target!r} is not an order status; use one of {', '.join(OrderStatus.values)}.")
     # A status no transition leads to (NEW) has no sources: moving there is illegal, not unknown.
@@ -134,10 +133,6 @@ def order_transition_returning(*, lookup: dict[str, object], target: str, curren
     case of a hot path (a NEW order paid); anything else takes the locked read and
     order_transition.
     """
-    from django.db import connection
-
-    from orders.models import Order
-
     if not can_transition(current, target):
         raise ValueError(f"An order that is {current} cannot become {target}; see TRANSITIONS.")
     now = timezone.now()
