@@ -9,4 +9,6 @@ class FulfillmentConfig(AppConfig):
     verbose_name = _("Fulfillment")
 
     def ready(self) -> None:
-        from fulfillment import checks, receivers  # noqa: F401  (registers checks and signal receivers)
+        # Imported once the models are ready: checks, signal receivers and Celery tasks register
+        # themselves (services send tasks by name: fulfillment_site.dispatch).
+        from fulfillment import checks, receivers, tasks  # noqa: F401, PLC0415 - they need the models, ready only now

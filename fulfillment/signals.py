@@ -7,3 +7,9 @@ from django.dispatch import Signal
 # (withdraw a refund not sent yet, or flag "goods and money both given"). Sent inside the
 # transaction that recorded the provider's answer.
 unit_delivered_after_refund = Signal()
+
+# kwargs: order_id, all_delivered. Sent when an order's units leave nothing in progress: every unit
+# delivered (all_delivered=True), or nothing open any more and some units not delivered. The money
+# side closes the order (FULFILLED, or refunds for the rest) and returns the order's status.
+# Sent inside the transaction that settled the last unit.
+units_settled = Signal()

@@ -17,16 +17,22 @@ import json
 import logging
 import threading
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from urllib.parse import unquote, urlsplit
 
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import request_finished, request_started
 
 #: (pk, public id) of the order this thread is working on.
 _current_order: ContextVar[tuple[int | None, str] | None] = ContextVar("current_order", default=None)
+
+#: Finds an order's public id from its pk. This module sits below both apps and imports neither:
+#: the orders app registers the lookup when it starts (orders.apps).
+_order_public_id: Callable[[int], str | None] | None = None
 
 #: Settings whose whole value is a secret.
 SECRET_SETTINGS = ("SECRET_KEY", "TBANK_PASSWORD", "DIGIFLAZZ_API_KEY", "DIGIFLAZZ_WEBHOOK_SECRET", "METRICS_TOKEN")
@@ -68,12 +74,18 @@ def order_log_extra(order_id: int) -> dict[str, str | None]:
     bound = _current_order.get()
     if bound and bound[0] == order_id:
         return {"order": bound[1]}
+    if _order_public_id is None:
+        return {"order": None}
     try:
-        from orders.models import Order
-
-        return {"order": Order.objects.filter(pk=order_id).values_list("public_id", flat=True).first()}
+        return {"order": _order_public_id(order_id)}
     except Exception:  # noqa: BLE001 - a log line must never break the path that writes it (a failed transaction)
         return {"order": None}
+
+
+def register_order_lookup(lookup: Callable[[int], str | None]) -> None:
+    """Use `lookup(pk) -> public id` for lines about an order written where only its pk is known."""
+    global _order_public_id
+    _order_public_id = lookup
 
 
 def clear_order(**_signal_kwargs) -> None:
@@ -116,8 +128,6 @@ class OrderContextFilter(logging.Filter):
 
 
 def _secret_values() -> list[str]:
-    from django.conf import settings
-
     values = [str(getattr(settings, name, "") or "") for name in SECRET_SETTINGS]
     for name in SECRET_URL_SETTINGS:
         url = str(getattr(settings, name, "") or "")
@@ -194,7 +204,7 @@ class JsonFormatter(_Redacting, logging.Formatter):
 
 def _current_task():
     try:
-        from celery import current_task
+        from celery import current_task  # noqa: PLC0415 - settings load this module: keep Celery out of that path
     except ImportError:  # pragma: no cover - celery is a requirement
         return None
     task = current_task
@@ -205,8 +215,6 @@ def _current_task():
 def logging_config(*, log_format: str, level: str) -> dict:
     """The LOGGING setting for LOG_FORMAT (`plain` or `json`)."""
     if log_format not in ("plain", "json"):
-        from django.core.exceptions import ImproperlyConfigured
-
         raise ImproperlyConfigured(f"LOG_FORMAT must be plain or json, not {log_format!r}.")
     return {
         "version": 1,

@@ -6,15 +6,18 @@ import logging
 
 from django.conf import settings
 from django.contrib import messages
-from django.http import Http404, HttpResponseRedirect
+from django.http import Http404, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.utils import translation
 from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 
+from fulfillment.models import OPEN_STATUSES, Delivery, ProductPause, ProviderHalt
 from fulfillment_site.display import money
 from orders.models import SandboxPayment
+from orders.services.checkout import PaymentUnavailable, order_payment_again
+from orders.services.sandbox import sandbox_payment_decide
 from orders.state import OrderStatus
 from orders.status import FINAL_ORDER_STATUSES, order_for_customer, order_status_data, order_status_path
 
@@ -30,8 +33,6 @@ def home_page(request):
 
 def favicon(request):
     """GET /favicon.ico: nothing to show, and no 404 in the log on every page."""
-    from django.http import HttpResponse
-
     return HttpResponse(status=204)
 
 
@@ -67,8 +68,6 @@ def order_status_page(request, public_id: str):
 
 def _units_held(order) -> bool:
     """Whether a unit of `order` waits on a paused product or a halted provider (a few tiny tables)."""
-    from fulfillment.models import OPEN_STATUSES, Delivery, ProductPause, ProviderHalt
-
     halted = set(ProviderHalt.objects.values_list("provider", flat=True))
     paused = set(ProductPause.objects.values_list("provider", "sku"))
     if not halted and not paused:
@@ -85,8 +84,6 @@ def _units_held(order) -> bool:
 @require_http_methods(["GET", "POST"])
 def sandbox_pay_page(request, payment_id: str):
     """The sandbox's payment form (TBANK_SANDBOX only): Pay or Decline."""
-    from orders.tbank.sandbox import sandbox_payment_decide
-
     if not (settings.TBANK_SANDBOX and settings.DEBUG):
         raise Http404("The T-Bank sandbox is off.")
     payment = SandboxPayment.objects.filter(payment_id=payment_id).first()
@@ -107,8 +104,6 @@ def sandbox_pay_page(request, payment_id: str):
 def order_pay_again_page(request, public_id: str):
     """POST /orders/<id>/pay-again (token in the form): a new payment link for a declined or expired
     order, the same one on a repeat; back to the status page with the reason when none can be had."""
-    from orders.services.checkout import PaymentUnavailable, order_payment_again
-
     order = order_for_customer(public_id=public_id, token=request.POST.get("token", ""))
     if order is None:
         raise Http404("No order with this id and token.")

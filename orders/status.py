@@ -13,53 +13,29 @@ from django.conf import settings
 from django.urls import reverse
 from django.utils.http import urlencode
 
-from fulfillment.models import Delivery, DeliveryStatus
+from fulfillment.models import Delivery
 from orders.models import Order
+from orders.services.refunds.books import order_refunded_kopecks as _refunded
 from orders.state import FINAL_STATUSES, OrderStatus
-
-UNIT_WAITING = "waiting"
-UNIT_IN_PROGRESS = "in_progress"
-UNIT_DELIVERED = "delivered"
-UNIT_FAILED = "failed"
-UNIT_REFUNDING = "refunding"
-UNIT_REFUNDED = "refunded"
-UNIT_STATUSES = (UNIT_WAITING, UNIT_IN_PROGRESS, UNIT_DELIVERED, UNIT_FAILED, UNIT_REFUNDING, UNIT_REFUNDED)
-
-_UNIT_STATUS = {
-    DeliveryStatus.WAITING: UNIT_WAITING,
-    DeliveryStatus.SENDING: UNIT_IN_PROGRESS,
-    DeliveryStatus.PENDING: UNIT_IN_PROGRESS,
-    DeliveryStatus.DELIVERED: UNIT_DELIVERED,
-    DeliveryStatus.FAILED: UNIT_FAILED,
-    # Refunding until the bank has made the refund (also while a refused refund waits for staff:
-    # never "refunded" before the money went back).
-    DeliveryStatus.REFUNDING: UNIT_REFUNDING,
-    DeliveryStatus.REFUNDED: UNIT_REFUNDED,
-    # Only an order refunded as a whole has cancelled units: their money went back with it.
-    DeliveryStatus.CANCELLED: UNIT_REFUNDED,
-}
+from orders.unit_status import (  # noqa: F401 - the customer's words for units, re-exported with the rest
+    UNIT_DELIVERED,
+    UNIT_FAILED,
+    UNIT_IN_PROGRESS,
+    UNIT_REFUNDED,
+    UNIT_REFUNDING,
+    UNIT_STATUSES,
+    UNIT_WAITING,
+    unit_status,
+)
 
 # Order statuses after which nothing changes on its own: the status page stops refreshing.
 FINAL_ORDER_STATUSES = (*FINAL_STATUSES, OrderStatus.CANCELLED)
 
 
-def unit_status(delivery_status: str | None) -> str:
-    """The customer's word for a unit's delivery status (no Delivery yet: waiting)."""
-    if delivery_status is None:
-        return UNIT_WAITING
-    try:
-        return _UNIT_STATUS[delivery_status]
-    except KeyError:
-        known = ", ".join(DeliveryStatus.values)
-        raise ValueError(f"{delivery_status!r} is not a delivery status; use one of {known}.") from None
-
-
 def order_refunded_kopecks(order: Order) -> int:
     """Kopecks returned to the customer for `order`'s own purchase (refunds of a second, extra
     payment excluded); see orders.services.refunds."""
-    from orders.services.refunds import order_refunded_kopecks as refunded
-
-    return refunded(order_id=order.pk)
+    return _refunded(order_id=order.pk)
 
 
 def order_for_customer(*, public_id: str, token: str) -> Order | None:

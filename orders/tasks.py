@@ -23,6 +23,7 @@ from orders.services.emails import (
     customer_emails_requeue,
     email_retry_delay,
 )
+from orders.services.polling import payments_poll
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +55,6 @@ def requeue_customer_emails() -> list[int]:
 @shared_task(name="orders.poll_payments", acks_late=True, ignore_result=True)
 def poll_payments() -> dict:
     """Periodic: ask GetState about NEW orders whose payment never notified us."""
-    from orders.services.polling import payments_poll
-
     return payments_poll().as_dict()
 
 

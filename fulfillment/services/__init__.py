@@ -4,7 +4,9 @@ One module per family: `queueing` (units and task messages), `running` (claiming
 delivery run), `results` (provider answers and callbacks), `retries` (staff and operator
 retries), `halts` (provider halts and product pauses), `accounts` (the periodic account check
 that lifts halts), `flags` (orders flagged for staff), `reconciliation`, `retention` (what
-`purge_audit` may delete of the attempt log); `common` holds what they share.
+`purge_audit` may delete of the attempt log), `stopping` (held units stopped for a refund),
+`refunding` (units moved into and out of a refund once the money side decided); `common` holds
+what they share. Reads for other packages are in `fulfillment.selectors`.
 
 Money-safety rules, and where each is enforced:
 
@@ -32,6 +34,7 @@ from fulfillment.services.common import (
     new_reference,
 )
 from fulfillment.services.flags import order_flag_raise, order_flag_resolve, orders_needing_review
+from fulfillment.services.funding import deposit_shortfalls
 from fulfillment.services.halts import (
     deliveries_resume_after_faults,
     product_pause,
@@ -46,17 +49,28 @@ from fulfillment.services.queueing import (
     order_fulfillment_queue,
 )
 from fulfillment.services.reconciliation import paid_orders_reconcile
+from fulfillment.services.refunding import (
+    unit_delivered_despite_refund,
+    unit_note_late_delivery,
+    units_cover_by_full_refund,
+    units_mark_refunded,
+    units_note_refund,
+    units_refund_unsent,
+    units_release_from_refund,
+    units_take_for_refund,
+)
 from fulfillment.services.results import delivery_check_soon, delivery_record_result, delivery_resolve_by_reference
 from fulfillment.services.retries import RetryDecision, order_fulfillment_reset_for_retry, order_fulfillment_retry
 from fulfillment.services.running import FulfillmentReport, fulfill_order
+from fulfillment.services.stopping import units_stop_held
 
 __all__ = [
-    "UNKNOWN_OUTCOME_CODE",
     "AccountCheckReport",
     "FulfillmentReport",
     "OrderNotFound",
     "OrderNotFulfillable",
     "RetryDecision",
+    "UNKNOWN_OUTCOME_CODE",
     "UnitReport",
     "deliveries_cancel_unsent",
     "deliveries_create",
@@ -64,6 +78,7 @@ __all__ = [
     "delivery_check_soon",
     "delivery_record_result",
     "delivery_resolve_by_reference",
+    "deposit_shortfalls",
     "fulfill_order",
     "new_reference",
     "order_flag_raise",
@@ -80,4 +95,13 @@ __all__ = [
     "provider_accounts_check",
     "provider_halt",
     "provider_resume",
+    "unit_delivered_despite_refund",
+    "unit_note_late_delivery",
+    "units_cover_by_full_refund",
+    "units_mark_refunded",
+    "units_note_refund",
+    "units_refund_unsent",
+    "units_release_from_refund",
+    "units_stop_held",
+    "units_take_for_refund",
 ]

@@ -3,10 +3,7 @@ the check that completes an order once every unit is delivered (or, once nothing
 progress, hands the undelivered ones to refunds)."""
 
 import logging
-import os
 import random
-import socket
-import threading
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -14,18 +11,13 @@ from datetime import timedelta
 from django.conf import settings
 from django.db.models import Q
 
-from fulfillment.models import (
-    Delivery,
-    DeliveryStatus,
-)
+from fulfillment.models import Delivery, DeliveryStatus
+from fulfillment.selectors import order_unit_counts
+from fulfillment.signals import units_settled
 from orders.models import Order
-from orders.services import order_mark_fulfilled
 from orders.state import OrderStatus
 
 logger = logging.getLogger(__name__)
-
-
-_HOST = socket.gethostname()
 
 
 class OrderNotFound(Exception):
@@ -51,10 +43,6 @@ def new_reference() -> str:
     # Random rather than derived from ids: two environments sharing a provider account (or a
     # database restored from backup) must never collide on a reference.
     return uuid.uuid4().hex[:24]
-
-
-def _worker_id() -> str:
-    return f"{_HOST}:{os.getpid()}:{threading.get_ident()}"[:120]
 
 
 def _backoff(attempt: int, *, base: float | None = None, cap: float | None = None) -> timedelta:
@@ -92,35 +80,20 @@ _WORKABLE = Q(order__status=OrderStatus.PAID) | Q(
 )
 
 
-def _unit_counts(order_id: int) -> dict[str, int]:
-    from django.db.models import Count
-
-    from fulfillment.models import OPEN_STATUSES
-
-    return Delivery.objects.filter(order_id=order_id).aggregate(
-        total=Count("id"),
-        delivered=Count("id", filter=Q(status=DeliveryStatus.DELIVERED)),
-        open=Count("id", filter=Q(status__in=OPEN_STATUSES)),
-    )
-
-
 def _complete_if_delivered(order_id: int, *, counts: dict[str, int] | None = None) -> str:
-    """PAID -> FULFILLED when every unit is delivered; returns the order's status.
+    """Tell the money side when an order's units are settled; returns the order's status.
 
-    When nothing is in progress any more but some units did not get delivered, the refunds
-    service decides what they become (refunded under REFUND_POLICY=auto, or left to staff) and
-    closes the order once every unit is delivered or refunded.
+    Every unit delivered, or nothing in progress any more with some units undelivered: the
+    `units_settled` receiver (the orders app) makes the order FULFILLED, or decides what the
+    undelivered units become (refunded under REFUND_POLICY=auto, or left to staff) and closes the
+    order once every unit is delivered or refunded.
     """
-    counts = counts or _unit_counts(order_id)
-    if counts["total"] and counts["total"] == counts["delivered"]:
-        from orders.state import IllegalTransition
-
-        try:
-            return order_mark_fulfilled(order_id=order_id).current
-        except IllegalTransition as exc:
-            return exc.current  # refunded meanwhile: the order keeps that status
-    if counts["total"] and not counts.get("open", 1):
-        from orders.services.refunds import order_settle_undelivered
-
-        return order_settle_undelivered(order_id=order_id)
+    counts = counts or order_unit_counts(order_id=order_id)
+    if counts["total"]:
+        all_delivered = counts["total"] == counts["delivered"]
+        if all_delivered or not counts.get("open", 1):
+            answers = units_settled.send(sender=Delivery, order_id=order_id, all_delivered=all_delivered)
+            for _receiver, status in answers:
+                if status:
+                    return status
     return Order.objects.filter(pk=order_id).values_list("status", flat=True).get()

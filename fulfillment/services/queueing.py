@@ -5,6 +5,7 @@ import logging
 
 from django.db import connection, transaction
 from django.utils import timezone
+from kombu.exceptions import OperationalError as BrokerUnavailable
 
 from fulfillment.models import (
     OPEN_STATUSES,
@@ -14,6 +15,7 @@ from fulfillment.models import (
 from fulfillment.services.common import (
     new_reference,
 )
+from fulfillment_site.dispatch import task_delay
 from fulfillment_site.logs import order_log_extra
 from orders.models import OrderItem
 
@@ -116,12 +118,8 @@ def order_fulfillment_queue(*, order_id: int) -> None:
 def order_fulfillment_publish(*, order_id: int) -> None:
     """Send the delivery task now (call it on commit). A broker outage is logged, not raised:
     what had to be written is committed, and reconciliation queues the units once it is back."""
-    from kombu.exceptions import OperationalError as BrokerUnavailable
-
-    from fulfillment.tasks import deliver_order
-
     try:
-        deliver_order.delay(order_id)
+        task_delay("fulfillment.deliver_order", order_id)
     except BrokerUnavailable:
         logger.exception(
             "Could not queue the delivery of order %s; reconciliation will queue it",

@@ -30,7 +30,6 @@ from fulfillment.services.common import (
     _backoff,
     _complete_if_delivered,
     _max_attempts,
-    _worker_id,
     new_reference,
 )
 from fulfillment.services.flags import order_flag_raise
@@ -38,6 +37,7 @@ from fulfillment.services.halts import fault_hold_until, product_pause, provider
 from fulfillment.services.queueing import order_fulfillment_queue
 from fulfillment.signals import unit_delivered_after_refund
 from fulfillment_site.logs import bind_order, order_log_extra
+from fulfillment_site.workers import worker_id
 from orders.models import Order
 from orders.state import OrderStatus
 
@@ -170,7 +170,7 @@ def _record_attempt(
         message=result.message[:500],
         serial=result.serial[:255],
         raw=result.raw,
-        worker=_worker_id(),
+        worker=worker_id(),
         started_at=started_at,
         finished_at=finished_at,
         duration_ms=duration_ms,

@@ -19,7 +19,8 @@ from django.db.models import QuerySet
 
 from fulfillment.models import AttemptKind, DeliveryAttempt, DeliveryStatus
 from fulfillment.providers.base import Outcome
-from orders.services.retention import FINAL_ORDER_STATUSES, Progress, PurgeResult, purge_in_batches
+from fulfillment_site.batches import Progress, PurgeResult, purge_in_batches
+from orders.statuses import SETTLED_STATUSES
 
 SETTLED_UNIT_STATUSES = (DeliveryStatus.DELIVERED, DeliveryStatus.CANCELLED)
 
@@ -31,7 +32,7 @@ def delivery_attempts_purgeable(*, before: datetime) -> QuerySet[DeliveryAttempt
         kind__in=(AttemptKind.CHECK, AttemptKind.CALLBACK),
         outcome=Outcome.PENDING,
         delivery__status__in=SETTLED_UNIT_STATUSES,
-        order__status__in=FINAL_ORDER_STATUSES,
+        order__status__in=SETTLED_STATUSES,
     )
 
 

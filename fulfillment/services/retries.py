@@ -13,10 +13,8 @@ from fulfillment.models import (
     Delivery,
     DeliveryStatus,
 )
-from fulfillment.providers.base import (
-    UNKNOWN_OUTCOME_CODE,
-)
 from fulfillment.registry import get_provider_class
+from fulfillment.selectors import unit_may_have_been_delivered
 from fulfillment.services.common import (
     OrderNotFound,
     OrderNotFulfillable,
@@ -64,7 +62,7 @@ def order_fulfillment_reset_for_retry(*, order_id: int, rebuy_unknown: bool = Fa
         deliveries_create(order_id=order_id)
         now = timezone.now()
         failed = list(Delivery.objects.filter(order_id=order_id, status=DeliveryStatus.FAILED))
-        held = [] if rebuy_unknown else [delivery for delivery in failed if _may_have_been_delivered(delivery)]
+        held = [] if rebuy_unknown else [delivery for delivery in failed if unit_may_have_been_delivered(delivery)]
         held_unknown = len(held)
         # Safe: these references got a final failure answer, so nothing was bought under them.
         for delivery in failed:
@@ -104,16 +102,6 @@ def order_fulfillment_reset_for_retry(*, order_id: int, rebuy_unknown: bool = Fa
             return RetryDecision(order_id, queued=False, reason="every unit is delivered or refunded")
         return RetryDecision(order_id, queued=False, reason="every unit is already delivered")
     return RetryDecision(order_id, queued=True, held_unknown=held_unknown)
-
-
-def _may_have_been_delivered(delivery: Delivery) -> bool:
-    if delivery.last_code == UNKNOWN_OUTCOME_CODE:
-        return True
-    try:
-        codes = get_provider_class(delivery.provider).review_before_rebuy_codes if delivery.provider else frozenset()
-    except ImproperlyConfigured:
-        return True  # a provider no longer registered: nobody can tell, so a person decides
-    return delivery.last_code in codes
 
 
 def order_fulfillment_retry(*, order_id: int) -> RetryDecision:

@@ -36,13 +36,13 @@ from fulfillment.providers.base import (
     release_database_connection,
 )
 from fulfillment.registry import get_fulfillment_provider
+from fulfillment.selectors import order_unit_counts
 from fulfillment.services.common import (
     _WORKABLE,
     OrderNotFound,
     OrderNotFulfillable,
     UnitReport,
     _complete_if_delivered,
-    _unit_counts,
 )
 from fulfillment.services.funding import provider_release_by_deposit
 from fulfillment.services.halts import fault_hold_until, fault_probe_claim, product_resume, provider_resume
@@ -170,7 +170,7 @@ def _deliver_due_units(
         elif scope == FailureScope.PRODUCT:
             faults.reload_pause(name, unit.item.sku)
 
-    counts = _unit_counts(order_id)
+    counts = order_unit_counts(order_id=order_id)
     report.units_total = counts["total"]
     report.units_delivered = counts["delivered"]
     report.order_status = _complete_if_delivered(order_id, counts=counts)

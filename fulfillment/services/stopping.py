@@ -12,35 +12,11 @@ units waiting as they were.
 
 from __future__ import annotations
 
-from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
 
-from fulfillment.models import Delivery, DeliveryStatus, ProductPause, ProviderHalt
+from fulfillment.models import Delivery, DeliveryStatus
 from fulfillment.providers.base import FailureScope
-
-#: Delivery.last_code of a unit stopped by staff while a halt or pause held it.
-STOPPED_CODE = "stopped"
-
-
-def held_units_query(*, order_id: int):
-    """The WAITING units of an order that a provider halt or a product pause holds back."""
-    halted = list(ProviderHalt.objects.values_list("provider", flat=True))
-    paused = list(ProductPause.objects.values_list("provider", "sku"))
-    default = settings.FULFILLMENT_PROVIDER
-    held = Q()
-    for provider in halted:
-        held |= Q(provider=provider) | Q(provider="", item__provider=provider)
-        if provider == default:
-            held |= Q(provider="", item__provider="")
-    for provider, sku in paused:
-        through = Q(provider=provider) | Q(provider="", item__provider=provider)
-        if provider == default:
-            through |= Q(provider="", item__provider="")
-        held |= through & Q(item__sku=sku)
-    if not held:
-        return Delivery.objects.none()
-    return Delivery.objects.filter(held, order_id=order_id, status=DeliveryStatus.WAITING)
+from fulfillment.selectors import STOPPED_CODE, held_units
 
 
 def units_stop_held(*, order_id: int, stopped_by: str) -> list[int]:
@@ -48,7 +24,7 @@ def units_stop_held(*, order_id: int, stopped_by: str) -> list[int]:
     Must run inside a transaction (the refund decision's)."""
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("units_stop_held must run inside the transaction that decides their refund.")
-    unit_ids = list(held_units_query(order_id=order_id).values_list("pk", flat=True))
+    unit_ids = list(held_units(order_id=order_id).values_list("pk", flat=True))
     if not unit_ids:
         return []
     stopped = list(

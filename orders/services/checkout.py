@@ -40,6 +40,7 @@ from orders.models import (
     TBankCallOutcome,
 )
 from orders.services.lifecycle import ItemSpec, order_create
+from orders.services.notifications import payment_status_apply
 from orders.state import OrderStatus
 from orders.status import order_status_url
 from orders.tbank.client import TBankError, TBankNotConfigured, TBankRefused, TBankUnavailable, tbank_client
@@ -486,8 +487,6 @@ def _cancel_unreachable(order: Order, client, payment: Payment) -> None:
 
 
 def _apply_found_status(order: Order, state) -> None:
-    from orders.services.notifications import payment_status_apply
-
     payload = {
         "TerminalKey": settings.TBANK_TERMINAL_KEY,
         "OrderId": order.public_id,

@@ -28,7 +28,10 @@ from django.db.models import F, Max, Q
 from django.template.loader import render_to_string
 from django.utils import timezone, translation
 
-from orders.models import CustomerEmail, EmailState, Order
+from fulfillment_site.dispatch import task_delay
+from orders.models import CustomerEmail, EmailState, Order, Refund, RefundReason
+from orders.refund_emails import refund_email_build
+from orders.state import OrderStatus
 from orders.status import order_status_data, order_status_url
 
 logger = logging.getLogger(__name__)
@@ -77,8 +80,6 @@ CODES = email_kind_register(EmailKind(name="codes", template="orders/email/codes
 
 
 def _refund_context(order: Order, event: str) -> dict[str, Any]:
-    from orders.refund_emails import refund_email_build
-
     refund_id = int(event.removeprefix("refund-"))
     email = refund_email_build(refund_id=refund_id)
     if email is None:
@@ -100,9 +101,6 @@ def _refund_told_by_codes_email(*, order_id: int, event: str) -> bool:
     """Whether the refund of undelivered units `event` settles an order that ends partly refunded in
     this same transaction: its codes email, not yet sent, says what was delivered and what was
     refunded, so the customer gets one email, not two in the same second that contradict each other."""
-    from orders.models import Refund, RefundReason
-    from orders.state import OrderStatus
-
     refund_id = event.removeprefix("refund-")
     if (
         not refund_id.isdigit()
@@ -172,10 +170,8 @@ def _publish_automatic(*, order_id: int, kind: str, event: str) -> None:
 
 def customer_email_publish(*, email_id: int) -> None:
     """Queue the send task; a broker failure is left to the sweep (the row stays pending)."""
-    from orders.tasks import send_customer_email
-
     try:
-        send_customer_email.delay(email_id)
+        task_delay("orders.send_customer_email", email_id)
     except Exception:  # noqa: BLE001 - any broker failure; the sweep queues it again
         logger.exception(
             "Could not queue customer email %s; the sweep will retry",

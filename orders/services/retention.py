@@ -18,32 +18,20 @@ rule reads them), and everything about an order that is still NEW or PAID.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 
-from django.db import transaction
 from django.db.models import Q, QuerySet
 
+from fulfillment_site.batches import Progress, PurgeResult, purge_in_batches
 from orders import tbank
 from orders.models import NotificationVerdict, PaymentNotification
-from orders.state import OrderStatus
+from orders.statuses import SETTLED_STATUSES
 
 #: Statuses after which the shop itself will not change the order again.
-FINAL_ORDER_STATUSES = (OrderStatus.FULFILLED, OrderStatus.REFUNDED, OrderStatus.CANCELLED)
+FINAL_ORDER_STATUSES = SETTLED_STATUSES
 #: Bank statuses that say money moved (or came back).
 MONEY_BANK_STATUSES = frozenset({tbank.CONFIRMED}) | tbank.MONEY_RETURNED_STATUSES | tbank.PARTIAL_STATUSES
 _CHANGED_NOTHING = (NotificationVerdict.RECORDED, NotificationVerdict.DUPLICATE, NotificationVerdict.IGNORED)
-
-Progress = Callable[[int], None]
-
-
-@dataclass(frozen=True)
-class PurgeResult:
-    """What a purge of one table did (or, in a dry run, would do)."""
-
-    deleted: int  # rows deleted (dry run: rows that would be)
-    kept: int  # rows older than the cutoff that are kept
 
 
 def payment_notifications_purgeable(*, before: datetime) -> QuerySet[PaymentNotification]:
@@ -66,28 +54,3 @@ def payment_notifications_purge(
         batch_size=batch_size,
         progress=progress,
     )
-
-
-def purge_in_batches(
-    purgeable: QuerySet, *, older: QuerySet, dry_run: bool, batch_size: int, progress: Progress | None
-) -> PurgeResult:
-    """Delete `purgeable` in batches of `batch_size` (each its own short transaction, so a long
-    purge never holds locks the webhook or the workers wait on); `older` is every row older than
-    the cutoff, to report what is kept."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, not {batch_size}.")
-    if dry_run:
-        deleted = purgeable.count()
-        return PurgeResult(deleted=deleted, kept=older.count() - deleted)
-    deleted = 0
-    while True:
-        ids = list(purgeable.order_by("pk").values_list("pk", flat=True)[:batch_size])
-        if not ids:
-            break
-        with transaction.atomic():
-            # The conditions are applied again: a row that stopped being purgeable meanwhile stays.
-            count, _ = purgeable.filter(pk__in=ids).delete()
-        deleted += count
-        if progress:
-            progress(deleted)
-    return PurgeResult(deleted=deleted, kept=older.count())

@@ -23,6 +23,7 @@ from typing import Any
 
 import requests
 from django.conf import settings
+from django.utils.module_loading import import_string
 from django.views.decorators.debug import sensitive_variables
 
 from orders.tbank.signing import compute_token
@@ -322,6 +323,10 @@ class TBankClient:
         )
 
 
+#: The client TBANK_SANDBOX selects (development only; it refuses to work unless DEBUG).
+SANDBOX_CLIENT = "orders.tbank.sandbox.SandboxTBankClient"
+
+
 def tbank_client() -> TBankClient:
     """The client every caller uses: the real bank, or the local sandbox when TBANK_SANDBOX is on.
 
@@ -329,7 +334,6 @@ def tbank_client() -> TBankClient:
     mode or to the sandbox in production (the sandbox also refuses to work unless DEBUG).
     """
     if getattr(settings, "TBANK_SANDBOX", False):
-        from orders.tbank.sandbox import SandboxTBankClient
-
-        return SandboxTBankClient.from_settings()
+        # By name, as Django names its backends: the sandbox client is built on this module.
+        return import_string(SANDBOX_CLIENT).from_settings()
     return TBankClient.from_settings()

@@ -9,7 +9,6 @@ bank signs it, so the rest of the shop cannot tell the sandbox from the bank.
 
 from __future__ import annotations
 
-import json
 import secrets
 from typing import Any
 
@@ -17,13 +16,13 @@ from django.conf import settings
 from django.db import transaction
 from django.urls import reverse
 
+from orders.models import SandboxPayment
 from orders.tbank.client import (
     TBankClient,
     TBankNotConfigured,
     TBankRefused,
 )
 from orders.tbank.receipts import receipt_total
-from orders.tbank.signing import sign_notification
 
 PAYABLE = ("NEW", "FORM_SHOWED")
 
@@ -63,8 +62,6 @@ class SandboxTBankClient(TBankClient):
         return {"Success": False, "ErrorCode": code, "Message": message, "Details": details}
 
     def _sandbox_Init(self, body: dict[str, Any]) -> dict[str, Any]:
-        from orders.models import SandboxPayment
-
         amount = body.get("Amount")
         if not isinstance(amount, int) or amount <= 0 or not body.get("OrderId"):
             return self._refusal("2", "Не переданы обязательные параметры")
@@ -96,8 +93,6 @@ class SandboxTBankClient(TBankClient):
         }
 
     def _sandbox_GetState(self, body: dict[str, Any]) -> dict[str, Any]:
-        from orders.models import SandboxPayment
-
         payment = SandboxPayment.objects.filter(payment_id=str(body.get("PaymentId"))).first()
         if payment is None:
             return self._refusal("255", "Платеж не найден")
@@ -111,8 +106,6 @@ class SandboxTBankClient(TBankClient):
         }
 
     def _sandbox_CheckOrder(self, body: dict[str, Any]) -> dict[str, Any]:
-        from orders.models import SandboxPayment
-
         payments = list(SandboxPayment.objects.filter(order_ref=str(body.get("OrderId"))))
         if not payments:
             return self._refusal("335", "OrderId не найден")
@@ -137,8 +130,6 @@ class SandboxTBankClient(TBankClient):
         left without it), ending PARTIAL_REFUNDED while money remains, REFUNDED when none does.
         OriginalAmount and NewAmount are what was left before and after. A repeated
         ExternalRequestId answers the current state and refunds nothing again."""
-        from orders.models import SandboxPayment
-
         with transaction.atomic():
             payment = SandboxPayment.objects.select_for_update().filter(payment_id=str(body.get("PaymentId"))).first()
             if payment is None:
@@ -181,37 +172,3 @@ class SandboxTBankClient(TBankClient):
             "OriginalAmount": original,
             "NewAmount": new,
         }
-
-
-def sandbox_payment_decide(*, payment_id: str, pay: bool) -> str:
-    """The customer presses Pay (or Decline) on the sandbox page: the payment's status changes
-    and the webhook processing gets the notifications the bank would send, signed as it signs
-    them. Returns the URL to send the customer to (SuccessURL / FailURL)."""
-    from orders.models import SandboxPayment
-    from orders.services.notifications import payment_notification_process
-
-    with transaction.atomic():
-        payment = SandboxPayment.objects.select_for_update().get(payment_id=payment_id)
-        if payment.status not in PAYABLE:
-            return payment.success_url if payment.status == "CONFIRMED" else payment.fail_url
-        statuses = ["AUTHORIZED", "CONFIRMED"] if pay else ["REJECTED"]
-        payment.status = statuses[-1]
-        payment.save(update_fields=["status", "updated_at"])
-    for status in statuses:
-        payload = {
-            "TerminalKey": settings.TBANK_TERMINAL_KEY,
-            "OrderId": payment.order_ref,
-            "Success": pay,
-            "Status": status,
-            "PaymentId": int(payment.payment_id),
-            "ErrorCode": "0" if pay else "1051",
-            "Amount": payment.amount_kopecks,
-            "CardId": 100001,
-            "Pan": "430000******0777",
-            "ExpDate": "1230",
-        }
-        body = json.dumps(sign_notification(payload, settings.TBANK_PASSWORD)).encode()
-        # In-process rather than an HTTP POST to ourselves: a single-threaded development
-        # server would wait on itself. The bytes and the Token are exactly the bank's.
-        payment_notification_process(body=body, remote_addr=None)
-    return payment.success_url if pay else payment.fail_url

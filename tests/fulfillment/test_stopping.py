@@ -7,8 +7,8 @@ import pytest
 from django.db import transaction
 
 from fulfillment.models import Delivery, DeliveryStatus
-from fulfillment.services import product_pause, provider_halt
-from fulfillment.services.stopping import STOPPED_CODE, held_units_query, units_stop_held
+from fulfillment.selectors import STOPPED_CODE, held_units
+from fulfillment.services import product_pause, provider_halt, units_stop_held
 
 pytestmark = pytest.mark.django_db
 
@@ -44,7 +44,7 @@ def test_units_of_a_paused_product_are_stopped_and_others_left(paid_order_factor
 def test_units_of_a_halted_provider_are_held(paid_order_factory):
     order = paid_order_factory(quantities=(1, 1))
     provider_halt(provider="mock", code="41", reason="Signature rejected.")
-    assert held_units_query(order_id=order.pk).count() == 2
+    assert held_units(order_id=order.pk).count() == 2
 
 
 def test_a_unit_a_worker_moved_on_is_never_stopped(paid_order_factory):

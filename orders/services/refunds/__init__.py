@@ -21,15 +21,7 @@ Money-safety rules, and where each is enforced:
 * Every bank call (and every notification that settles a refund) leaves a RefundAttempt.
 """
 
-from orders.services.refunds.bank_notifications import (
-    RefundMatch,
-    candidate_units_text,
-    portal_full_refund_link_units,
-    portal_partial_refund_bind,
-    portal_refund_apply,
-    portal_refund_record,
-    refund_notification_apply,
-)
+from orders.services.refunds.bank_notifications import RefundMatch, refund_notification_apply
 from orders.services.refunds.books import (
     MoneyBalance,
     order_money_balance,
@@ -59,6 +51,13 @@ from orders.services.refunds.ledger import (
     PaymentLedger,
     order_blocked,
     payment_ledger,
+)
+from orders.services.refunds.portal import (
+    candidate_units_text,
+    portal_full_refund_link_units,
+    portal_partial_refund_bind,
+    portal_refund_apply,
+    portal_refund_record,
 )
 from orders.services.refunds.reconciliation import (
     refunds_reconcile,

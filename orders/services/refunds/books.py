@@ -7,9 +7,12 @@ from dataclasses import dataclass
 
 from django.db.models import Sum
 
+from fulfillment.selectors import order_units_value
 from orders.models import Order, Payment, Refund
 from orders.refund_state import RefundState
 from orders.services.refunds.common import PAID_STATUSES
+from orders.services.refunds.ledger import refunds_value
+from orders.unit_status import unit_status
 
 logger = logging.getLogger(__name__)
 
@@ -32,8 +35,6 @@ def unit_customer_status(*, status: str) -> str:
     """The status a customer sees for a unit in Delivery `status`: waiting, in_progress,
     delivered, failed, refunding (its refund decided, sent, or refused and with staff) or
     refunded (the bank made the refund)."""
-    from orders.status import unit_status
-
     return unit_status(status)
 
 
@@ -65,8 +66,6 @@ class MoneyBalance:
 
 def order_money_balance(*, order_id: int) -> MoneyBalance:
     """The order's money, from the ledger's own pieces (a fixed number of queries)."""
-    from orders.services.refunds.ledger import order_units_value, refunds_value
-
     order = Order.objects.only("payment_id", "status", "amount_kopecks").get(pk=order_id)
     own_payment = Payment.objects.filter(payment_id=order.payment_id, order_id=order_id).first()
     if own_payment is not None:

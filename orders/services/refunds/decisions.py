@@ -12,9 +12,16 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from fulfillment.models import OPEN_STATUSES, Delivery, DeliveryStatus, ProviderHalt
+from fulfillment.models import Delivery, DeliveryStatus, ProviderHalt
 from fulfillment.providers.base import FailureScope
-from fulfillment.services.stopping import STOPPED_CODE, held_units_query, units_stop_held
+from fulfillment.selectors import (
+    STOPPED_CODE,
+    failed_units_uncovered,
+    held_units,
+    unit_may_have_been_delivered,
+    units_in_progress,
+)
+from fulfillment.services import units_stop_held, units_take_for_refund
 from fulfillment_site.logs import order_log_extra
 from orders.models import Order, Payment, Refund, RefundReason
 from orders.refund_state import RefundState
@@ -28,13 +35,6 @@ from orders.tbank.receipts import ReceiptError, ReceiptLine, receipt_build
 logger = logging.getLogger(__name__)
 
 FAULTS_NOT_THE_UNITS = frozenset({FailureScope.PRODUCT, FailureScope.SHOP, FailureScope.CONFIGURATION})
-
-
-def _unknown_outcome(unit: Delivery) -> bool:
-    """Whether the provider may have delivered this FAILED unit after all (see retries)."""
-    from fulfillment.services.retries import _may_have_been_delivered
-
-    return _may_have_been_delivered(unit)
 
 
 @dataclass
@@ -70,9 +70,9 @@ def undelivered_units_preview(
     if status != OrderStatus.PAID:
         preview.problem = f"Order {order_id} is {status}: only a paid order's undelivered units are refunded here."
         return preview
-    held_waiting = list(held_units_query(order_id=order_id).select_related("item__product").order_by("pk"))
+    held_waiting = list(held_units(order_id=order_id).select_related("item__product").order_by("pk"))
     held_ids = {unit.pk for unit in held_waiting}
-    open_units = Delivery.objects.filter(order_id=order_id, status__in=OPEN_STATUSES).exclude(pk__in=held_ids).count()
+    open_units = units_in_progress(order_id=order_id).exclude(pk__in=held_ids).count()
     if open_units:
         preview.problem = (
             f"Order {order_id} has {open_units} unit(s) still being delivered: refund once they have settled, so "
@@ -84,15 +84,14 @@ def undelivered_units_preview(
     else:
         preview.waiting_held = held_waiting
     halted = set(ProviderHalt.objects.values_list("provider", flat=True))
-    failed = Delivery.objects.filter(order_id=order_id, status=DeliveryStatus.FAILED, refund__isnull=True)
-    for unit in failed.select_related("item__product").order_by("item_id", "unit_index"):
+    for unit in failed_units_uncovered(order_id=order_id).select_related("item__product"):
         # Failed by a fault that was not the unit's (a halted provider, a paused product, the shop's
         # setup): the unit goes back to waiting once the fault clears, so it is not refunded.
         if unit.last_code == STOPPED_CODE:
             preview.units.append(unit)  # stopped by staff while held: to be refunded, whatever holds its provider
         elif (unit.provider and unit.provider in halted) or unit.failure_scope in FAULTS_NOT_THE_UNITS:
             preview.held.append(unit)
-        elif _unknown_outcome(unit):
+        elif unit_may_have_been_delivered(unit):
             (preview.units if include_unknown else preview.unknown).append(unit)
         else:
             preview.units.append(unit)
@@ -217,15 +216,10 @@ def refund_decide_undelivered(
         )
         # The race with a staff retry is decided here, unit by unit: whoever moves a unit out of
         # FAILED first has it. Losing any unit means the amount is wrong, so nothing is kept.
-        taken = Delivery.objects.filter(
-            pk__in=[unit.pk for unit in units], status=DeliveryStatus.FAILED, refund__isnull=True
-        ).update(
-            status=DeliveryStatus.REFUNDING,
-            refund=refund,
-            claim_token="",
-            claim_expires_at=None,
-            next_attempt_at=None,
-            last_message=f"Refund {refund.pk} decided by {decided_by}"[:500],
+        taken = units_take_for_refund(
+            unit_ids=[unit.pk for unit in units],
+            refund_id=refund.pk,
+            message=f"Refund {refund.pk} decided by {decided_by}",
         )
         if taken != len(units):
             transaction.set_rollback(True)

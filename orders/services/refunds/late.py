@@ -8,8 +8,15 @@ from django.db import transaction
 from django.utils import timezone
 
 from fulfillment.models import Delivery, DeliveryStatus, FlagKind
+from fulfillment.services import (
+    order_flag_raise,
+    unit_delivered_despite_refund,
+    unit_note_late_delivery,
+    units_release_from_refund,
+)
 from orders.models import Order, Refund
 from orders.refund_state import RefundState, refund_transition
+from orders.services.refunds.decisions import order_settle_undelivered
 
 logger = logging.getLogger(__name__)
 
@@ -23,9 +30,6 @@ def refund_unit_delivered_late(*, delivery_id: int, serial: str = "", attempt_id
     the order is flagged "goods and money both given" (dashboard and staff alert). Returns
     "withdrawn" or "flagged".
     """
-    from fulfillment.services import order_flag_raise
-    from orders.services.refunds.decisions import order_settle_undelivered
-
     unit = Delivery.objects.only("order_id").get(pk=delivery_id)
     order_id = unit.order_id
     with transaction.atomic():
@@ -43,25 +47,23 @@ def refund_unit_delivered_late(*, delivery_id: int, serial: str = "", attempt_id
                 last_message=f"Withdrawn before sending: unit {unit.unit_key} was delivered after all.",
             )
         ):
-            Delivery.objects.filter(pk=unit.pk).update(
-                status=DeliveryStatus.DELIVERED,
-                serial=serial[:255],
-                delivered_at=now,
-                refund=None,
-                failure_scope="",
-                last_message=f"Delivered after all (late provider success); refund {refund.pk} withdrawn.",
+            unit_delivered_despite_refund(
+                unit_id=unit.pk,
+                serial=serial,
+                at=now,
+                message=f"Delivered after all (late provider success); refund {refund.pk} withdrawn.",
             )
-            Delivery.objects.filter(refund=refund, status=DeliveryStatus.REFUNDING).update(
-                status=DeliveryStatus.FAILED,
-                refund=None,
-                last_message=f"Refund {refund.pk} was withdrawn (another unit of it was delivered): decided again.",
+            units_release_from_refund(
+                refund_id=refund.pk,
+                message=f"Refund {refund.pk} was withdrawn (another unit of it was delivered): decided again.",
             )
             outcome = "withdrawn"
         else:
             what = f"refund {refund.pk} ({refund.get_state_display().lower()})" if refund else "a refund"
-            Delivery.objects.filter(pk=unit.pk).update(
-                serial=serial[:255] or unit.serial,
-                last_message=f"Delivered by the provider after {what} (serial {serial or 'none'})."[:500],
+            unit_note_late_delivery(
+                unit_id=unit.pk,
+                serial=serial,
+                message=f"Delivered by the provider after {what} (serial {serial or 'none'}).",
             )
             order_flag_raise(
                 order_id=order_id,

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 
 from django.db.models import Q, Sum
 
-from fulfillment.models import BLOCKING_FLAG_KINDS, Delivery, DeliveryStatus, OrderFlag
+from fulfillment.models import BLOCKING_FLAG_KINDS, OrderFlag
+from fulfillment.selectors import order_units_value
+from fulfillment.services import order_flag_raise
 from orders.models import Order, Payment, Refund
 from orders.refund_state import IN_FLIGHT, RefundState
 
@@ -43,17 +45,6 @@ class PaymentLedger:
     def allows(self, amount: int) -> bool:
         """Whether `amount` more (a refund or a purchase) keeps the ledger within what was paid."""
         return self.committed + amount <= self.paid
-
-
-def order_units_value(*, order_id: int) -> tuple[int, int]:
-    """(delivered, being delivered) value of the order's units not covered by a refund."""
-    values = Delivery.objects.filter(order_id=order_id, refund__isnull=True).aggregate(
-        delivered=Sum("item__unit_price_kopecks", filter=Q(status=DeliveryStatus.DELIVERED)),
-        delivering=Sum(
-            "item__unit_price_kopecks", filter=Q(status__in=(DeliveryStatus.SENDING, DeliveryStatus.PENDING))
-        ),
-    )
-    return int(values["delivered"] or 0), int(values["delivering"] or 0)
 
 
 def refunds_value(refunds) -> tuple[int, int]:
@@ -87,7 +78,5 @@ def order_blocked(*, order_id: int) -> bool:
 
 
 def ledger_flag(*, order_id: int, reason: str) -> None:
-    from fulfillment.services import order_flag_raise  # the delivery engine imports this package
-
     order_flag_raise(order_id=order_id, kind="ledger", reason=reason)
     logger.error("Order %s: the ledger would break: %s", order_id, reason)

@@ -6,10 +6,10 @@ import logging
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Q
 from django.utils import timezone
 
-from fulfillment.models import OPEN_STATUSES, REFUND_STATUSES, Delivery, DeliveryStatus
+from fulfillment.selectors import settled_with_refund_work
 from orders.models import Order, Refund
 from orders.refund_state import RefundState
 from orders.services.refunds.decisions import order_settle_undelivered
@@ -26,17 +26,8 @@ def refunds_reconcile(*, limit: int = 500) -> dict[str, int]:
     ones whose earlier Cancel may have been made (asked about with GetState, never re-sent)."""
     now = timezone.now()
     stale = now - timedelta(seconds=settings.REFUND_CLAIM_SECONDS)
-    open_unit = Delivery.objects.filter(order=OuterRef("pk"), status__in=OPEN_STATUSES)
-    unsettled = Delivery.objects.filter(order=OuterRef("pk"), status__in=(DeliveryStatus.FAILED, *REFUND_STATUSES))
-    wanted = Q(Exists(unsettled.filter(status=DeliveryStatus.REFUNDED)))
-    if settings.REFUND_POLICY == "auto":
-        wanted |= Q(Exists(unsettled.filter(status=DeliveryStatus.FAILED, refund__isnull=True)))
-    orders = list(
-        Order.objects.filter(wanted, status=OrderStatus.PAID)
-        .exclude(Exists(open_unit))
-        .exclude(Exists(unsettled.filter(status=DeliveryStatus.REFUNDING)))
-        .values_list("id", flat=True)[:limit]
-    )
+    wanted = settled_with_refund_work(failed_uncovered=settings.REFUND_POLICY == "auto")
+    orders = list(Order.objects.filter(wanted, status=OrderStatus.PAID).values_list("id", flat=True)[:limit])
     for order_id in orders:
         order_settle_undelivered(order_id=order_id)
     not_claimed = Q(claim_expires_at__isnull=True) | Q(claim_expires_at__lt=now)

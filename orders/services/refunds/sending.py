@@ -13,11 +13,14 @@ from django.conf import settings
 from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
+from kombu.exceptions import OperationalError as BrokerUnavailable
 
-from fulfillment.models import Delivery, DeliveryStatus
+from fulfillment.services import units_mark_refunded
+from fulfillment_site.dispatch import task_delay
 from fulfillment_site.logs import order_logging
+from fulfillment_site.workers import worker_id
 from orders import signals
-from orders.models import Order, Payment, Refund, RefundAttempt, RefundReason
+from orders.models import Order, Payment, Refund, RefundAttempt, RefundReason, new_external_request_id
 from orders.refund_state import IN_FLIGHT, RefundState, refund_transition
 from orders.services.emails import customer_email_enqueue
 from orders.services.refunds.closing import order_settle
@@ -29,6 +32,7 @@ from orders.services.refunds.common import (
     RefundNotPossible,
 )
 from orders.services.refunds.ledger import holds_place_q, ledger_flag, order_blocked, payment_ledger
+from orders.services.refunds.portal import portal_refund_apply
 from orders.tbank.client import TBankClient, TBankError, TBankRefused, TBankUnavailable, tbank_client
 
 logger = logging.getLogger(__name__)
@@ -43,12 +47,8 @@ def refund_queue(*, refund_id: int) -> None:
 def refund_publish(*, refund_id: int) -> None:
     """Queue the send task now (call it on commit). A broker outage is logged, not raised: the
     refund is committed and the reconciliation sweep queues it once the broker is back."""
-    from kombu.exceptions import OperationalError as BrokerUnavailable
-
-    from orders.tasks import send_refund
-
     try:
-        send_refund.delay(refund_id)
+        task_delay("orders.send_refund", refund_id)
     except BrokerUnavailable:
         logger.exception(
             "Could not queue refund %s; reconciliation will queue it",
@@ -56,12 +56,6 @@ def refund_publish(*, refund_id: int) -> None:
             extra={"order": refund_order_public_id(refund_id)},
         )
         Refund.objects.filter(pk=refund_id).update(queued_at=None)
-
-
-def _worker() -> str:
-    from fulfillment.services.common import _worker_id
-
-    return _worker_id()
 
 
 def _claim(refund_id: int) -> tuple[str | None, Refund | None, str]:
@@ -214,7 +208,7 @@ def _attempt(refund: Refund, *, method: str, request: dict, answer: dict, outcom
         outcome=outcome,
         error_code=str(extra.get("error_code", ""))[:20],
         message=str(extra.get("message", ""))[:500],
-        worker=_worker(),
+        worker=worker_id(),
         started_at=started,
         finished_at=timezone.now(),
         duration_ms=int((time.monotonic() - clock) * 1000),
@@ -280,8 +274,6 @@ def _cancel(refund: Refund, token: str, client: TBankClient) -> str | None:
 def _bank_total_observed(*, payment_id: int, bank_refunded: int, status: str) -> None:
     """The bank's refunded total of a payment, seen in a Cancel answer or GetState: what none of
     our refunds explains (none may be in flight) was refunded in the portal, and is recorded."""
-    from orders.services.refunds.bank_notifications import portal_refund_apply
-
     with transaction.atomic():
         payment = Payment.objects.select_related("order").get(pk=payment_id)
         Order.objects.select_for_update().filter(pk=payment.order_id).first()
@@ -461,9 +453,7 @@ def refund_mark_succeeded(*, refund_id: int, bank_status: str = "", via: str = "
         if bank_status:
             payment_values["bank_status"] = bank_status[:40]
         Payment.objects.filter(pk=refund.payment_id).update(**payment_values)
-        Delivery.objects.filter(refund_id=refund_id, status=DeliveryStatus.REFUNDING).update(
-            status=DeliveryStatus.REFUNDED, last_message=f"Refunded by refund {refund_id}."
-        )
+        units_mark_refunded(refund_ids=[refund_id], refund_id=refund_id, message=f"Refunded by refund {refund_id}.")
         order_settle(order_id=refund.order_id)
         refund_send_next(payment_id=refund.payment_id)
         order_id = refund.order_id
@@ -486,8 +476,6 @@ def refund_resend(*, refund_id: int, user=None) -> Refund:
     bank (answered otherwise, or not at all: a worker killed mid-call), it keeps its id for good
     and GetState is asked first, so the bank can never make it twice.
     """
-    from orders.models import new_external_request_id
-
     with transaction.atomic():
         refund = Refund.objects.select_for_update().filter(pk=refund_id).first()
         if refund is None:
