@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib import admin, messages
+from django.db.models import OuterRef, Subquery
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
@@ -32,6 +33,7 @@ from fulfillment_site.console.formatting import provider_amount, timestamp
 from fulfillment_site.console.order_page import UNIT_TONES
 from fulfillment_site.console.pagination import HugeTableAdminMixin
 from fulfillment_site.console.search import SEARCH_CAP, ExactSearchMixin, as_id
+from orders.models import Order, OrderItem
 
 
 class ReadOnlyAdminMixin:
@@ -59,17 +61,11 @@ def order_link(order_id: int, public_id: str | None = None):
 
 def order_number(order_id: int) -> str:
     """The number people know an order by (its public id), for messages that start from an order's pk."""
-    from orders.models import Order
-
     return Order.objects.filter(pk=order_id).values_list("public_id", flat=True).first() or str(order_id)
 
 
 def with_order_number(queryset):
     """Each row with its order's public id (`order_number`): one indexed sub-select per listed row."""
-    from django.db.models import OuterRef, Subquery
-
-    from orders.models import Order
-
     return queryset.annotate(
         order_number=Subquery(Order.objects.filter(pk=OuterRef("order_id")).values("public_id")[:1])
     )
@@ -178,8 +174,6 @@ class DeliveryAdmin(HugeTableAdminMixin, ExactSearchMixin, ReadOnlyAdminMixin, a
         return with_order_number(super().get_queryset(request))
 
     def search_ids(self, word: str) -> set[int]:
-        from orders.models import OrderItem
-
         ids = set(Delivery.objects.filter(reference=word).values_list("id", flat=True))
         ids |= set(Delivery.objects.filter(unit_key=word).values_list("id", flat=True))
         ids |= set(DeliveryAttempt.objects.filter(reference=word).values_list("delivery_id", flat=True)[:SEARCH_CAP])

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from celery import Celery
 from celery.signals import setup_logging, task_postrun, task_prerun, worker_init
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 
 from fulfillment_site.logs import task_finished, task_started
 
@@ -36,8 +38,6 @@ class QuietPeriodicTasks(logging.Filter):
         if record.levelno != logging.INFO:
             return True
         if self._log_them is None:
-            from django.conf import settings
-
             self._log_them = bool(getattr(settings, "CELERY_LOG_PERIODIC_TASKS", False))
         if self._log_them:
             return True
@@ -80,8 +80,6 @@ if json_logs_wanted(environ=os.environ, env_file=Path(__file__).resolve().parent
     def _log_through_django(loglevel=None, **kwargs) -> None:
         """The worker and beat write JSON lines through settings.LOGGING, like the web processes,
         instead of Celery's own format; `--loglevel` still sets the level."""
-        from django.conf import settings
-
         logging.config.dictConfig(settings.LOGGING)
         if loglevel:
             logging.getLogger().setLevel(loglevel)
@@ -94,8 +92,6 @@ app.autodiscover_tasks()
 
 @app.on_after_finalize.connect
 def _schedule_periodic_tasks(sender: Celery, **kwargs) -> None:
-    from django.conf import settings
-
     sender.add_periodic_task(
         float(settings.FULFILLMENT_RECONCILE_INTERVAL_SECONDS),
         sender.signature("fulfillment.reconcile_paid_orders"),
@@ -136,9 +132,9 @@ def _refuse_to_start_misconfigured(**kwargs) -> None:
     # A worker with an unknown provider or missing credentials would fail every delivery;
     # stopping at startup with the reason is kinder than a queue of failed attempts.
     # Celery logs and swallows exceptions from signal handlers; SystemExit is not swallowed.
-    from django.core.exceptions import ImproperlyConfigured
-
-    from fulfillment.registry import validate_provider_settings
+    # This module loads with the project package, before Django's app registry is ready, and the
+    # registry imports the providers and their models.
+    from fulfillment.registry import validate_provider_settings  # noqa: PLC0415 - see above
 
     try:
         validate_provider_settings()

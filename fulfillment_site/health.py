@@ -23,7 +23,11 @@ from functools import cache
 
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connections
+from django.db.migrations.loader import MigrationLoader
+from django.db.migrations.recorder import MigrationRecorder
 from django.http import HttpResponse
+
+from fulfillment_site.celery import app
 
 logger = logging.getLogger(__name__)
 
@@ -54,15 +58,11 @@ def _migrations_in_code() -> dict[tuple[str, str], tuple[tuple[str, str], ...]]:
     """The migration graph of the code: (app, name) -> the migrations it replaces (a squash).
     The files of a running process do not change, so they are read once; what is applied is
     asked on every probe."""
-    from django.db.migrations.loader import MigrationLoader
-
     graph = MigrationLoader(None, ignore_no_migrations=True).graph
     return {key: tuple(tuple(r) for r in (graph.nodes[key].replaces or ())) for key in graph.nodes}
 
 
 def migrations_check(alias: str = DEFAULT_DB_ALIAS) -> Check:
-    from django.db.migrations.recorder import MigrationRecorder
-
     try:
         applied = set(MigrationRecorder(connections[alias]).applied_migrations())
     except Exception as exc:  # noqa: BLE001
@@ -81,8 +81,6 @@ def migrations_check(alias: str = DEFAULT_DB_ALIAS) -> Check:
 
 
 def broker_check() -> Check:
-    from fulfillment_site.celery import app
-
     url = str(app.conf.broker_url or "")
     timeout = settings.HEALTH_CHECK_TIMEOUT_SECONDS
     if url.startswith("filesystem://"):

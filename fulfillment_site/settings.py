@@ -9,6 +9,7 @@ and `CELERY_BROKER_URL` at Redis or RabbitMQ; no code changes.
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 from fulfillment_site.logs import logging_config
 
@@ -55,8 +56,6 @@ def _proxy_ssl_header(value: str) -> tuple[str, str] | None:
         return None
     header, sep, expected = value.partition("=")
     if not sep or not header.strip() or not expected.strip():
-        from django.core.exceptions import ImproperlyConfigured
-
         raise ImproperlyConfigured(
             f"DJANGO_SECURE_PROXY_SSL_HEADER must look like X-Forwarded-Proto=https (or be empty), not {value!r}."
         )

@@ -8,11 +8,12 @@ never by editing a field. Lists stay fast on millions of rows: exact indexed sea
 from __future__ import annotations
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.models import LogEntry
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
-from django.db.models import Count, Exists, IntegerField, OuterRef, Subquery, Sum
+from django.db.models import Count, Exists, IntegerField, OuterRef, Q, Subquery, Sum
 from django.db.models.functions import Coalesce
 from django.http import HttpResponseRedirect
 from django.shortcuts import get_object_or_404
@@ -23,7 +24,7 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
 from fulfillment.admin import FlagInline, ReadOnlyAdminMixin, retry_fulfillment, retry_messages
-from fulfillment.models import Delivery, DeliveryStatus, OrderFlag
+from fulfillment.models import OPEN_STATUSES, Delivery, DeliveryStatus, OrderFlag, ProductPause, ProviderHalt
 from fulfillment.services import OrderNotFound, OrderNotFulfillable, order_fulfillment_retry
 from fulfillment_site.console.formatting import provider_amount, rubles_html, timestamp
 from fulfillment_site.console.order_page import order_page_context, order_status_badge
@@ -161,10 +162,6 @@ def _held_units():
     """Open units of PAID orders waiting on a fault that is not theirs: a paused product or a halted
     provider (a unit not sent yet goes through its item's provider, else the configured one). The
     faults are a handful of rows, so this is a few indexed conditions, never a scan of the orders."""
-    from django.conf import settings
-    from django.db.models import Q
-
-    from fulfillment.models import OPEN_STATUSES, ProductPause, ProviderHalt
 
     def through(provider: str) -> Q:
         unsent = Q(provider="") & (Q(item__provider=provider) | Q(item__provider=""))

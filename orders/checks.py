@@ -4,6 +4,9 @@ sandbox are for development only; the refund policy must be one we know."""
 from django.conf import settings
 from django.core import checks
 
+from orders.services import PaymentConfigurationError, allowed_networks
+from orders.services.notifications import demo_credentials_in_use
+
 
 @checks.register()
 def tbank_credentials_check(app_configs, **kwargs) -> list[checks.CheckMessage]:
@@ -21,8 +24,6 @@ def tbank_credentials_check(app_configs, **kwargs) -> list[checks.CheckMessage]:
 
 @checks.register()
 def tbank_allowed_networks_check(app_configs, **kwargs) -> list[checks.CheckMessage]:
-    from orders.services import PaymentConfigurationError, allowed_networks
-
     try:
         allowed_networks()
     except PaymentConfigurationError as exc:
@@ -73,8 +74,6 @@ def refund_policy_check(app_configs, **kwargs) -> list[checks.CheckMessage]:
 
 @checks.register()
 def tbank_demo_credentials_check(app_configs, **kwargs) -> list[checks.CheckMessage]:
-    from orders.services.notifications import demo_credentials_in_use
-
     return [
         checks.Error(
             f"{name} is a published demo value (from .env.example or T-Bank's documentation) and DJANGO_DEBUG "

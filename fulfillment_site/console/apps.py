@@ -11,7 +11,7 @@ class ConsoleConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from fulfillment_site.console import signals  # noqa: F401
+        from fulfillment_site.console import signals  # noqa: F401, PLC0415 - registers receivers once the models are ready
 
 
 class StaffAdminConfig(AdminConfig):

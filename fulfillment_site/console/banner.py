@@ -8,14 +8,14 @@ import time
 
 from django.conf import settings
 
+from fulfillment.models import ProviderHalt
+
 _lock = threading.Lock()
 _cache: dict = {"at": 0.0, "halts": None}
 
 
 def active_halts() -> list[dict]:
     """[{"provider", "code", "reason", "created_at"}] of every active provider halt."""
-    from fulfillment.models import ProviderHalt
-
     ttl = settings.CONSOLE_HALT_CACHE_SECONDS
     now = time.monotonic()
     with _lock:

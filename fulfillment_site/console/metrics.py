@@ -16,8 +16,17 @@ from django.db.models import Count, Max, Min, Q, Sum
 from django.utils import timezone
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
+from fulfillment.models import (
+    OPEN_STATUSES,
+    Delivery,
+    DeliveryAttempt,
+    DeliveryStatus,
+    ProviderAccount,
+    ProviderHalt,
+)
 from fulfillment_site.console.models import MetricCounterState
 from fulfillment_site.console.problems import problems_count
+from orders.models import PaymentNotification
 
 #: Provider call latency buckets, in milliseconds (the attempt's duration_ms).
 LATENCY_BUCKETS_MS = (50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000)
@@ -77,16 +86,6 @@ class DatabaseCollector:
     """Collects every metric from the database at scrape time."""
 
     def collect(self):
-        from fulfillment.models import (
-            OPEN_STATUSES,
-            Delivery,
-            DeliveryAttempt,
-            DeliveryStatus,
-            ProviderAccount,
-            ProviderHalt,
-        )
-        from orders.models import PaymentNotification
-
         verdicts = _advance("notifications", PaymentNotification, _add_notifications)
         family = CounterMetricFamily(
             "fulfillment_payment_notifications", "Payment notifications received, by verdict.", labels=["verdict"]

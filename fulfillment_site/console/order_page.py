@@ -13,10 +13,14 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext, pgettext
 
+from fulfillment.models import OPEN_STATUSES, Delivery, DeliveryStatus, ProductPause
+from fulfillment.providers.base import FailureScope
 from fulfillment_site.console.banner import active_halts
 from fulfillment_site.console.formatting import duration, rubles
 from fulfillment_site.console.problems import paid_too_long_cutoff
-from fulfillment_site.console.timeline import order_timeline
+from fulfillment_site.console.timeline import ATTEMPTS_SHOWN, order_timeline
+from orders.models import NotificationVerdict
+from orders.services.refunds import undelivered_units_preview
 
 
 @dataclass(frozen=True)
@@ -64,8 +68,6 @@ def order_status_badge(order, *, units_failed: int = 0, now=None) -> tuple[str, 
 def order_units(order) -> list[UnitRow]:
     """Every unit of the order with its product, recipient, status, code and attempts; before
     payment (no units yet) one row per unit the items will make."""
-    from fulfillment.models import Delivery, DeliveryStatus, ProductPause
-
     labels = dict(DeliveryStatus.choices)
     halted = {halt["provider"] for halt in active_halts()}
     paused = set(ProductPause.objects.values_list("provider", "sku"))
@@ -120,8 +122,6 @@ def order_units(order) -> list[UnitRow]:
 
 def _held_by(unit, *, halted: set[str], paused: set[tuple[str, str]]) -> str:
     """ "halt" or "pause" when an open unit waits on a fault that is not its own, else ""."""
-    from fulfillment.models import OPEN_STATUSES
-
     if unit.status not in OPEN_STATUSES:
         return ""
     provider = unit.provider or unit.item.provider
@@ -143,9 +143,6 @@ class Wrong:
 def order_wrongs(order, units: list[UnitRow]) -> list[Wrong]:
     """What is wrong with this order, in words staff can act on, each with the actions that help;
     empty when nothing is."""
-    from fulfillment.providers.base import FailureScope
-    from orders.models import NotificationVerdict
-
     wrongs = []
     # The refund decision refuses while any unit is still in progress: then no Refund button either.
     refund_offered = any(unit.status in ("waiting", "sending", "pending") for unit in units)
@@ -218,7 +215,6 @@ def _held_refund(order, units: list[UnitRow]) -> dict:
     first, with the failed ones): nothing offered when that refund would be refused or empty."""
     if order.status != "paid" or not any(unit.held_by for unit in units):
         return {"held_refund_count": 0, "held_refund_amount": ""}
-    from orders.services.refunds import undelivered_units_preview
 
     preview = undelivered_units_preview(order_id=order.pk, include_held=True)
     if preview.problem or not preview.units:
@@ -231,7 +227,6 @@ def order_page_context(order) -> dict:
     units_failed = sum(1 for unit in units if unit.status == "failed")
     label, tone = order_status_badge(order, units_failed=units_failed)
     attempts_total = order.delivery_attempts.count()
-    from fulfillment_site.console.timeline import ATTEMPTS_SHOWN
 
     return {
         "order": order,

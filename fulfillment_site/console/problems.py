@@ -19,6 +19,11 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from fulfillment.models import Delivery, DeliveryStatus, OrderFlag, ProductPause, ProviderAccount, ProviderHalt
+from orders.models import NotificationVerdict, Order, PaymentNotification, Refund
+from orders.refund_state import OPEN, RefundState
+from orders.state import OrderStatus
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -97,36 +102,24 @@ def paid_too_long_cutoff():
 
 
 def _failed_units():
-    from fulfillment.models import Delivery, DeliveryStatus
-    from orders.state import OrderStatus
-
     # FAILED units of orders that are still PAID: a refunded order's failed unit needs nobody.
     return Delivery.objects.filter(status=DeliveryStatus.FAILED, order__status=OrderStatus.PAID)
 
 
 def _paid_too_long():
-    from orders.models import Order
-    from orders.state import OrderStatus
-
     return Order.objects.filter(status=OrderStatus.PAID, paid_at__lt=paid_too_long_cutoff())
 
 
 def _notifications_to_review():
-    from orders.models import NotificationVerdict, PaymentNotification
-
     return PaymentNotification.objects.filter(verdict=NotificationVerdict.NEEDS_REVIEW, reviewed_at__isnull=True)
 
 
 def _halts():
-    from fulfillment.models import ProviderHalt
-
     return ProviderHalt.objects.order_by("provider")
 
 
 def low_balances():
     """ProviderAccounts whose last known balance is under PROVIDER_BALANCE_ALERT (none when unset)."""
-    from fulfillment.models import ProviderAccount
-
     threshold = settings.PROVIDER_BALANCE_ALERT
     if threshold is None:
         return ProviderAccount.objects.none()
@@ -193,16 +186,10 @@ register(
 
 
 def _refunds_refused():
-    from orders.models import Refund
-    from orders.refund_state import RefundState
-
     return Refund.objects.filter(state=RefundState.FAILED)
 
 
 def _refunds_stuck():
-    from orders.models import Refund
-    from orders.refund_state import OPEN
-
     cutoff = timezone.now() - timedelta(minutes=settings.ORDER_PAID_TOO_LONG_MINUTES)
     return Refund.objects.filter(state__in=OPEN, created_at__lt=cutoff)
 
@@ -234,14 +221,10 @@ register(
 
 
 def _open_flags():
-    from fulfillment.models import OrderFlag
-
     return OrderFlag.objects.filter(resolved_at__isnull=True)
 
 
 def _product_pauses():
-    from fulfillment.models import ProductPause
-
     return ProductPause.objects.order_by("provider", "sku")
 
 

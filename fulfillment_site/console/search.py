@@ -11,6 +11,9 @@ import re
 
 from django.db.models import QuerySet
 
+from fulfillment.models import Delivery, DeliveryAttempt
+from orders.models import Order, OrderItem, PaymentNotification
+
 SEARCH_CAP = 1000
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 _MAX_BIGINT = 2**63 - 1
@@ -31,9 +34,6 @@ def order_ids_for(word: str) -> set[int]:
     """Orders a staff member may mean by `word`: its id or public id (the OrderId at the bank),
     PaymentId (of the order or of any of its notifications), customer email (whole, or its
     beginning), recipient, unit key, or a provider reference (current or earlier purchase)."""
-    from fulfillment.models import Delivery, DeliveryAttempt
-    from orders.models import Order, OrderItem, PaymentNotification
-
     if "@" in word:
         lookup = "customer_email__iexact" if _EMAIL.fullmatch(word) else "customer_email__istartswith"
         return _ids(Order.objects.filter(**{lookup: word}).order_by("-id"), "id")

@@ -7,6 +7,8 @@ from django.conf import settings
 from django.contrib import admin
 from django.utils.translation import gettext_lazy as _
 
+from fulfillment.models import ProviderAccount, ProviderHalt
+from fulfillment.services import deposit_shortfalls
 from fulfillment_site.console.banner import active_halts
 from fulfillment_site.console.formatting import provider_amount
 from fulfillment_site.console.problems import problems_count
@@ -55,8 +57,6 @@ class StaffAdminSite(admin.AdminSite):
         return context
 
     def index(self, request, extra_context=None):
-        from fulfillment.models import ProviderAccount
-
         problems = problems_count()
         halts = request.console_halts = active_halts()
         threshold = settings.PROVIDER_BALANCE_ALERT
@@ -83,9 +83,6 @@ class StaffAdminSite(admin.AdminSite):
 def _deposit_shortfalls(halts: list[dict]) -> list[dict]:
     """The halt tile's lines for each provider halted for its deposit: the balance seen, what the
     held units cost, and how much more the deposit needs."""
-    from fulfillment.models import ProviderHalt
-    from fulfillment.services.funding import deposit_shortfalls
-
     # Only a halt for the deposit costs queries.
     rows = [ProviderHalt(provider=halt["provider"], code=halt["code"]) for halt in halts]
     return [

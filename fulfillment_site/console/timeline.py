@@ -11,10 +11,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from django.contrib.admin.models import LogEntry
+from django.contrib.contenttypes.models import ContentType
 from django.utils.translation import gettext as _
 from django.utils.translation import pgettext
 
 from fulfillment_site.console.formatting import rubles
+from orders.models import NotificationVerdict
+from orders.refund_state import RefundState
 
 #: Attempts shown in the timeline of one order; the rest are one click away in the attempt list.
 ATTEMPTS_SHOWN = 200
@@ -76,8 +80,6 @@ def order_status_events(order) -> list[Event]:
 
 @register_source
 def notification_events(order) -> list[Event]:
-    from orders.models import NotificationVerdict
-
     labels = dict(NotificationVerdict.choices)
     events = []
     for record in order.notifications.order_by("id").select_related("reviewed_by"):
@@ -115,9 +117,6 @@ def attempt_events(order) -> list[Event]:
 @register_source
 def staff_events(order) -> list[Event]:
     """Staff actions recorded in the admin history (LogEntry) of this order."""
-    from django.contrib.admin.models import LogEntry
-    from django.contrib.contenttypes.models import ContentType
-
     entries = LogEntry.objects.filter(
         content_type=ContentType.objects.get_for_model(type(order)), object_id=str(order.pk)
     ).select_related("user")
@@ -149,8 +148,6 @@ def bank_call_events(order) -> list[Event]:
 @register_source
 def refund_events(order) -> list[Event]:
     """Each refund: the decision (who, why, how much), every call to the bank, the settlement."""
-    from orders.refund_state import RefundState
-
     events = []
     for refund in order.refunds.order_by("id").prefetch_related("attempts"):
         amount = rubles(refund.amount_kopecks)
