@@ -37,9 +37,13 @@ messages: install .env
 		--ignore='bench/*' --ignore='var/*' --ignore='docs/*' --ignore='*/migrations/*'
 	$(BIN)/python manage.py compilemessages --ignore='.venv/*'
 
+# Style, then the doors between the packages: the layers in .importlinter, no import cycle and no
+# private name crossing a package (docs/architecture.md).
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
+	$(BIN)/python scripts/check_architecture.py
 
 # BENCH_ARGS: more options (`bench/run.py --help`); `BENCH_ARGS=--tiny` is CI's few-second run of each.
 bench: install
