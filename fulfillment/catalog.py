@@ -6,9 +6,10 @@ at most once per 5 minutes) across processes: the request time is claimed by a c
 UPDATE before the call, so two concurrent syncs cannot both pull.
 
 Products are matched by sku = buyer_sku_code. The sync only writes the provider_* fields of
-existing products (staff own names, prices and activation). A SKU the shop has never seen is
-created inactive with a shop price of 0: Digiflazz prices are in IDR and carry no margin, so
-staff set the price (in kopecks) and activate it; the admin refuses activation at price 0.
+existing products (staff own names and activation). A SKU the shop has never seen is created
+inactive with a shop price of 0; once the list is applied, `price_list_applied` lets the money
+side price every product from its new cost by the price rules (orders.services.pricing), and
+staff activate the new ones; the admin refuses activation at price 0.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from django.utils.translation import gettext as _
 
 from fulfillment.models import ProviderAccount
 from fulfillment.providers.digiflazz import DigiflazzClient, DigiflazzError, DigiflazzProvider
+from fulfillment.signals import price_list_applied
 from orders.models import Product
 
 logger = logging.getLogger(__name__)
@@ -115,6 +117,8 @@ def products_sync_price_list(
     report = products_apply_price_list(items=items, synced_at=timezone.now(), on_progress=on_progress)
     ProviderAccount.objects.filter(provider=PROVIDER).update(price_list_summary=report.summary()[:500])
     logger.info("Digiflazz price list applied: %s", report.summary())
+    # The shop prices follow the new costs (orders.receivers reprices by the price rules).
+    price_list_applied.send(sender=SyncReport, report=report)
     return report
 
 

@@ -8,6 +8,10 @@ from django.dispatch import Signal
 # transaction that recorded the provider's answer.
 unit_delivered_after_refund = Signal()
 
+# kwargs: report (fulfillment.catalog.SyncReport). Sent once a supplier price list has been applied
+# to the products (committed): the money side reprices them by its rules.
+price_list_applied = Signal()
+
 # kwargs: order_id, all_delivered. Sent when an order's units leave nothing in progress: every unit
 # delivered (all_delivered=True), or nothing open any more and some units not delivered. The money
 # side closes the order (FULFILLED, or refunds for the rest) and returns the order's status.

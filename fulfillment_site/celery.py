@@ -112,6 +112,11 @@ def _schedule_periodic_tasks(sender: Celery, **kwargs) -> None:
         sender.signature("orders.reconcile_refunds"),
         name="reconcile refunds",
     )
+    sender.add_periodic_task(
+        float(settings.PRICING_RATE_REFRESH_SECONDS),
+        sender.signature("orders.refresh_exchange_rate"),
+        name="refresh the exchange rate and reprice",
+    )
     # Reads the problem counts (and ProviderAccount.balance) and emails staff; sends nothing
     # without STAFF_ALERT_EMAILS.
     sender.add_periodic_task(

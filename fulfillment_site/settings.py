@@ -6,6 +6,7 @@ Celery broker on the filesystem under `var/`. Production points `DATABASE_URL` a
 and `CELERY_BROKER_URL` at Redis or RabbitMQ; no code changes.
 """
 
+from decimal import Decimal
 from pathlib import Path
 
 import environ
@@ -364,6 +365,30 @@ DIGIFLAZZ_TESTING = env.bool("DIGIFLAZZ_TESTING", default=False)
 DIGIFLAZZ_WEBHOOK_SECRET = env("DIGIFLAZZ_WEBHOOK_SECRET", default="")
 DIGIFLAZZ_TIMEOUT_SECONDS = env.float("DIGIFLAZZ_TIMEOUT_SECONDS", default=30.0)
 DIGIFLAZZ_CALLBACK_URL = env("DIGIFLAZZ_CALLBACK_URL", default="")
+
+# --- Pricing (docs/pricing.md) ---------------------------------------------------------------
+# Shop price = rounded(supplier cost in rupiah x roubles per rupiah x (1 + markup) + addition),
+# never below cost + minimum margin, by the most specific price rule. The rate is the Central
+# Bank of Russia's daily one, fetched every PRICING_RATE_REFRESH_SECONDS; PRICING_FIXED_RATE
+# (roubles per rupiah, e.g. 0.0055) replaces it. A rate set more than PRICING_MAX_RATE_AGE_DAYS
+# ago is not used: prices stay as they are until a fresh one arrives.
+PRICING_FIXED_RATE = env("PRICING_FIXED_RATE", default="")
+PRICING_MAX_RATE_AGE_DAYS = env.int("PRICING_MAX_RATE_AGE_DAYS", default=3)
+PRICING_RATE_REFRESH_SECONDS = env.int("PRICING_RATE_REFRESH_SECONDS", default=3600)
+CBR_DAILY_URL = env("CBR_DAILY_URL", default="https://www.cbr.ru/scripts/XML_daily.asp")
+CBR_TIMEOUT_SECONDS = env.float("CBR_TIMEOUT_SECONDS", default=15.0)
+if PRICING_FIXED_RATE:
+    try:
+        _fixed_rate = Decimal(PRICING_FIXED_RATE)
+    except ArithmeticError:
+        _fixed_rate = Decimal(0)
+    if not _fixed_rate.is_finite() or _fixed_rate <= 0:
+        raise ImproperlyConfigured(
+            f"PRICING_FIXED_RATE must be a positive number of roubles per rupiah (e.g. 0.0055), not "
+            f"{PRICING_FIXED_RATE!r}; leave it empty to use the Central Bank's daily rate."
+        )
+if PRICING_MAX_RATE_AGE_DAYS < 0:
+    raise ImproperlyConfigured("PRICING_MAX_RATE_AGE_DAYS must be 0 or more days.")
 
 # --- Staff console: alerts and metrics ---------------------------------------------------------
 # Staff emailed about problems (comma list); empty sends nothing. Sent by the Celery task

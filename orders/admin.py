@@ -26,7 +26,7 @@ from django.utils.translation import gettext_lazy as _
 from fulfillment.admin import FlagInline, ReadOnlyAdminMixin, retry_fulfillment, retry_messages
 from fulfillment.models import OPEN_STATUSES, Delivery, DeliveryStatus, OrderFlag, ProductPause, ProviderHalt
 from fulfillment.services import OrderNotFound, OrderNotFulfillable, order_fulfillment_retry
-from fulfillment_site.console.formatting import provider_amount, rubles_html, timestamp
+from fulfillment_site.console.formatting import provider_amount, rubles, rubles_html, timestamp
 from fulfillment_site.console.order_page import order_page_context, order_status_badge
 from fulfillment_site.console.pagination import HugeTableAdminMixin
 from fulfillment_site.console.problems import paid_too_long_cutoff
@@ -40,12 +40,14 @@ from orders.models import (
     OrderItem,
     Payment,
     PaymentNotification,
+    PriceChangeReason,
     Product,
     TBankCall,
 )
 from orders.services import NotificationNotReviewable, payment_notification_mark_reviewed
 from orders.services.corrections import RecipientNotCorrectable, order_item_recipient_correct
 from orders.services.emails import customer_email_enqueue
+from orders.services.pricing import product_price_after_staff_edit, products_reprice
 from orders.state import OrderStatus
 from orders.tbank import notifications as tbank_statuses
 
@@ -74,18 +76,26 @@ class ProductForm(forms.ModelForm):
             "name",
             "sku",
             "price_kopecks",
+            "manual_price_kopecks",
+            "category",
+            "brand",
             "is_active",
             "max_provider_price",
             "recipient_label",
             "recipient_pattern",
         )
         labels = {"price_kopecks": _("Shop price (kopecks)")}
-        help_texts = {"price_kopecks": _("In kopecks: 80000 is 800.00 ₽.")}
+        help_texts = {
+            "price_kopecks": _(
+                "In kopecks: 80000 is 800.00 ₽. Made by the price rules from the supplier cost; a price typed "
+                "here becomes the manual price."
+            )
+        }
 
     def clean(self):
         cleaned = super().clean()
         # Products created by the price-list sync start at price 0: selling them so would be free.
-        if cleaned.get("is_active") and not cleaned.get("price_kopecks"):
+        if cleaned.get("is_active") and not (cleaned.get("manual_price_kopecks") or cleaned.get("price_kopecks")):
             raise forms.ValidationError(_("Set a shop price (in kopecks) above 0 before activating this product."))
         return cleaned
 
@@ -93,14 +103,68 @@ class ProductForm(forms.ModelForm):
 @admin.register(Product)
 class ProductAdmin(admin.ModelAdmin):
     form = ProductForm
-    list_display = ("name", "sku", "price", "is_active", "provider_price_text", "provider_status", "provider_synced_at")
-    list_filter = ("is_active", ProviderAvailabilityFilter)
+    list_display = (
+        "name",
+        "sku",
+        "price",
+        "price_source",
+        "cost",
+        "is_active",
+        "provider_price_text",
+        "provider_status",
+        "provider_synced_at",
+    )
+    list_filter = ("is_active", ProviderAvailabilityFilter, "category", "brand")
+    list_select_related = ("category", "brand")
     search_fields = ("name", "sku")
-    readonly_fields = ("provider_price", "provider_available", "provider_synced_at", "created_at", "updated_at")
+    readonly_fields = (
+        "provider_price",
+        "provider_available",
+        "provider_synced_at",
+        "cost_kopecks",
+        "priced_rate",
+        "priced_at",
+        "created_at",
+        "updated_at",
+    )
+    actions = ("reprice",)
 
     @admin.display(description=_("Shop price"), ordering="price_kopecks")
     def price(self, obj: Product):
         return rubles_html(obj.price_kopecks)
+
+    @admin.display(description=_("Priced by"))
+    def price_source(self, obj: Product) -> str:
+        return _("manual price") if obj.manual_price_kopecks is not None else _("price rules")
+
+    @admin.display(description=_("Cost"), ordering="cost_kopecks")
+    def cost(self, obj: Product) -> str:
+        return rubles(obj.cost_kopecks) if obj.cost_kopecks is not None else "—"
+
+    def save_model(self, request, obj: Product, form, change) -> None:
+        old_price = (
+            Product.objects.filter(pk=obj.pk).values_list("price_kopecks", flat=True).first() if change else None
+        )
+        # A price typed by hand is a manual price: the rules must not overwrite it at the next sync.
+        if change and "price_kopecks" in form.changed_data and "manual_price_kopecks" not in form.changed_data:
+            obj.manual_price_kopecks = obj.price_kopecks
+        super().save_model(request, obj, form, change)
+        product_price_after_staff_edit(product_id=obj.pk, old_price=old_price, changed_by=request.user)
+
+    @admin.action(description=_("Recalculate prices by the price rules"))
+    def reprice(self, request, queryset) -> None:
+        report = products_reprice(
+            reason=PriceChangeReason.RULE, changed_by=request.user, product_ids=queryset.values_list("pk", flat=True)
+        )
+        if report.problem:
+            self.message_user(request, report.problem, messages.WARNING)
+        else:
+            self.message_user(
+                request,
+                _("Prices recalculated: %(checked)d products checked, %(changed)d prices changed.")
+                % {"checked": report.checked, "changed": report.changed},
+                messages.SUCCESS,
+            )
 
     @admin.display(description=_("Provider price"), ordering="provider_price")
     def provider_price_text(self, obj: Product) -> str:
@@ -639,3 +703,7 @@ class CustomerEmailAdmin(HugeTableAdminMixin, ReadOnlyAdminMixin, admin.ModelAdm
     list_filter = ("state", "kind")
     search_fields = ("=order__id", "=order__public_id", "=to")
     readonly_fields = [f.name for f in CustomerEmail._meta.fields]
+
+
+# Registered with the rest of the orders admin (Django imports only admin.py).
+from orders import admin_pricing  # noqa: E402, F401

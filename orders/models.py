@@ -83,6 +83,36 @@ class Product(models.Model):
             "Regular expression the whole recipient must match (e.g. 08[0-9]{8,11}); empty: any non-blank text."
         ),
     )
+    category = models.ForeignKey(
+        "orders.Category",
+        null=True,
+        blank=True,
+        related_name="products",
+        on_delete=models.SET_NULL,
+        verbose_name=_("category"),
+    )
+    brand = models.ForeignKey(
+        "orders.Brand",
+        null=True,
+        blank=True,
+        related_name="products",
+        on_delete=models.SET_NULL,
+        verbose_name=_("brand"),
+    )
+    manual_price_kopecks = models.PositiveBigIntegerField(
+        _("manual price (kopecks)"),
+        null=True,
+        blank=True,
+        help_text=_("When set, the shop price is this, whatever the price rules say."),
+    )
+    cost_kopecks = models.PositiveBigIntegerField(
+        _("cost (kopecks)"),
+        null=True,
+        blank=True,
+        help_text=_("The supplier price in roubles at the rate the shop price was made with."),
+    )
+    priced_rate = models.DecimalField(_("rate priced at"), max_digits=20, decimal_places=12, null=True, blank=True)
+    priced_at = models.DateTimeField(_("priced"), null=True, blank=True)
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
     updated_at = models.DateTimeField(_("updated"), auto_now=True)
 
@@ -708,3 +738,16 @@ class RefundAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"{self.method} for refund {self.refund_id}: {self.outcome}"
+
+
+# The pricing records live in their own module; Django finds models through this one.
+from orders.pricing_models import (  # noqa: E402, F401
+    Brand,
+    Category,
+    ExchangeRate,
+    PriceChange,
+    PriceChangeReason,
+    PriceRounding,
+    PriceRule,
+    RateSource,
+)

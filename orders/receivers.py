@@ -3,9 +3,11 @@ inside the transaction that made the change."""
 
 from django.dispatch import receiver
 
-from fulfillment.signals import unit_delivered_after_refund, units_settled
+from fulfillment.signals import price_list_applied, unit_delivered_after_refund, units_settled
+from orders.models import PriceChangeReason
 from orders.services import order_mark_fulfilled, refunds
 from orders.services.emails import customer_email_enqueue
+from orders.services.pricing import products_reprice
 from orders.signals import order_fulfilled
 from orders.state import IllegalTransition
 
@@ -32,3 +34,8 @@ def _close_order(sender, *, order_id: int, all_delivered: bool, **kwargs) -> str
     # Through the package, looked up at each call, as the engine used to: the decision can be replaced
     # in one place (a test staging a race does).
     return refunds.order_settle_undelivered(order_id=order_id)
+
+
+@receiver(price_list_applied)
+def _reprice_after_sync(sender, **kwargs) -> None:
+    products_reprice(reason=PriceChangeReason.SYNC)

@@ -15,7 +15,7 @@ from django.db import DatabaseError
 
 from fulfillment_site.logs import bind_order
 from orders.models import Refund
-from orders.services import refunds
+from orders.services import pricing, refunds
 from orders.services.emails import (
     EmailSendFailed,
     customer_email_order_public_id,
@@ -83,3 +83,14 @@ def send_refund(refund_id: int) -> dict:
 def reconcile_refunds() -> dict:
     """Periodic: decide, send and check the refunds nobody is working on."""
     return refunds.refunds_reconcile()
+
+
+@shared_task(name="orders.refresh_exchange_rate", acks_late=True, ignore_result=True)
+def refresh_exchange_rate() -> str:
+    """Periodic: fetch the Central Bank's rupiah rate; a new one reprices the catalogue."""
+    try:
+        rate, report = pricing.exchange_rate_refresh()
+    except pricing.RateUnavailable as exc:
+        logger.warning("Exchange rate not refreshed: %s", exc)
+        return str(exc)
+    return f"{rate}: {report.summary()}" if rate else report.summary()

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from django.core.exceptions import ImproperlyConfigured
 
 SETTINGS_FILE = Path(__file__).resolve().parent.parent / "fulfillment_site" / "settings.py"
 
@@ -247,3 +248,13 @@ def test_an_init_settle_window_shorter_than_the_bank_timeout_is_refused(monkeypa
     with pytest.raises(ImproperlyConfigured, match="TBANK_INIT_SETTLE_SECONDS"):
         load_settings(monkeypatch, VAR_DIR=str(tmp_path), TBANK_TIMEOUT_SECONDS="15", TBANK_INIT_SETTLE_SECONDS="5")
     assert load_settings(monkeypatch, VAR_DIR=str(tmp_path))["TBANK_INIT_SETTLE_SECONDS"] == 60.0
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-0.01", "NaN", "inf"])
+def test_a_fixed_rate_that_is_not_a_positive_number_stops_startup_with_the_fix(monkeypatch, value):
+    with pytest.raises(ImproperlyConfigured, match="PRICING_FIXED_RATE must be a positive number"):
+        load_settings(monkeypatch, PRICING_FIXED_RATE=value)
+
+
+def test_a_fixed_rate_is_read_as_given(monkeypatch):
+    assert load_settings(monkeypatch, PRICING_FIXED_RATE="0.0055")["PRICING_FIXED_RATE"] == "0.0055"

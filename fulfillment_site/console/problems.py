@@ -20,8 +20,9 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from fulfillment.models import Delivery, DeliveryStatus, OrderFlag, ProductPause, ProviderAccount, ProviderHalt
-from orders.models import NotificationVerdict, Order, PaymentNotification, Refund
+from orders.models import NotificationVerdict, Order, PaymentNotification, PriceRule, Refund
 from orders.refund_state import OPEN, RefundState
+from orders.services.pricing import exchange_rate_in_use
 from orders.state import OrderStatus
 
 
@@ -82,6 +83,7 @@ URGENCY = (
     "product_pauses",
     "refunds_waiting",
     "low_balance",
+    "exchange_rate_stale",
 )
 
 
@@ -246,5 +248,27 @@ register(
         url=lambda: reverse("admin:fulfillment_productpause_changelist"),
         hint=_("Their units wait (no attempt used) and resume once a probe purchase goes through."),
         details=lambda: [f"{pause.provider} {pause.sku}: {pause.reason}" for pause in _product_pauses()[:20]],
+    )
+)
+
+
+def _rate_problem() -> str:
+    """Why prices are not following costs (no usable exchange rate), when price rules are in use."""
+    if not PriceRule.objects.filter(is_active=True).exists():
+        return ""
+    return exchange_rate_in_use().problem
+
+
+register(
+    Problem(
+        key="exchange_rate_stale",
+        title=_("Prices not following costs: no fresh exchange rate"),
+        count=lambda: 1 if _rate_problem() else 0,
+        url=lambda: reverse("admin:orders_exchangerate_changelist"),
+        hint=_(
+            "Prices stay as they are until a fresh rate arrives. Check that the worker can reach the Central "
+            "Bank (CBR_DAILY_URL), or set PRICING_FIXED_RATE."
+        ),
+        details=lambda: [_rate_problem()] if _rate_problem() else [],
     )
 )

@@ -1,4 +1,4 @@
-"""`manage.py load_demo_data`: demo products, a few NEW orders and a local admin user.
+"""`manage.py load_demo_data`: a demo catalogue priced by rules, a few NEW orders and a local admin user.
 
 Development only (refuses unless DJANGO_DEBUG is on). Safe to run again: it adds what is
 missing. The admin password is made once and kept (VAR_DIR/admin-password.txt): a second run
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from decimal import Decimal
 from pathlib import Path
 
 from django.conf import settings
@@ -17,16 +18,25 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.utils.translation import gettext as _
 
-from orders.models import Order, Product
+from orders.models import Brand, Category, Order, PriceChangeReason, PriceRounding, PriceRule, Product
 from orders.services import ItemSpec, order_create
+from orders.services.pricing import exchange_rate_in_use, exchange_rate_set_fixed, products_reprice
 from orders.state import OrderStatus
 
-# A Russian shop's catalogue: game currency and vouchers, priced in roubles (kopecks here).
+# A Russian shop's catalogue: game currency and vouchers, with the supplier's cost in rupiah,
+# category and brand. No shop price is set by hand: the price rules below make them.
 DEMO_PRODUCTS = [
-    ("PUBG Mobile: 325 UC", "pubg325", 49000),
-    ("Genshin Impact: 300 кристаллов", "gi300", 39900),
-    ("Steam: пополнение на 500 ₽", "steam500", 55000),
-    ("Подарочная карта на 1 000 ₽", "gift1000", 100000),
+    ("PUBG Mobile: 325 UC", "pubg325", 83000, "Игры", "PUBG Mobile"),
+    ("Genshin Impact: 300 кристаллов", "gi300", 69000, "Игры", "Genshin Impact"),
+    ("Steam: пополнение на 500 ₽", "steam500", 98000, "Игры", "Steam"),
+    ("Подарочная карта на 1 000 ₽", "gift1000", 190000, "Подарочные карты", "Подарочная карта"),
+]
+#: Roubles per rupiah until the Central Bank's rate is fetched (the worker does, hourly).
+DEMO_RATE = Decimal("0.0052")
+# (category or None for the default rule, markup %, minimum margin in kopecks, rounding)
+DEMO_RULES = [
+    (None, Decimal("12"), 3000, PriceRounding.NINE),
+    ("Подарочные карты", Decimal("5"), 2000, PriceRounding.TEN),
 ]
 # What the customer gives as the recipient of each demo product (label, pattern), and a valid one.
 DEMO_RECIPIENTS = {
@@ -51,13 +61,32 @@ class Command(BaseCommand):
         if not settings.DEBUG:
             raise CommandError(_("load_demo_data is for development only; set DJANGO_DEBUG=true to use it."))
         products = []
-        for name, sku, price in DEMO_PRODUCTS:
+        for name, sku, cost, category, brand in DEMO_PRODUCTS:
             label, pattern, _example = DEMO_RECIPIENTS[sku]
             product, _created = Product.objects.get_or_create(
                 sku=sku,
-                defaults={"name": name, "price_kopecks": price, "recipient_label": label, "recipient_pattern": pattern},
+                defaults={"name": name, "price_kopecks": 0, "recipient_label": label, "recipient_pattern": pattern},
             )
+            if product.provider_price is None or product.category_id is None:
+                Product.objects.filter(pk=product.pk).update(
+                    provider_price=cost,
+                    category=Category.objects.get_or_create(name=category)[0],
+                    brand=Brand.objects.get_or_create(name=brand)[0],
+                )
             products.append(product)
+        for category, markup, margin, rounding in DEMO_RULES:
+            group = Category.objects.get(name=category) if category else None
+            rules = PriceRule.objects.filter(product=None, brand=None, category=group)
+            if not rules.exists():
+                PriceRule.objects.create(
+                    category=group, markup_percent=markup, min_margin_kopecks=margin, rounding=rounding
+                )
+        if not exchange_rate_in_use().usable:
+            exchange_rate_set_fixed(rub_per_unit=DEMO_RATE)
+        report = products_reprice(reason=PriceChangeReason.RULE)
+        self.stdout.write(report.summary())
+        for product in products:
+            product.refresh_from_db()
         missing = max(0, orders - Order.objects.filter(status=OrderStatus.NEW).count())
         for n in range(missing):
             product = products[n % len(products)]
