@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test migrate demo lint messages bench bench-quick bench-scale bench-flash bench-reprice contract soak-money clean
+.PHONY: install run test migrate demo lint messages bench bench-quick bench-scale bench-flash bench-reprice bench-catalog contract soak-money clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -64,6 +64,10 @@ bench-flash: install
 # throwaway SQLite file (BENCH_ARGS=--database-url postgres://.../name for PostgreSQL).
 bench-reprice: install
 	$(BIN)/python bench/reprice.py $(BENCH_ARGS)
+
+# The storefront's catalogue API on 10,000 products against an order-status lookup, in-process.
+bench-catalog: install
+	$(BIN)/python bench/catalogue.py $(BENCH_ARGS)
 
 # The money model (tests/orders/test_money_model.py) at random for a long time: batches of
 # MONEY_SOAK_EXAMPLES runs of up to MONEY_SOAK_STEPS steps until MONEY_SOAK_SECONDS have passed,

@@ -235,6 +235,9 @@ STATUS_PAGE_REFRESH_SECONDS = env.int("STATUS_PAGE_REFRESH_SECONDS", default=5)
 # (the rest always answer the webhook and everything else); and how many checkouts run code at
 # once rather than wait (orders/capacity.py).
 GUNICORN_THREADS = env.int("GUNICORN_THREADS", default=32)
+# How long a storefront (or a proxy) may reuse an answer of GET /api/products, /api/categories and
+# /api/brands without asking again; it can always revalidate with If-None-Match (ETag).
+CATALOGUE_CACHE_SECONDS = env.int("CATALOGUE_CACHE_SECONDS", default=60)
 CHECKOUT_MAX_IN_FLIGHT = env.int("CHECKOUT_MAX_IN_FLIGHT", default=max(1, GUNICORN_THREADS * 3 // 4))
 CHECKOUT_MAX_WORKING = env.int("CHECKOUT_MAX_WORKING", default=1)
 

@@ -8,7 +8,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from fulfillment.views import DigiflazzCallbackView
 from fulfillment_site.console.views import metrics_view
-from orders.api.views import OrderCreateView, OrderStatusView, ProductListView
+from orders.api.views import BrandListView, CategoryListView, OrderCreateView, OrderStatusView, ProductListView
 from orders.pages import favicon, home_page, order_pay_again_page, order_status_page, sandbox_pay_page
 from orders.views import TBankNotificationView
 
@@ -19,6 +19,8 @@ urlpatterns = [
     # set_language: the language switch in the admin's header (and on customer pages) posts here.
     path("i18n/", include("django.conf.urls.i18n")),
     path("api/products", ProductListView.as_view(), name="product-list"),
+    path("api/categories", CategoryListView.as_view(), name="category-list"),
+    path("api/brands", BrandListView.as_view(), name="brand-list"),
     path("api/orders", OrderCreateView.as_view(), name="order-create"),
     path("api/orders/<str:public_id>", OrderStatusView.as_view(), name="order-status"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),

@@ -120,6 +120,8 @@ class Product(models.Model):
         verbose_name = _("product")
         verbose_name_plural = _("products")
         ordering = ["name"]
+        # The catalogue's pages (orders.api.catalogue): products on sale by name, read in index order.
+        indexes = [models.Index(fields=["name", "id"], condition=Q(is_active=True), name="product_on_sale_by_name")]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.sku})"

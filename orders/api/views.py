@@ -14,6 +14,15 @@ from rest_framework.response import Response
 from rest_framework.throttling import BaseThrottle, SimpleRateThrottle
 from rest_framework.views import APIView
 
+from orders.api.catalogue import (
+    CATALOGUE_HEADERS_DOC,
+    CATALOGUE_PARAMETERS,
+    cached_list,
+    catalogue_response,
+    named_list,
+    named_schema,
+    products_as_json,
+)
 from orders.api.errors import api_exception_handler, error_response, field_error
 from orders.api.parsers import StrictJSONParser
 from orders.api.serializers import (
@@ -25,7 +34,7 @@ from orders.api.serializers import (
     order_items_resolve,
 )
 from orders.capacity import CHECKOUT_GATE, CHECKOUT_RETRY_AFTER_SECONDS
-from orders.models import Product
+from orders.models import Brand, Category
 from orders.services.checkout import (
     checkout_client_scope,
     checkout_request_hash,
@@ -73,12 +82,36 @@ class CustomerAPIView(APIView):
 
 
 class ProductListView(CustomerAPIView):
-    """Products on sale, by name; `price` in kopecks."""
+    """Products on sale, by name; `price` in kopecks (orders.api.catalogue)."""
 
-    @extend_schema(summary="The catalogue: products on sale", responses=ProductSerializer(many=True))
+    @extend_schema(
+        summary="The catalogue: products on sale",
+        description=CATALOGUE_HEADERS_DOC,
+        parameters=CATALOGUE_PARAMETERS,
+        responses={
+            200: ProductSerializer(many=True),
+            304: OpenApiResponse(description="Not modified: the page held (If-None-Match) is current."),
+            400: OpenApiResponse(ErrorSerializer, description="A filter or page parameter is not valid."),
+        },
+    )
     def get(self, request):
-        products = Product.objects.filter(is_active=True).order_by("name", "id")
-        return Response(ProductSerializer(products, many=True).data)
+        return catalogue_response(request, products_as_json)
+
+
+class CategoryListView(CustomerAPIView):
+    """Categories with products on sale."""
+
+    @named_schema("Categories with products on sale")
+    def get(self, request):
+        return cached_list(request, named_list(Category))
+
+
+class BrandListView(CustomerAPIView):
+    """Brands with products on sale."""
+
+    @named_schema("Brands with products on sale")
+    def get(self, request):
+        return cached_list(request, named_list(Brand))
 
 
 class OrderCreateView(CustomerAPIView):

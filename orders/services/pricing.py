@@ -255,6 +255,10 @@ def _update_prices(rows: list[Product]) -> None:
         field = meta.get_field(name)
         assignments.append(f"{quote(field.column)} = %s")
         params.append(field.get_db_prep_save(getattr(rows[0], name), connection))
+    # A price change is a change of the product: the catalogue's ETag follows updated_at.
+    updated = meta.get_field("updated_at")
+    assignments.append(f"{quote(updated.column)} = %s")
+    params.append(updated.get_db_prep_save(rows[0].priced_at, connection))
     params += [row.pk for row in rows]
     marks = ", ".join(["%s"] * len(rows))
     sql = f"UPDATE {quote(meta.db_table)} SET {', '.join(assignments)} WHERE {quote(meta.pk.column)} IN ({marks})"  # noqa: S608 - names from the model's meta, values parameters
@@ -299,7 +303,9 @@ def product_price_after_staff_edit(*, product_id: int, old_price: int | None, ch
         products_reprice(reason=PriceChangeReason.RULE, changed_by=changed_by, product_ids=[product_id])
         return
     if product.price_kopecks != product.manual_price_kopecks:
-        Product.objects.filter(pk=product_id).update(price_kopecks=product.manual_price_kopecks)
+        Product.objects.filter(pk=product_id).update(
+            price_kopecks=product.manual_price_kopecks, updated_at=timezone.now()
+        )
     if old_price is not None and old_price != product.manual_price_kopecks:
         PriceChange.objects.create(
             product_id=product_id,
