@@ -377,6 +377,9 @@ DIGIFLAZZ_CALLBACK_URL = env("DIGIFLAZZ_CALLBACK_URL", default="")
 # ago is not used: prices stay as they are until a fresh one arrives.
 PRICING_FIXED_RATE = env("PRICING_FIXED_RATE", default="")
 PRICING_MAX_RATE_AGE_DAYS = env.int("PRICING_MAX_RATE_AGE_DAYS", default=3)
+# A purchase may cost at most the supplier cost its sale was priced from plus this much (sent to
+# Digiflazz as max_price); a dearer seller is refused, never bought at a loss.
+PRICING_COST_TOLERANCE_PERCENT = env.float("PRICING_COST_TOLERANCE_PERCENT", default=2.0)
 PRICING_RATE_REFRESH_SECONDS = env.int("PRICING_RATE_REFRESH_SECONDS", default=3600)
 CBR_DAILY_URL = env("CBR_DAILY_URL", default="https://www.cbr.ru/scripts/XML_daily.asp")
 CBR_TIMEOUT_SECONDS = env.float("CBR_TIMEOUT_SECONDS", default=15.0)
@@ -390,6 +393,8 @@ if PRICING_FIXED_RATE:
             f"PRICING_FIXED_RATE must be a positive number of roubles per rupiah (e.g. 0.0055), not "
             f"{PRICING_FIXED_RATE!r}; leave it empty to use the Central Bank's daily rate."
         )
+if PRICING_COST_TOLERANCE_PERCENT < 0:
+    raise ImproperlyConfigured("PRICING_COST_TOLERANCE_PERCENT must be 0 or more (2 means 2 %).")
 if PRICING_MAX_RATE_AGE_DAYS < 0:
     raise ImproperlyConfigured("PRICING_MAX_RATE_AGE_DAYS must be 0 or more days.")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import secrets
 import uuid
+from decimal import ROUND_CEILING, Decimal
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -307,6 +308,20 @@ class OrderItem(models.Model):
             "expected to take from the deposit. Empty: not known."
         ),
     )
+    cost_kopecks = models.PositiveBigIntegerField(
+        _("cost at sale (kopecks)"),
+        null=True,
+        blank=True,
+        help_text=_("The supplier cost of one unit in roubles that the sale's price was made from."),
+    )
+    priced_rate = models.DecimalField(
+        _("rate at sale"),
+        max_digits=20,
+        decimal_places=12,
+        null=True,
+        blank=True,
+        help_text=_("Roubles per rupiah that the sale's price was made with."),
+    )
 
     class Meta:
         verbose_name = _("order item")
@@ -319,13 +334,26 @@ class OrderItem(models.Model):
 
     @staticmethod
     def sold_as(product: Product) -> dict:
-        """The fields that fix what an item of `product` buys, as of now."""
+        """The fields that fix what an item of `product` buys, as of now.
+
+        Never sell at a loss: when the price was made from a supplier cost, the purchase may cost at
+        most that cost (converted back at the rate the price was made with) plus
+        PRICING_COST_TOLERANCE_PERCENT, sent to the provider as max_price; a cap staff set on the
+        product is kept when it is lower."""
+        cap = product.max_provider_price
+        if product.cost_kopecks is not None and product.priced_rate:
+            tolerance = 1 + Decimal(str(settings.PRICING_COST_TOLERANCE_PERCENT)) / 100
+            priced_cost = Decimal(product.cost_kopecks) / 100 / product.priced_rate
+            at_most = int((priced_cost * tolerance).to_integral_value(rounding=ROUND_CEILING))
+            cap = at_most if cap is None else min(cap, at_most)
         return {
             "sku": product.sku,
             "provider": settings.FULFILLMENT_PROVIDER,
-            "max_provider_price": product.max_provider_price,
+            "max_provider_price": cap,
             "provider_price": product.provider_price,
             "unit_price_kopecks": product.price_kopecks,
+            "cost_kopecks": product.cost_kopecks,
+            "priced_rate": product.priced_rate,
         }
 
 

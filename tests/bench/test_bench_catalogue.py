@@ -11,10 +11,11 @@ import subprocess
 from tests.bench.test_scale import ROOT
 
 
-def test_a_tiny_reprice_benchmark_runs_and_prints_its_targets():
+def run_tiny(target: str) -> str:
+    """`make <target> BENCH_ARGS=--tiny` on the defaults (no DATABASE_URL): its output, or a failure."""
     env = {key: value for key, value in os.environ.items() if not key.startswith(("DATABASE_URL", "DJANGO_"))}
     result = subprocess.run(
-        ["make", "--no-print-directory", "bench-reprice", "BENCH_ARGS=--tiny"],
+        ["make", "--no-print-directory", target, "BENCH_ARGS=--tiny"],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -22,9 +23,13 @@ def test_a_tiny_reprice_benchmark_runs_and_prints_its_targets():
         timeout=300,
         check=False,
     )
-
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    out = result.stdout
+    return result.stdout
+
+
+def test_a_tiny_reprice_benchmark_runs_and_prints_its_targets():
+    out = run_tiny("bench-reprice")
+
     assert "Repricing 300 products (sqlite)" in out
     assert "price changes recorded:    300" in out
     assert "Targets (tiny run" in out
@@ -33,19 +38,8 @@ def test_a_tiny_reprice_benchmark_runs_and_prints_its_targets():
 
 
 def test_a_tiny_catalogue_benchmark_runs_and_prints_its_targets():
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("DATABASE_URL", "DJANGO_"))}
-    result = subprocess.run(
-        ["make", "--no-print-directory", "bench-catalog", "BENCH_ARGS=--tiny"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    out = run_tiny("bench-catalog")
 
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    out = result.stdout
     assert "Catalogue API on 300 products (sqlite)" in out
     assert "products, revalidated (304)    |  304 |" in out
     assert "Targets (tiny run" in out

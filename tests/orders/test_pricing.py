@@ -422,3 +422,51 @@ def test_the_command_refuses_without_a_rate_and_says_how_to_fix_it(product_facto
     rule(markup_percent=Decimal("0"))
     with pytest.raises(CommandError, match="PRICING_FIXED_RATE"):
         call_command("reprice_products", stdout=StringIO())
+
+
+# --- never sell at a loss -----------------------------------------------------------------------------
+
+
+def test_a_sale_caps_its_purchase_at_the_cost_it_was_priced_from_plus_the_tolerance(product_factory, rate, settings):
+    rate("0.005")
+    settings.PRICING_COST_TOLERANCE_PERCENT = 2
+    product = product_factory(provider_price=20000)
+    rule(markup_percent=Decimal("10"))
+    products_reprice(reason=PriceChangeReason.RULE)
+    # The supplier's price rises at a sync while the rate is stale: the shop price stays, and so
+    # must the cap, which follows what the customer's price was made from.
+    Product.objects.filter(pk=product.pk).update(provider_price=25000)
+    product.refresh_from_db()
+
+    order = order_create(items=[ItemSpec(product=product, recipient="5123456789")], customer_email="a@example.com")
+
+    item = order.items.get()
+    assert item.max_provider_price == 20400  # 20,000 rupiah + 2 %
+    assert (item.cost_kopecks, item.priced_rate, item.unit_price_kopecks) == (10000, Decimal("0.005"), 11000)
+
+
+def test_a_lower_cap_set_by_staff_is_kept(product_factory, rate):
+    rate("0.005")
+    product = product_factory(provider_price=20000, max_provider_price=20100)
+    rule(markup_percent=Decimal("10"))
+    products_reprice(reason=PriceChangeReason.RULE)
+    product.refresh_from_db()
+
+    order = order_create(items=[ItemSpec(product=product, recipient="5123456789")], customer_email="a@example.com")
+
+    assert order.items.get().max_provider_price == 20100
+
+
+def test_the_purchase_sends_the_cap_as_max_price(fake_digiflazz, digiflazz_order, rate, settings):
+    from fulfillment.services import fulfill_order
+
+    rate("0.005")
+    settings.PRICING_COST_TOLERANCE_PERCENT = 2
+    Product.objects.create(name="XL 10k", sku="xld10", price_kopecks=0, provider_price=10000, is_active=True)
+    rule(markup_percent=Decimal("10"))
+    products_reprice(reason=PriceChangeReason.RULE)
+
+    fulfill_order(digiflazz_order(sku="xld10").pk)
+
+    [body] = fake_digiflazz.transaction_calls
+    assert body["max_price"] == 10200
