@@ -134,6 +134,8 @@ class Delivery(models.Model):
             # order_id included: the orders behind failed units are read from the index alone.
             models.Index(fields=["status", "id"], name="delivery_status_id", include=["order_id"]),
             models.Index(fields=["provider", "id"], name="delivery_provider_id"),
+            # The margin report: delivered units by the day they were delivered.
+            models.Index(fields=["delivered_at"], name="delivery_delivered_at", condition=Q(status="delivered")),
             # Tiny (normally empty): units failed by a fault that was not theirs, resumed once it clears.
             models.Index(
                 fields=["provider"],

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib import admin
+from django.urls import path
 from django.utils.translation import gettext_lazy as _
 
 from fulfillment.models import ProviderAccount, ProviderHalt
 from fulfillment.services import deposit_shortfalls
 from fulfillment_site.console.banner import active_halts
 from fulfillment_site.console.formatting import provider_amount
+from fulfillment_site.console.margin_view import margin_page, today_margin
 from fulfillment_site.console.problems import problems_count
 
 #: The lists staff open every day, in this order, first in the menu; the rest go under "More".
@@ -56,6 +58,11 @@ class StaffAdminSite(admin.AdminSite):
         context["menu"] = staff_menu(context.get("available_apps") or [])
         return context
 
+    def get_urls(self):
+        urls = super().get_urls()
+        margin = path("margin/", self.admin_view(lambda request: margin_page(request, self)), name="margin")
+        return [margin, *urls]
+
     def index(self, request, extra_context=None):
         problems = problems_count()
         halts = request.console_halts = active_halts()
@@ -76,6 +83,7 @@ class StaffAdminSite(admin.AdminSite):
             "problems_total": sum(1 for problem in problems if problem.count),
             "provider_accounts": accounts,
             "balance_alert": None if threshold is None else provider_amount(threshold),
+            "today_margin": today_margin(),
         }
         return super().index(request, extra_context)
 

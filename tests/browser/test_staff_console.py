@@ -172,3 +172,34 @@ def test_list_pages_fit_a_1366_px_screen(browser, live_server, staff_user, faile
     assert "Deliveries through digiflazz are halted" in text_of(browser, ".console-banner")
     screenshot(browser, "admin-list-" + page.replace("/", "-"))
     assert horizontal_overflow(browser) <= 0
+
+
+def test_the_margin_report_draws_its_chart_from_our_static_files(browser, live_server, staff_user, order_factory):
+    from datetime import timedelta
+    from decimal import Decimal
+
+    from orders.models import OrderItem
+    from orders.services import order_mark_paid
+
+    order = order_factory(quantities=(2,), price=11000)
+    OrderItem.objects.filter(order=order).update(cost_kopecks=10000, priced_rate=Decimal("0.005"))
+    order_mark_paid(order_id=order.pk, payment_id="7400000001")
+    Delivery.objects.filter(order=order).update(
+        status=DeliveryStatus.DELIVERED, delivered_at=timezone.now() - timedelta(minutes=5)
+    )
+    staff_user("ana", "orders.view_order")
+    log_in(browser, live_server, "ana")
+
+    browser.get(f"{live_server.url}/admin/margin/")
+
+    WebDriverWait(browser, 10).until(lambda driver: driver.execute_script("return window.marginChartReady === true"))
+    # Chart.js drew on the canvas: it is sized and holds non-blank pixels.
+    drawn = browser.execute_script(
+        "var c = document.getElementById('margin-chart');"
+        "var d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
+        "for (var i = 3; i < d.length; i += 4) { if (d[i] > 0) { return true; } } return false;"
+    )
+    assert drawn
+    assert "220" in browser.find_element(By.ID, "margin-total").text  # revenue 220 ₽ for 2 units
+    assert horizontal_overflow(browser) == 0
+    screenshot(browser, "margin-report")
