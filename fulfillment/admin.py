@@ -29,6 +29,7 @@ from fulfillment.services import (
     product_resume,
     provider_resume,
 )
+from fulfillment.supplier_catalog import SupplierSku, sku_sellability
 from fulfillment_site.console.formatting import provider_amount, timestamp
 from fulfillment_site.console.order_page import UNIT_TONES
 from fulfillment_site.console.pagination import HugeTableAdminMixin
@@ -426,3 +427,39 @@ class ProviderAccountAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     @admin.display(description=_("Last known deposit (provider currency)"), ordering="balance")
     def deposit(self, obj: ProviderAccount) -> str:
         return provider_amount(obj.balance)
+
+
+@admin.register(SupplierSku)
+class SupplierSkuAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """The supplier's catalogue as the last price-list sync described it (written only by the sync)."""
+
+    list_display = (
+        "code",
+        "product_name",
+        "seller_name",
+        "price",
+        "sellable_now",
+        "stock_text",
+        "cut_off",
+        "synced_at",
+    )
+    list_filter = ("provider", "in_price_list", "buyer_product_status", "seller_product_status", "category")
+    search_fields = ("code", "product_name")
+    show_full_result_count = False
+
+    @admin.display(description=_("sellable now"))
+    def sellable_now(self, obj: SupplierSku) -> str:
+        verdict = sku_sellability(obj)
+        if verdict.sellable:
+            return _("yes")
+        return _("no: %(reason)s") % {"reason": verdict.reason}
+
+    @admin.display(description=_("stock"))
+    def stock_text(self, obj: SupplierSku) -> str:
+        return _("unlimited") if obj.unlimited_stock else str(obj.stock if obj.stock is not None else "—")
+
+    @admin.display(description=_("cut-off (WIB)"))
+    def cut_off(self, obj: SupplierSku) -> str:
+        if obj.start_cut_off is None or obj.end_cut_off is None or obj.start_cut_off == obj.end_cut_off:
+            return "—"
+        return f"{obj.start_cut_off:%H:%M}–{obj.end_cut_off:%H:%M}"

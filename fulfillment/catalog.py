@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 from typing import Any
 
 from django.db import transaction
@@ -28,7 +28,8 @@ from django.utils.translation import gettext as _
 from fulfillment.models import ProviderAccount
 from fulfillment.providers.digiflazz import DigiflazzClient, DigiflazzError, DigiflazzProvider
 from fulfillment.signals import price_list_applied
-from orders.models import Product
+from fulfillment.supplier_catalog import SupplierSku
+from orders.models import Brand, Category, Product
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ class SyncReport:
     disabled: list[str] = field(default_factory=list)  # became unavailable at the provider
     enabled: list[str] = field(default_factory=list)  # became available again
     unchanged: int = 0
+    created_skus: list[str] = field(default_factory=list)  # SKU codes of the products created
 
     def summary(self) -> str:
         return _(
@@ -157,6 +159,7 @@ def products_apply_price_list(
                     )
                 )
                 report.created.append(name)
+                report.created_skus.append(sku[:100])
             else:
                 _apply(product, price=price, available=available, synced_at=synced_at, report=report)
                 to_update.append(product)
@@ -167,11 +170,87 @@ def products_apply_price_list(
             if product.sku not in listed:
                 _apply(product, price=product.provider_price, available=False, synced_at=synced_at, report=report)
                 to_update.append(product)
+        _group(to_create, listed)
         Product.objects.bulk_create(to_create, batch_size=_BATCH)
         Product.objects.bulk_update(
             to_update, ["provider_price", "provider_available", "provider_synced_at"], batch_size=_BATCH
         )
+        supplier_skus_apply(listed=listed, synced_at=synced_at)
     return report
+
+
+def _group(products: list[Product], listed: dict[str, dict[str, Any]]) -> None:
+    """New products take the supplier's category and brand, as the catalogue's filters."""
+    names = {"category": set(), "brand": set()}
+    for product in products:
+        for kind in names:
+            name = str(listed[product.sku].get(kind) or "").strip()[:100]
+            if name:
+                names[kind].add(name)
+    models = {"category": Category, "brand": Brand}
+    found = {}
+    for kind, wanted in names.items():
+        model = models[kind]
+        model.objects.bulk_create([model(name=name) for name in wanted], ignore_conflicts=True)
+        found[kind] = dict(model.objects.filter(name__in=wanted).values_list("name", "pk"))
+    for product in products:
+        item = listed[product.sku]
+        product.category_id = found["category"].get(str(item.get("category") or "").strip()[:100])
+        product.brand_id = found["brand"].get(str(item.get("brand") or "").strip()[:100])
+
+
+def _cut_off(value: Any) -> time | None:
+    """Digiflazz's "H:M" (WIB); "0:0" to "0:0" is no window, left to sku_sellability."""
+    try:
+        hours, minutes = (int(part) for part in str(value).split(":")[:2])
+        return time(hours, minutes)
+    except (TypeError, ValueError):
+        return None
+
+
+def supplier_skus_apply(*, listed: dict[str, dict[str, Any]], synced_at: datetime) -> None:
+    """Keep what the price list says of every SKU (SupplierSku): statuses, stock, cut-off, seller;
+    the SKUs it no longer lists are marked so (never sellable until listed again)."""
+    existing = {sku.code: sku for sku in SupplierSku.objects.filter(provider=PROVIDER)}
+    fields = [
+        "product_name", "category", "brand", "type", "seller_name", "price", "buyer_product_status",
+        "seller_product_status", "unlimited_stock", "stock", "multi", "start_cut_off", "end_cut_off",
+        "description", "in_price_list", "synced_at",
+    ]  # fmt: skip
+    create, update = [], []
+    for code, item in listed.items():
+        stock = _price(item.get("stock"))
+        values = {
+            "product_name": str(item.get("product_name") or "")[:200],
+            "category": str(item.get("category") or "")[:100],
+            "brand": str(item.get("brand") or "")[:100],
+            "type": str(item.get("type") or "")[:100],
+            "seller_name": str(item.get("seller_name") or "")[:200],
+            "price": _price(item.get("price")),
+            "buyer_product_status": item.get("buyer_product_status") is True,
+            "seller_product_status": item.get("seller_product_status") is True,
+            "unlimited_stock": item.get("unlimited_stock") is True,
+            "stock": stock,
+            "multi": item.get("multi") is not False,
+            "start_cut_off": _cut_off(item.get("start_cut_off")),
+            "end_cut_off": _cut_off(item.get("end_cut_off")),
+            "description": str(item.get("desc") or "")[:2000],
+            "in_price_list": True,
+            "synced_at": synced_at,
+        }
+        sku = existing.get(code[:100])
+        if sku is None:
+            create.append(SupplierSku(provider=PROVIDER, code=code[:100], **values))
+        else:
+            for name, value in values.items():
+                setattr(sku, name, value)
+            update.append(sku)
+    SupplierSku.objects.bulk_create(create, batch_size=_BATCH)
+    SupplierSku.objects.bulk_update(update, fields, batch_size=_BATCH)
+    listed_codes = {code[:100] for code in listed}
+    SupplierSku.objects.filter(provider=PROVIDER, in_price_list=True).exclude(code__in=listed_codes).update(
+        in_price_list=False, synced_at=synced_at
+    )
 
 
 def _apply(product: Product, *, price: int | None, available: bool, synced_at: datetime, report: SyncReport) -> None:

@@ -391,3 +391,7 @@ class ProviderAccount(models.Model):
 
     def __str__(self) -> str:
         return f"{self.provider} account"
+
+
+# The supplier's catalogue lives in its own module; Django finds models through this one.
+from fulfillment.supplier_catalog import SupplierSku  # noqa: E402, F401

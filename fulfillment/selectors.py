@@ -8,13 +8,19 @@ beside the code that makes them true. Writes go through `fulfillment.services`.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from datetime import datetime
+
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Sum
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 from fulfillment.models import OPEN_STATUSES, Delivery, DeliveryStatus, ProductPause, ProviderHalt
 from fulfillment.providers.base import UNKNOWN_OUTCOME_CODE
 from fulfillment.registry import get_provider_class
+from fulfillment.supplier_catalog import Sellability, SupplierSku, sku_sellability
 
 #: Delivery.last_code of a unit stopped by staff while a halt or pause held it: the engine never
 #: sends it again by itself, and a refund takes it like any failed unit.
@@ -121,3 +127,35 @@ def settled_with_refund_work(*, failed_uncovered: bool) -> Q:
         wanted |= Q(Exists(units.filter(status=DeliveryStatus.FAILED, refund__isnull=True)))
     busy = Exists(units.filter(status__in=(*OPEN_STATUSES, DeliveryStatus.REFUNDING)))
     return wanted & ~Q(busy)
+
+
+def products_sellability(
+    *, products: Iterable[tuple[int, str]], provider: str | None = None, at: datetime | None = None
+) -> dict[int, Sellability]:
+    """Whether each product, given as (id, SKU code), can be sold now through `provider` (default
+    FULFILLMENT_PROVIDER), and if not why and when it may be again. Judged by its SKU in the
+    supplier's catalogue (sku_sellability: listed, switched on, in stock, outside the daily cut-off)
+    and by a pause of that SKU (its units wait: selling more would only add to them). A SKU the
+    supplier's catalogue does not hold (the mock provider, a product added by hand) is sellable.
+    Two queries, whatever the number of products."""
+    provider = provider or settings.FULFILLMENT_PROVIDER
+    at = at or timezone.now()
+    pairs = list(products)
+    codes = {code for _pk, code in pairs}
+    skus = {sku.code: sku for sku in SupplierSku.objects.filter(provider=provider, code__in=codes)}
+    pauses = {
+        sku: (reason, clears_at, next_probe_at)
+        for sku, reason, clears_at, next_probe_at in ProductPause.objects.filter(
+            provider=provider, sku__in=codes
+        ).values_list("sku", "reason", "clears_at", "next_probe_at")
+    }
+    verdicts = {}
+    for pk, code in pairs:
+        if code in pauses:
+            reason, clears_at, next_probe_at = pauses[code]
+            verdicts[pk] = Sellability(False, _("paused at the supplier"), clears_at or next_probe_at)
+        elif code in skus:
+            verdicts[pk] = sku_sellability(skus[code], at=at)
+        else:
+            verdicts[pk] = Sellability(True)
+    return verdicts

@@ -377,6 +377,9 @@ DIGIFLAZZ_CALLBACK_URL = env("DIGIFLAZZ_CALLBACK_URL", default="")
 # ago is not used: prices stay as they are until a fresh one arrives.
 PRICING_FIXED_RATE = env("PRICING_FIXED_RATE", default="")
 PRICING_MAX_RATE_AGE_DAYS = env.int("PRICING_MAX_RATE_AGE_DAYS", default=3)
+# New SKUs from a price-list sync that a rule prices go on sale by themselves (true), or wait
+# for staff to activate them (false).
+SYNC_AUTO_ACTIVATE = env.bool("SYNC_AUTO_ACTIVATE", default=False)
 # A purchase may cost at most the supplier cost its sale was priced from plus this much (sent to
 # Digiflazz as max_price); a dearer seller is refused, never bought at a loss.
 PRICING_COST_TOLERANCE_PERCENT = env.float("PRICING_COST_TOLERANCE_PERCENT", default=2.0)

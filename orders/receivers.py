@@ -1,13 +1,14 @@
 """Reactions of the orders app to what the delivery engine and the order services announce, run
 inside the transaction that made the change."""
 
+from django.conf import settings
 from django.dispatch import receiver
 
 from fulfillment.signals import price_list_applied, unit_delivered_after_refund, units_settled
 from orders.models import PriceChangeReason
 from orders.services import order_mark_fulfilled, refunds
 from orders.services.emails import customer_email_enqueue
-from orders.services.pricing import products_reprice
+from orders.services.pricing import products_activate_priced, products_reprice
 from orders.signals import order_fulfilled
 from orders.state import IllegalTransition
 
@@ -37,5 +38,7 @@ def _close_order(sender, *, order_id: int, all_delivered: bool, **kwargs) -> str
 
 
 @receiver(price_list_applied)
-def _reprice_after_sync(sender, **kwargs) -> None:
+def _reprice_after_sync(sender, *, report=None, **kwargs) -> None:
     products_reprice(reason=PriceChangeReason.SYNC)
+    if settings.SYNC_AUTO_ACTIVATE and report is not None:
+        products_activate_priced(skus=report.created_skus)

@@ -20,6 +20,7 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import serializers, status
 from rest_framework.response import Response
 
+from fulfillment.selectors import products_sellability
 from orders.api.errors import error_response, field_error
 from orders.models import Brand, Category, Product
 
@@ -154,16 +155,24 @@ def cached_list(request, rows: list[dict]) -> Response:
 
 def products_as_json(products: QuerySet[Product]) -> list[dict]:
     """A page of products in ProductSerializer's shape, read as plain rows: a hundred model
-    instances through a ModelSerializer cost more than the page's queries."""
-    fields = ("id", "name", "price_kopecks", "recipient_label", "recipient_pattern")
-    return [
-        {
-            "id": pk,
-            "name": name,
-            "price": price,
-            "currency": "RUB",
-            "recipient_label": label,
-            "recipient_pattern": pattern,
-        }
-        for pk, name, price, label, pattern in products.values_list(*fields)
-    ]
+    instances through a ModelSerializer cost more than the page's queries. Whether each can be sold
+    now comes from the delivery engine (fulfillment.selectors.products_sellability)."""
+    fields = ("id", "name", "price_kopecks", "recipient_label", "recipient_pattern", "sku")
+    rows = list(products.values_list(*fields))
+    verdicts = products_sellability(products=[(row[0], row[5]) for row in rows])
+    page = []
+    for pk, name, price, label, pattern, _sku in rows:
+        verdict = verdicts[pk]
+        page.append(
+            {
+                "id": pk,
+                "name": name,
+                "price": price,
+                "currency": "RUB",
+                "recipient_label": label,
+                "recipient_pattern": pattern,
+                "sellable": verdict.sellable,
+                "sellable_again_at": verdict.again_at.isoformat() if verdict.again_at else None,
+            }
+        )
+    return page

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.core.validators import RegexValidator
+from django.utils import translation
 from rest_framework import serializers
 
+from fulfillment.selectors import products_sellability
 from orders.api.errors import ERROR_CODES, OrderNotAccepted, field_error
 from orders.models import Product
 from orders.services.lifecycle import ItemSpec
@@ -86,9 +88,25 @@ class ProductSerializer(serializers.ModelSerializer):
         help_text="Regular expression the whole recipient must match; empty: any non-blank text."
     )
 
+    sellable = serializers.BooleanField(
+        help_text="Whether it can be ordered now: its supplier lists it, in stock, outside its daily cut-off."
+    )
+    sellable_again_at = serializers.DateTimeField(
+        allow_null=True, help_text="When it is expected to be sellable again (null: sellable now, or not known)."
+    )
+
     class Meta:
         model = Product
-        fields = ("id", "name", "price", "currency", "recipient_label", "recipient_pattern")
+        fields = (
+            "id",
+            "name",
+            "price",
+            "currency",
+            "recipient_label",
+            "recipient_pattern",
+            "sellable",
+            "sellable_again_at",
+        )
 
     def get_currency(self, obj) -> str:
         return "RUB"
@@ -162,6 +180,7 @@ def order_items_resolve(items: list[dict]) -> list[ItemSpec]:
         )
     ids = {item["product"] for item in items}
     products = {p.pk: p for p in Product.objects.filter(pk__in=ids, is_active=True)}
+    verdicts = products_sellability(products=[(product.pk, product.sku) for product in products.values()])
     specs = []
     for index, item in enumerate(items):
         product = products.get(item["product"])
@@ -171,6 +190,18 @@ def order_items_resolve(items: list[dict]) -> list[ItemSpec]:
                     f"/items/{index}/product",
                     f"No product with id {item['product']} is on sale; see GET /api/products.",
                     "not_on_sale",
+                )
+            )
+        elif not verdicts[product.pk].sellable:
+            verdict = verdicts[product.pk]
+            again = f" It is expected back at {verdict.again_at.isoformat()}." if verdict.again_at else ""
+            with translation.override("en"):  # the API speaks English, like its other messages
+                reason = str(verdict.reason)
+            errors.append(
+                field_error(
+                    f"/items/{index}/product",
+                    f"{product.name} cannot be ordered now ({reason}).{again} See GET /api/products.",
+                    "not_sellable",
                 )
             )
         elif not product.recipient_is_valid(item["recipient"]):
@@ -218,7 +249,7 @@ class FieldErrorSerializer(serializers.Serializer):
     message = serializers.CharField(help_text="What is wrong with it and how to fix it.")
     code = serializers.CharField(
         help_text="Stable code: required, invalid, null, blank, max_length, min_value, max_value, min_length, "
-        "empty, not_a_list, does_not_exist... (400); not_on_sale, recipient_format, too_many_units (422)."
+        "empty, not_a_list, does_not_exist... (400); not_on_sale, not_sellable, recipient_format, too_many_units (422)."
     )
 
 

@@ -167,7 +167,7 @@ class OrderCreateView(CustomerAPIView):
                 _413="The body is over 64 KiB (`body_too_large`).",
                 _415="The body is not `application/json` (`unsupported_media_type`).",
                 _422="A well-formed order that cannot be sold as asked (`order_not_accepted`: `errors` says "
-                "which item, with code `not_on_sale`, `recipient_format` or `too_many_units`), or an "
+                "which item, with code `not_on_sale`, `not_sellable`, `recipient_format` or `too_many_units`), or an "
                 "Idempotency-Key used before with another body (`idempotency_key_reused`). Nothing is written.",
                 _429="Too many orders from this address (`throttled`); retry after `Retry-After` seconds.",
                 _503="T-Bank could not start the payment (`payment_unavailable`); the order is kept NEW, and "

@@ -319,6 +319,17 @@ def product_price_after_staff_edit(*, product_id: int, old_price: int | None, ch
         )
 
 
+def products_activate_priced(*, skus: Iterable[str]) -> int:
+    """Put on sale the products of `skus` (new from a sync) that a rule priced above 0; the rest
+    wait for staff. Returns how many went on sale (SYNC_AUTO_ACTIVATE)."""
+    activated = Product.objects.filter(
+        sku__in=list(skus), is_active=False, price_kopecks__gt=0, cost_kopecks__isnull=False
+    ).update(is_active=True, updated_at=timezone.now())
+    if activated:
+        logger.info("%d new products put on sale, priced by the rules (SYNC_AUTO_ACTIVATE)", activated)
+    return activated
+
+
 __all__ = [
     "RateInUse",
     "RateUnavailable",
@@ -329,6 +340,7 @@ __all__ = [
     "exchange_rate_refresh",
     "exchange_rate_set_fixed",
     "price_for",
+    "products_activate_priced",
     "product_price_after_staff_edit",
     "products_reprice",
 ]

@@ -107,4 +107,5 @@ def test_a_page_costs_the_same_queries_whatever_the_catalogue_size(client, produ
     few = queries()
     for _ in range(30):
         product_factory(category=games)
-    assert queries() == few == 2  # how many and the latest change (the ETag), then the page
+    # How many and the latest change (the ETag), the page, then its SKUs and pauses (sellable).
+    assert queries() == few == 4

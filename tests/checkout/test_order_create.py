@@ -135,6 +135,8 @@ def test_catalogue_lists_active_products_with_recipient_rules(client, phone_prod
             "currency": "RUB",
             "recipient_label": "Phone number",
             "recipient_pattern": "08[0-9]{8,11}",
+            "sellable": True,  # no supplier catalogue says otherwise
+            "sellable_again_at": None,
         }
     ]
 
