@@ -47,9 +47,30 @@ from orders.models import (
 from orders.services import NotificationNotReviewable, payment_notification_mark_reviewed
 from orders.services.corrections import RecipientNotCorrectable, order_item_recipient_correct
 from orders.services.emails import customer_email_enqueue
-from orders.services.pricing import product_price_after_staff_edit, products_reprice
+from orders.services.pricing import product_price_after_staff_edit, products_below_margin, products_reprice
 from orders.state import OrderStatus
 from orders.tbank import notifications as tbank_statuses
+
+
+class ManualPriceFilter(admin.SimpleListFilter):
+    title = _("price")
+    parameter_name = "manual_price"
+
+    def lookups(self, request, model_admin):
+        return [
+            ("manual", _("Manual price")),
+            ("rules", _("Priced by the rules")),
+            ("below_margin", _("Below the minimum margin")),
+        ]
+
+    def queryset(self, request, queryset):
+        if self.value() == "manual":
+            return queryset.filter(manual_price_kopecks__isnull=False)
+        if self.value() == "rules":
+            return queryset.filter(manual_price_kopecks__isnull=True)
+        if self.value() == "below_margin":
+            return queryset.filter(pk__in=[pk for pk, *_rest in products_below_margin()])
+        return queryset
 
 
 class ProviderAvailabilityFilter(admin.SimpleListFilter):
@@ -114,7 +135,7 @@ class ProductAdmin(admin.ModelAdmin):
         "provider_status",
         "provider_synced_at",
     )
-    list_filter = ("is_active", ProviderAvailabilityFilter, "category", "brand")
+    list_filter = ("is_active", ProviderAvailabilityFilter, ManualPriceFilter, "category", "brand")
     list_select_related = ("category", "brand")
     search_fields = ("name", "sku")
     readonly_fields = (

@@ -22,7 +22,7 @@ from django.utils.translation import gettext_lazy as _
 from fulfillment.models import Delivery, DeliveryStatus, OrderFlag, ProductPause, ProviderAccount, ProviderHalt
 from orders.models import NotificationVerdict, Order, PaymentNotification, PriceRule, Refund
 from orders.refund_state import OPEN, RefundState
-from orders.services.pricing import exchange_rate_in_use
+from orders.services.pricing import exchange_rate_in_use, products_below_margin
 from orders.state import OrderStatus
 
 
@@ -84,6 +84,7 @@ URGENCY = (
     "refunds_waiting",
     "low_balance",
     "exchange_rate_stale",
+    "below_margin",
 )
 
 
@@ -270,5 +271,22 @@ register(
             "Bank (CBR_DAILY_URL), or set PRICING_FIXED_RATE."
         ),
         details=lambda: [_rate_problem()] if _rate_problem() else [],
+    )
+)
+
+
+register(
+    Problem(
+        key="below_margin",
+        title=_("Products selling below their minimum margin"),
+        count=lambda: len(products_below_margin()),
+        url=lambda: reverse("admin:orders_product_changelist") + "?manual_price=below_margin",
+        hint=_(
+            "Their manual price is under cost plus the minimum margin: raise it, or clear it so that the "
+            "rules price them."
+        ),
+        details=lambda: [
+            f"{name}: {price / 100:.2f} < {floor / 100:.2f}" for _pk, name, price, floor in products_below_margin()[:20]
+        ],
     )
 )

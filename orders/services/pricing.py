@@ -330,6 +330,27 @@ def products_activate_priced(*, skus: Iterable[str]) -> int:
     return activated
 
 
+def products_below_margin() -> list[tuple[int, str, int, int]]:
+    """Products on sale at a manual price below their cost plus the minimum margin of the rule that
+    would price them (the rules never price below it): (id, name, price, floor) each. Reads the
+    products with a manual price and a known cost, and the active rules: two queries."""
+    rows = list(
+        Product.objects.filter(is_active=True, manual_price_kopecks__isnull=False, cost_kopecks__isnull=False)
+        .order_by("name", "id")
+        .values_list("pk", "name", "price_kopecks", "cost_kopecks", "brand_id", "category_id")
+    )
+    if not rows:
+        return []
+    book = RuleBook.load()
+    below = []
+    for pk, name, price, cost, brand_id, category_id in rows:
+        rule = book.rule_for(product_id=pk, brand_id=brand_id, category_id=category_id)
+        floor = cost + (rule.min_margin_kopecks if rule else 0)
+        if price < floor:
+            below.append((pk, name, price, floor))
+    return below
+
+
 __all__ = [
     "RateInUse",
     "RateUnavailable",
@@ -341,6 +362,7 @@ __all__ = [
     "exchange_rate_set_fixed",
     "price_for",
     "products_activate_priced",
+    "products_below_margin",
     "product_price_after_staff_edit",
     "products_reprice",
 ]

@@ -54,6 +54,7 @@ def test_each_problem_is_counted_and_links_to_its_list(
         "orders_flagged": 1,
         "product_pauses": 0,
         "exchange_rate_stale": 0,  # no price rules: prices are not made from a rate
+        "below_margin": 0,
     }
     page = response.content.decode()
     assert f'href="{ORDERS}?attention=failed_units"' in page

@@ -470,3 +470,18 @@ def test_the_purchase_sends_the_cap_as_max_price(fake_digiflazz, digiflazz_order
 
     [body] = fake_digiflazz.transaction_calls
     assert body["max_price"] == 10200
+
+
+def test_the_dashboard_names_products_selling_below_their_minimum_margin(admin_client, product_factory, rate):
+    rate("0.01")
+    rule(markup_percent=Decimal("10"), min_margin_kopecks=1000)
+    cheap = product_factory(name="Too cheap", provider_price=10000, manual_price_kopecks=10500, price_kopecks=10500)
+    product_factory(name="Fine", provider_price=10000, manual_price_kopecks=12000, price_kopecks=12000)
+    product_factory(name="By rules", provider_price=10000)
+    products_reprice(reason=PriceChangeReason.RULE)
+
+    problems = {p.key: p for p in admin_client.get(reverse("admin:index")).context["problems"]}
+
+    assert problems["below_margin"].count == 1  # 105 ₽ < cost 100 ₽ + margin 10 ₽
+    listed = admin_client.get(problems["below_margin"].url)
+    assert [product.pk for product in listed.context["cl"].result_list] == [cheap.pk]
