@@ -27,6 +27,8 @@ from orders.models import Brand, Category, Product
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 500
 MAX_SEARCH_LENGTH = 100
+MAX_PAGE = 10**6
+MAX_ID = 2**63 - 1
 
 
 class NamedSerializer(serializers.Serializer):
@@ -49,9 +51,9 @@ def catalogue_query(request) -> tuple[QuerySet[Product] | None, dict, list]:
     """The products the request asks for, its page and page size, or the errors that refuse it."""
     errors: list = []
     products = Product.objects.filter(is_active=True)
-    category = _whole(request, "category", default=None, low=1, high=2**63 - 1, errors=errors)
-    brand = _whole(request, "brand", default=None, low=1, high=2**63 - 1, errors=errors)
-    page = _whole(request, "page", default=1, low=1, high=10**6, errors=errors)
+    category = _whole(request, "category", default=None, low=1, high=MAX_ID, errors=errors)
+    brand = _whole(request, "brand", default=None, low=1, high=MAX_ID, errors=errors)
+    page = _whole(request, "page", default=1, low=1, high=MAX_PAGE, errors=errors)
     size = _whole(request, "page_size", default=DEFAULT_PAGE_SIZE, low=1, high=MAX_PAGE_SIZE, errors=errors)
     search = request.query_params.get("search", "").strip()
     if len(search) > MAX_SEARCH_LENGTH or "\x00" in search:
@@ -116,14 +118,28 @@ def named_list(model: type[Category] | type[Brand]) -> list[dict]:
 
 
 CATALOGUE_PARAMETERS = [
-    OpenApiParameter("category", OpenApiTypes.INT, description="Only products of this category (GET /api/categories)."),
-    OpenApiParameter("brand", OpenApiTypes.INT, description="Only products of this brand (GET /api/brands)."),
-    OpenApiParameter("search", OpenApiTypes.STR, description="Words in the name, or the exact SKU."),
-    OpenApiParameter("page", OpenApiTypes.INT, description="Page number, from 1 (default 1)."),
+    OpenApiParameter(
+        "category",
+        {"type": "integer", "minimum": 1, "maximum": MAX_ID},
+        description="Only products of this category (GET /api/categories).",
+    ),
+    OpenApiParameter(
+        "brand",
+        {"type": "integer", "minimum": 1, "maximum": MAX_ID},
+        description="Only products of this brand (GET /api/brands).",
+    ),
+    OpenApiParameter(
+        "search",
+        {"type": "string", "maxLength": MAX_SEARCH_LENGTH, "pattern": "^[^\\x00]*$"},
+        description="Words in the name, or the exact SKU.",
+    ),
+    OpenApiParameter(
+        "page", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}, description="Page number, from 1 (default 1)."
+    ),
     OpenApiParameter(
         "page_size",
-        OpenApiTypes.INT,
-        description=f"Products per page, 1 to {MAX_PAGE_SIZE} (default {DEFAULT_PAGE_SIZE}).",
+        {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE},
+        description=f"Products per page (default {DEFAULT_PAGE_SIZE}).",
     ),
     OpenApiParameter(
         "If-None-Match", OpenApiTypes.STR, OpenApiParameter.HEADER, description="The ETag of a page already held."

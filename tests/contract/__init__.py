@@ -47,12 +47,26 @@ CATALOGUE = (
 THROTTLE_RATE = "100000/min"
 
 
-def catalogue_load() -> None:
-    """Put CATALOGUE on sale in the current database (idempotent)."""
-    from orders.models import Product
+#: The category and brand every contract product is in: the first of each in a fresh database, the
+#: ids schemathesis.toml pins GET /api/products to (so the catalogue is never filtered to nothing).
+CATALOGUE_GROUP_ID = 1
 
+
+def catalogue_load() -> None:
+    """Put CATALOGUE on sale in the current database (idempotent), in one category and brand."""
+    from orders.models import Brand, Category, Product
+
+    category, _ = Category.objects.get_or_create(name="Contract")
+    brand, _ = Brand.objects.get_or_create(name="Contract")
+    if (category.pk, brand.pk) != (CATALOGUE_GROUP_ID, CATALOGUE_GROUP_ID):
+        raise RuntimeError(
+            f"The contract catalogue's category and brand must be the first ones (id {CATALOGUE_GROUP_ID}), "
+            f"not {category.pk} and {brand.pk}: run it on a fresh database (schemathesis.toml pins those ids)."
+        )
     for fields in CATALOGUE:
-        Product.objects.update_or_create(sku=fields["sku"], defaults={**fields, "is_active": True})
+        Product.objects.update_or_create(
+            sku=fields["sku"], defaults={**fields, "is_active": True, "category": category, "brand": brand}
+        )
 
 
 def server_env(*, bank_api_url: str, public_base_url: str) -> dict[str, str]:
