@@ -84,7 +84,11 @@ class Command(BaseCommand):
         if not exchange_rate_in_use().usable:
             exchange_rate_set_fixed(rub_per_unit=DEMO_RATE)
         report = products_reprice(reason=PriceChangeReason.RULE)
-        self.stdout.write(report.summary())
+        self.stdout.write(
+            report.problem
+            or _("Prices recalculated: %(checked)d products checked, %(changed)d prices changed.")
+            % {"checked": report.checked, "changed": report.changed}
+        )
         for product in products:
             product.refresh_from_db()
         missing = max(0, orders - Order.objects.filter(status=OrderStatus.NEW).count())
