@@ -143,17 +143,17 @@ def products_sellability(
     pairs = list(products)
     codes = {code for _pk, code in pairs}
     skus = {sku.code: sku for sku in SupplierSku.objects.filter(provider=provider, code__in=codes)}
-    pauses = {
-        sku: (reason, clears_at, next_probe_at)
-        for sku, reason, clears_at, next_probe_at in ProductPause.objects.filter(
-            provider=provider, sku__in=codes
-        ).values_list("sku", "reason", "clears_at", "next_probe_at")
+    # A pause lifts by itself at clears_at, or may at its next probe purchase.
+    back_at = {
+        sku: clears_at or next_probe_at
+        for sku, clears_at, next_probe_at in ProductPause.objects.filter(provider=provider, sku__in=codes).values_list(
+            "sku", "clears_at", "next_probe_at"
+        )
     }
     verdicts = {}
     for pk, code in pairs:
-        if code in pauses:
-            reason, clears_at, next_probe_at = pauses[code]
-            verdicts[pk] = Sellability(False, _("paused at the supplier"), clears_at or next_probe_at)
+        if code in back_at:
+            verdicts[pk] = Sellability(False, _("paused at the supplier"), back_at[code])
         elif code in skus:
             verdicts[pk] = sku_sellability(skus[code], at=at)
         else:
