@@ -120,7 +120,7 @@ def products_sync_price_list(
     ProviderAccount.objects.filter(provider=PROVIDER).update(price_list_summary=report.summary()[:500])
     logger.info("Digiflazz price list applied: %s", report.summary())
     # The shop prices follow the new costs (orders.receivers reprices by the price rules).
-    price_list_applied.send(sender=SyncReport, report=report)
+    price_list_applied.send(sender=SyncReport, report=report, provider=PROVIDER)
     return report
 
 

@@ -30,6 +30,7 @@ failure of that purchase, which is what keeps a unit from being bought twice.
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
@@ -74,6 +75,30 @@ class Delivery(models.Model):
     )
     provider = models.CharField(
         _("provider"), max_length=50, blank=True, help_text=_("Provider holding the current reference.")
+    )
+    sku = models.CharField(
+        _("supplier SKU"),
+        max_length=100,
+        blank=True,
+        help_text=_(
+            "The supplier SKU of the current purchase, when routing moved it off the item's (a backup SKU of the "
+            "product); empty: the item's SKU."
+        ),
+    )
+    max_price_override = models.PositiveBigIntegerField(
+        _("max price agreed by staff"),
+        null=True,
+        blank=True,
+        help_text=_(
+            "Staff agreed to buy this unit at up to this supplier price (after a price rise); empty: the item's "
+            "max provider price."
+        ),
+    )
+    cost = models.PositiveBigIntegerField(
+        _("supplier cost"),
+        null=True,
+        blank=True,
+        help_text=_("What the delivered purchase cost at the supplier, in its currency, when its answer said."),
     )
     status = models.CharField(
         _("status"), max_length=20, choices=DeliveryStatus.choices, default=DeliveryStatus.WAITING
@@ -148,6 +173,19 @@ class Delivery(models.Model):
         return f"Unit {self.unit_key} ({self.status})"
 
 
+def units_of_sku(sku: str) -> Q:
+    """A filter on units: those whose current purchase is of `sku` (routed to it, or their item's)."""
+    return Q(sku=sku) | Q(sku="", item__sku=sku)
+
+
+def units_through(provider: str) -> Q:
+    """A filter on units: those whose purchases go through `provider` (their own, or their item's)."""
+    through = Q(provider=provider) | Q(provider="", item__provider=provider)
+    if provider == settings.FULFILLMENT_PROVIDER:
+        through |= Q(provider="", item__provider="")
+    return through
+
+
 class AttemptKind(models.TextChoices):
     PURCHASE = "purchase", _("Purchase")
     CHECK = "check", _("Status check")
@@ -165,6 +203,10 @@ class DeliveryAttempt(models.Model):
     )
     provider = models.CharField(_("provider"), max_length=50)
     reference = models.CharField(_("reference"), max_length=40, db_index=True)
+    sku = models.CharField(_("supplier SKU"), max_length=100, blank=True)
+    price = models.BigIntegerField(
+        _("supplier price"), null=True, blank=True, help_text=_("The price the provider's answer gave, if any.")
+    )
     kind = models.CharField(_("kind"), max_length=20, choices=AttemptKind.choices)
     outcome = models.CharField(_("outcome"), max_length=20)
     failure_scope = models.CharField(_("failure scope"), max_length=20, blank=True)
@@ -239,13 +281,32 @@ class ProviderHalt(models.Model):
         return f"{self.provider} halted: {self.reason}"
 
 
+class PauseKind(models.TextChoices):
+    FAULT = "fault", _("Product fault")
+    REPRICING = "repricing", _("Repricing")
+
+
 class ProductPause(models.Model):
     """Deliveries of one SKU through one provider stopped by a PRODUCT fault (out of stock, no
     seller, seller disrupted). Units of other products go on. Deleted when lifted: by a probe
-    purchase of that SKU that meets no product fault, when `clears_at` passes, or by staff."""
+    purchase of that SKU that meets no product fault, when `clears_at` passes, or by staff.
+
+    A REPRICING pause (the supplier refused a purchase for price) has no probes. Until the next
+    price-list sync (`price` empty) it holds every purchase of the SKU and the product is not sold.
+    Once a sync has priced the product again, `price` is the supplier's new price: units whose
+    max price covers it go (new orders, sold at the new cost), the others wait for staff to buy
+    them at the new price or refund them; the pause is deleted when it holds no unit any more."""
 
     provider = models.CharField(_("provider"), max_length=50)
     sku = models.CharField(_("sku"), max_length=100)
+    kind = models.CharField(_("kind"), max_length=20, choices=PauseKind.choices, default=PauseKind.FAULT)
+    price = models.PositiveBigIntegerField(
+        _("new supplier price"),
+        null=True,
+        blank=True,
+        help_text=_("Repricing: the supplier's price at the sync that repriced the product; empty: not repriced yet."),
+    )
+    repriced_at = models.DateTimeField(_("repriced"), null=True, blank=True)
     product = models.ForeignKey(
         "orders.Product",
         null=True,

@@ -14,13 +14,24 @@ from datetime import datetime
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Sum
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from fulfillment.models import OPEN_STATUSES, Delivery, DeliveryStatus, ProductPause, ProviderHalt
+from fulfillment.models import (
+    OPEN_STATUSES,
+    Delivery,
+    DeliveryStatus,
+    PauseKind,
+    ProductPause,
+    ProviderHalt,
+    units_of_sku,
+    units_through,
+)
 from fulfillment.providers.base import UNKNOWN_OUTCOME_CODE
 from fulfillment.registry import get_provider_class
 from fulfillment.supplier_catalog import Sellability, SupplierSku, sku_sellability
+from orders.models import ProductSource
 
 #: Delivery.last_code of a unit stopped by staff while a halt or pause held it: the engine never
 #: sends it again by itself, and a refund takes it like any failed unit.
@@ -40,23 +51,38 @@ def unit_may_have_been_delivered(unit: Delivery) -> bool:
 
 
 def held_units(*, order_id: int) -> QuerySet[Delivery]:
-    """The WAITING units of an order that a provider halt or a product pause holds back."""
+    """The WAITING units of an order that a provider halt or a product pause holds back (a pause
+    repriced after a sync holds only the units whose max price is below the new price)."""
     halted = list(ProviderHalt.objects.values_list("provider", flat=True))
-    paused = list(ProductPause.objects.values_list("provider", "sku"))
-    default = settings.FULFILLMENT_PROVIDER
+    paused = list(ProductPause.objects.values_list("provider", "sku", "kind", "price"))
     held = Q()
     for provider in halted:
-        held |= Q(provider=provider) | Q(provider="", item__provider=provider)
-        if provider == default:
-            held |= Q(provider="", item__provider="")
-    for provider, sku in paused:
-        through = Q(provider=provider) | Q(provider="", item__provider=provider)
-        if provider == default:
-            through |= Q(provider="", item__provider="")
-        held |= through & Q(item__sku=sku)
+        held |= units_through(provider)
+    for provider, sku, kind, price in paused:
+        holds = units_through(provider) & units_of_sku(sku)
+        if kind == PauseKind.REPRICING and price is not None:
+            holds &= Q(price_limit__lt=price)
+        held |= holds
     if not held:
         return Delivery.objects.none()
-    return Delivery.objects.filter(held, order_id=order_id, status=DeliveryStatus.WAITING)
+    return Delivery.objects.alias(price_limit=Coalesce("max_price_override", "item__max_provider_price")).filter(
+        held, order_id=order_id, status=DeliveryStatus.WAITING
+    )
+
+
+def units_awaiting_price_decision() -> QuerySet[Delivery]:
+    """Units that a repricing pause holds after a sync: the supplier's new price is above what
+    they may cost. Staff buy them at the new price or refund them."""
+    held = Q()
+    for provider, sku, price in ProductPause.objects.filter(kind=PauseKind.REPRICING, price__isnull=False).values_list(
+        "provider", "sku", "price"
+    ):
+        held |= units_through(provider) & units_of_sku(sku) & Q(price_limit__lt=price)
+    if not held:
+        return Delivery.objects.none()
+    return Delivery.objects.alias(price_limit=Coalesce("max_price_override", "item__max_provider_price")).filter(
+        held, status=DeliveryStatus.WAITING
+    )
 
 
 def order_unit_counts(*, order_id: int) -> dict[str, int]:
@@ -132,30 +158,52 @@ def settled_with_refund_work(*, failed_uncovered: bool) -> Q:
 def products_sellability(
     *, products: Iterable[tuple[int, str]], provider: str | None = None, at: datetime | None = None
 ) -> dict[int, Sellability]:
-    """Whether each product, given as (id, SKU code), can be sold now through `provider` (default
-    FULFILLMENT_PROVIDER), and if not why and when it may be again. Judged by its SKU in the
+    """Whether each product, given as (id, SKU code), can be sold now, and if not why and when it
+    may be again. A product is sellable when some SKU of it is: its own SKU through `provider`
+    (default FULFILLMENT_PROVIDER), or one of its backup SKUs (routing). A SKU is judged by the
     supplier's catalogue (sku_sellability: listed, switched on, in stock, outside the daily cut-off)
-    and by a pause of that SKU (its units wait: selling more would only add to them). A SKU the
-    supplier's catalogue does not hold (the mock provider, a product added by hand) is sellable.
-    Two queries, whatever the number of products."""
+    and by a pause of it (its units wait: selling more would only add to them; a repricing pause
+    once a sync has repriced the product holds only the units sold before). A SKU the supplier's
+    catalogue does not hold (the mock provider, a product added by hand) is sellable.
+    Three queries, whatever the number of products."""
     provider = provider or settings.FULFILLMENT_PROVIDER
     at = at or timezone.now()
     pairs = list(products)
-    codes = {code for _pk, code in pairs}
-    skus = {sku.code: sku for sku in SupplierSku.objects.filter(provider=provider, code__in=codes)}
-    # A pause lifts by itself at clears_at, or may at its next probe purchase.
-    back_at = {
-        sku: clears_at or next_probe_at
-        for sku, clears_at, next_probe_at in ProductPause.objects.filter(provider=provider, sku__in=codes).values_list(
-            "sku", "clears_at", "next_probe_at"
+    routes: dict[int, list[tuple[str, str]]] = {pk: [(provider, code)] for pk, code in pairs}
+    for product_id, source_provider, code in ProductSource.objects.filter(product_id__in=list(routes)).values_list(
+        "product_id", "provider", "sku"
+    ):
+        routes[product_id].append((source_provider or provider, code))
+    wanted = {route for product_routes in routes.values() for route in product_routes}
+    codes = {code for _provider, code in wanted}
+    skus = {(sku.provider, sku.code): sku for sku in SupplierSku.objects.filter(code__in=codes)}
+    # A pause lifts by itself at clears_at, or may at its next probe purchase; a repricing pause at
+    # the next price-list sync (when is not known).
+    pauses = ProductPause.objects.filter(sku__in=codes).exclude(kind=PauseKind.REPRICING, price__isnull=False)
+    paused = {
+        (pause_provider, sku): (kind, clears_at or next_probe_at)
+        for pause_provider, sku, kind, clears_at, next_probe_at in pauses.values_list(
+            "provider", "sku", "kind", "clears_at", "next_probe_at"
         )
     }
     verdicts = {}
-    for pk, code in pairs:
-        if code in back_at:
-            verdicts[pk] = Sellability(False, _("paused at the supplier"), back_at[code])
-        elif code in skus:
-            verdicts[pk] = sku_sellability(skus[code], at=at)
-        else:
-            verdicts[pk] = Sellability(True)
+    for pk, product_routes in routes.items():
+        verdict = None
+        for route in product_routes:
+            if route in paused:
+                kind, back_at = paused[route]
+                reason = _("being repriced at the supplier's new price") if kind == PauseKind.REPRICING else None
+                found = Sellability(False, reason or _("paused at the supplier"), back_at)
+            elif route in skus:
+                found = sku_sellability(skus[route], at=at)
+            else:
+                found = Sellability(True)
+            if found.sellable:
+                verdict = found
+                break
+            if verdict is None:
+                verdict = found  # the product's own SKU says why, unless a backup says sooner
+            elif found.again_at and (verdict.again_at is None or found.again_at < verdict.again_at):
+                verdict = Sellability(False, verdict.reason, found.again_at)
+        verdicts[pk] = verdict
     return verdicts

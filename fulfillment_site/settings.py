@@ -329,6 +329,9 @@ FULFILLMENT_PROVIDER = env("FULFILLMENT_PROVIDER", default="mock")
 
 # Delivery policy (see docs/architecture.md).
 FULFILLMENT_MAX_PURCHASE_ATTEMPTS = env.int("FULFILLMENT_MAX_PURCHASE_ATTEMPTS", default=5)
+# How many supplier SKUs one delivery run tries for a unit refused for a product fault
+# (the product's own SKU, then its backup SKUs).
+FULFILLMENT_MAX_ROUTES = env.int("FULFILLMENT_MAX_ROUTES", default=5)
 FULFILLMENT_RETRY_BASE_SECONDS = env.float("FULFILLMENT_RETRY_BASE_SECONDS", default=30.0)
 FULFILLMENT_RETRY_MAX_SECONDS = env.float("FULFILLMENT_RETRY_MAX_SECONDS", default=3600.0)
 FULFILLMENT_CLAIM_SECONDS = env.int("FULFILLMENT_CLAIM_SECONDS", default=300)

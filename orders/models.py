@@ -779,5 +779,6 @@ from orders.pricing_models import (  # noqa: E402, F401
     PriceChangeReason,
     PriceRounding,
     PriceRule,
+    ProductSource,
     RateSource,
 )

@@ -183,3 +183,31 @@ class PriceChange(models.Model):
 
     def __str__(self) -> str:
         return f"{self.product_id}: {self.old_price_kopecks} → {self.new_price_kopecks}"
+
+
+class ProductSource(models.Model):
+    """A backup supplier SKU of a product: the same item from another seller (or another
+    provider). A unit is bought through the product's own SKU first, then through these in
+    `position` order, whichever can be bought now (fulfillment.services.routing)."""
+
+    product = models.ForeignKey(
+        "orders.Product", related_name="sources", on_delete=models.CASCADE, verbose_name=_("product")
+    )
+    position = models.PositiveSmallIntegerField(
+        _("position"), default=1, help_text=_("Tried in this order, lowest first.")
+    )
+    provider = models.CharField(
+        _("provider"), max_length=50, blank=True, help_text=_("Empty: the configured provider (FULFILLMENT_PROVIDER).")
+    )
+    sku = models.CharField(_("supplier SKU"), max_length=100, help_text=_("The provider's product code."))
+
+    class Meta:
+        verbose_name = _("backup supplier SKU")
+        verbose_name_plural = _("backup supplier SKUs")
+        ordering = ["product_id", "position", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["product", "provider", "sku"], name="productsource_once_per_product")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.sku} ({self.provider or 'default provider'})"

@@ -8,7 +8,7 @@ from fulfillment.signals import price_list_applied, unit_delivered_after_refund,
 from orders.models import PriceChangeReason
 from orders.services import order_mark_fulfilled, refunds
 from orders.services.emails import customer_email_enqueue
-from orders.services.pricing import products_activate_priced, products_reprice
+from orders.services.pricing import products_activate_priced, products_reprice, products_resume_repriced
 from orders.signals import order_fulfilled
 from orders.state import IllegalTransition
 
@@ -38,7 +38,11 @@ def _close_order(sender, *, order_id: int, all_delivered: bool, **kwargs) -> str
 
 
 @receiver(price_list_applied)
-def _reprice_after_sync(sender, *, report=None, **kwargs) -> None:
+def _reprice_after_sync(sender, *, report=None, provider: str = "", **kwargs) -> None:
     products_reprice(reason=PriceChangeReason.SYNC)
     if settings.SYNC_AUTO_ACTIVATE and report is not None:
         products_activate_priced(skus=report.created_skus)
+    # Repriced: products paused because the supplier refused their price are sold again at the new
+    # price, and the units sold before wait for staff (fulfillment.services.routing).
+    if provider:
+        products_resume_repriced(provider=provider)

@@ -25,6 +25,7 @@ provider only speaks the supplier's protocol. Every provider MUST:
    | RETRYABLE | the unit | buys it again later (new reference, backoff, limited attempts) |
    | PERMANENT | the unit | marks it FAILED for staff |
    | PRODUCT | this SKU at this provider | pauses the product (ProductPause); its units wait |
+   | PRICE | this SKU's price at this provider | pauses the product for repricing; its units wait |
    | SHOP | the shop's account: deposit, rate limit | halts the provider (ProviderHalt) |
    | CONFIGURATION | the shop's setup: credentials, IP | halts the provider, like SHOP |
 
@@ -79,6 +80,10 @@ class FailureScope(enum.StrEnum):
     # The product at this provider (out of stock, no seller, seller disrupted): every unit of
     # this SKU would fail the same way, so its deliveries pause until it is shown to work again.
     PRODUCT = "product"
+    # The product's price at this provider: the supplier asks more than the sale's max_price. Every
+    # unit sold at that cost would be refused the same way, so its deliveries pause until the
+    # next price-list sync reprices it (no probes: a new price, not time, ends it).
+    PRICE = "price"
     # The whole shop's account at the provider (deposit used up, rate limit): every unit would
     # fail, so deliveries through the provider halt until the fault is shown to be gone.
     SHOP = "shop"
@@ -91,13 +96,15 @@ class FailureScope(enum.StrEnum):
         """Whom the failure concerns: "unit", "product" or "shop"."""
         if self in SHOP_WIDE_SCOPES:
             return "shop"
-        return "product" if self == FailureScope.PRODUCT else "unit"
+        return "product" if self in PRODUCT_SCOPES else "unit"
 
 
 #: Scopes that halt the whole provider.
 SHOP_WIDE_SCOPES = frozenset({FailureScope.SHOP, FailureScope.CONFIGURATION})
+#: Scopes that pause one SKU at one provider (ProductPause).
+PRODUCT_SCOPES = frozenset({FailureScope.PRODUCT, FailureScope.PRICE})
 #: Scopes that are not the unit's fault: the unit waits, its purchase attempts are not used.
-NOT_THE_UNITS_SCOPES = SHOP_WIDE_SCOPES | {FailureScope.PRODUCT}
+NOT_THE_UNITS_SCOPES = SHOP_WIDE_SCOPES | PRODUCT_SCOPES
 
 
 @dataclass(frozen=True)
@@ -123,6 +130,7 @@ class FulfillmentResult:
     raw: dict[str, Any] = field(default_factory=dict)  # provider's answer, secrets removed
     retry_after: float | None = None  # seconds the provider asks us to wait before the next attempt
     balance: int | None = None  # the shop's deposit, when the answer tells it (measured against halts)
+    price: int | None = None  # what the purchase cost at the provider (its currency), when the answer tells it
 
     @property
     def retryable(self) -> bool:
@@ -131,9 +139,18 @@ class FulfillmentResult:
 
     @classmethod
     def delivered(
-        cls, *, serial: str = "", code: str = "", message: str = "", raw: dict | None = None, balance: int | None = None
+        cls,
+        *,
+        serial: str = "",
+        code: str = "",
+        message: str = "",
+        raw: dict | None = None,
+        balance: int | None = None,
+        price: int | None = None,
     ):
-        return cls(Outcome.DELIVERED, code=code, message=message, serial=serial, raw=raw or {}, balance=balance)
+        return cls(
+            Outcome.DELIVERED, code=code, message=message, serial=serial, raw=raw or {}, balance=balance, price=price
+        )
 
     @classmethod
     def pending(cls, *, code: str = "", message: str = "", raw: dict | None = None):

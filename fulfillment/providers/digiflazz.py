@@ -59,12 +59,14 @@ PENDING_CODES: dict[str, str] = {
 
 _R, _P = FailureScope.RETRYABLE, FailureScope.PERMANENT  # the unit
 _PRODUCT, _SHOP, _C = FailureScope.PRODUCT, FailureScope.SHOP, FailureScope.CONFIGURATION
+_PRICE = FailureScope.PRICE
 
 #: rc of a failed (Gagal) transaction -> (scope, what it means and what to do). The scope says whom
 #: the failure concerns, and so what the engine does (fulfillment/providers/base.py, rule 5):
 #: RETRYABLE (the unit): bought again later with a new ref_id, at most FULFILLMENT_MAX_PURCHASE_ATTEMPTS times.
 #: PERMANENT (the unit): cannot succeed as it is; marked failed for staff.
 #: PRODUCT (this SKU): its deliveries pause; a probe purchase later tests it again.
+#: PRICE (this SKU's price): its deliveries pause until the next price-list sync reprices it.
 #: SHOP (the shop's account) and CONFIGURATION (the shop's setup): every delivery through Digiflazz
 #: halts until the balance check or a probe shows the fault gone.
 #: Units waiting on a pause or halt keep their purchase attempts. Digiflazz publishes no retry
@@ -120,9 +122,10 @@ RESPONSE_CODES: dict[str, tuple[FailureScope, str]] = {
     "67": (_PRODUCT, "The seller is not verified yet."),
     "68": (_PRODUCT, "The product is out of stock."),
     "69": (
-        _P,
-        "The seller's price is above this item's max provider price (kept from when it was ordered); refund "
-        "the unit or retry it when the price drops.",
+        _PRICE,
+        "The seller's price is above the max_price this sale allows (its priced cost plus the tolerance). The "
+        "product is paused for repricing: the next price-list sync prices it again, and staff decide for the "
+        "units already sold (buy at the new cost, or refund).",
     ),
     "70": (_R, "The biller timed out."),
     "71": (_PRODUCT, "The product is unstable."),
@@ -172,6 +175,7 @@ _ADVICE = {
     FailureScope.PRODUCT: (
         " Deliveries of this product are paused (Fulfillment > Product pauses); a purchase tests it again later."
     ),
+    FailureScope.PRICE: " Deliveries of this product are paused for repricing (Fulfillment > Product pauses).",
 }
 
 DEFAULT_MIN_CHECK_INTERVAL = timedelta(seconds=60)
@@ -211,6 +215,7 @@ def result_from_data(data: dict[str, Any], *, http_status: int | None = None) ->
             message=theirs or "Delivered",
             raw=raw,
             balance=_integer(data.get("buyer_last_saldo")),  # what is left: a probe's lift is measured by it
+            price=_integer(data.get("price")),
         )
     if status == STATUS_PENDING or (not status and rc in PENDING_CODES):
         message = theirs or PENDING_CODES.get(rc, "Pending at Digiflazz.")
@@ -231,11 +236,16 @@ def result_from_data(data: dict[str, Any], *, http_status: int | None = None) ->
     return None
 
 
+#: Amounts outside a database's 64-bit integer are not amounts anyone could owe: read as unknown.
+_AMOUNT_LIMIT = 2**63
+
+
 def _integer(value: Any) -> int | None:
     try:
-        return int(value)
+        number = int(value)
     except (TypeError, ValueError):
         return None
+    return number if -_AMOUNT_LIMIT < number < _AMOUNT_LIMIT else None
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,8 @@ delivery run), `results` (provider answers and callbacks), `retries` (staff and 
 retries), `halts` (provider halts and product pauses), `accounts` (the periodic account check
 that lifts halts), `flags` (orders flagged for staff), `reconciliation`, `retention` (what
 `purge_audit` may delete of the attempt log), `stopping` (held units stopped for a refund),
-`refunding` (units moved into and out of a refund once the money side decided); `common` holds
+`refunding` (units moved into and out of a refund once the money side decided), `routing`
+(which supplier SKU a unit goes through; repricing pauses after a sync); `common` holds
 what they share. Reads for other packages are in `fulfillment.selectors`.
 
 Money-safety rules, and where each is enforced:
@@ -61,11 +62,19 @@ from fulfillment.services.refunding import (
 )
 from fulfillment.services.results import delivery_check_soon, delivery_record_result, delivery_resolve_by_reference
 from fulfillment.services.retries import RetryDecision, order_fulfillment_reset_for_retry, order_fulfillment_retry
+from fulfillment.services.routing import (
+    PauseSyncReport,
+    PriceDecision,
+    product_pauses_after_sync,
+    units_buy_at_new_price,
+)
 from fulfillment.services.running import FulfillmentReport, fulfill_order
 from fulfillment.services.stopping import units_stop_held
 
 __all__ = [
     "AccountCheckReport",
+    "PauseSyncReport",
+    "PriceDecision",
     "FulfillmentReport",
     "OrderNotFound",
     "OrderNotFulfillable",
@@ -90,6 +99,7 @@ __all__ = [
     "orders_needing_review",
     "paid_orders_reconcile",
     "product_pause",
+    "product_pauses_after_sync",
     "product_resume",
     "provider_account_check",
     "provider_accounts_check",
@@ -104,4 +114,5 @@ __all__ = [
     "units_release_from_refund",
     "units_stop_held",
     "units_take_for_refund",
+    "units_buy_at_new_price",
 ]

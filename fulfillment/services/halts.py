@@ -23,8 +23,10 @@ from django.utils import timezone
 from fulfillment.models import (
     Delivery,
     DeliveryStatus,
+    PauseKind,
     ProductPause,
     ProviderHalt,
+    units_of_sku,
 )
 from fulfillment.providers.base import NOT_THE_UNITS_SCOPES, SHOP_WIDE_SCOPES, FailureScope
 from fulfillment.services.common import new_reference
@@ -44,19 +46,34 @@ def _probe_wait(probes: int, retry_after: float | None) -> timedelta:
     return timedelta(seconds=min(settings.FULFILLMENT_FAULT_PROBE_MAX_SECONDS, base * 2**probes))
 
 
-def _raise_fault(model, *, lookup: dict, code: str, reason: str, retry_after: float | None, probe: bool, **extra):
+def _raise_fault(
+    model,
+    *,
+    lookup: dict,
+    code: str,
+    reason: str,
+    retry_after: float | None,
+    probe: bool,
+    probes: bool = True,
+    **extra,
+):
     now = timezone.now()
     values = {"code": code[:50], "reason": reason, "last_seen_at": now, **extra}
     clears_at = now + timedelta(seconds=retry_after) if retry_after else None
+    first_probe = now + _probe_wait(0, retry_after) if probes else None
     with transaction.atomic():
         fault, created = model.objects.select_for_update().get_or_create(
-            **lookup, defaults={**values, "next_probe_at": now + _probe_wait(0, retry_after), "clears_at": clears_at}
+            **lookup, defaults={**values, "next_probe_at": first_probe, "clears_at": clears_at}
         )
         if not created:
-            if probe:
+            if not probes:
+                values.update(next_probe_at=None, clears_at=None)
+            elif fault.next_probe_at is None:
+                values["next_probe_at"] = first_probe  # a repricing pause that became a fault probes again
+            if probe and probes:
                 # The probe met the fault again: wait longer before the next one.
                 values.update(probes=fault.probes + 1, next_probe_at=now + _probe_wait(fault.probes + 1, retry_after))
-            if retry_after:
+            if retry_after and probes:
                 values["clears_at"] = clears_at
                 values["next_probe_at"] = max(fault.next_probe_at or now, now + _probe_wait(0, retry_after))
             model.objects.filter(pk=fault.pk).update(**values)
@@ -130,16 +147,24 @@ def product_pause(
     product_id: int | None = None,
     retry_after: float | None = None,
     probe: bool = False,
+    kind: str = PauseKind.FAULT,
 ) -> ProductPause:
-    """Stop deliveries of `sku` through `provider`: a PRODUCT fault. Other products go on."""
+    """Stop deliveries of `sku` through `provider`: a PRODUCT fault, or (`kind` REPRICING) a
+    purchase refused for price. Other products go on. A refusal for price while the pause waits
+    for staff (after a sync) makes it wait for the next sync again."""
+    repricing = kind == PauseKind.REPRICING
+    extra = {"product_id": product_id, "kind": kind}
+    if repricing:
+        extra.update(price=None, repriced_at=None)
     pause, created = _raise_fault(
         ProductPause,
         lookup={"provider": provider, "sku": sku},
         code=code,
         reason=reason,
-        retry_after=retry_after,
+        retry_after=None if repricing else retry_after,
         probe=probe,
-        product_id=product_id,
+        probes=not repricing,
+        **extra,
     )
     if created:
         logger.warning("Deliveries of %s through %s paused (code %s): %s", sku, provider, code, reason)
@@ -150,7 +175,7 @@ def product_resume(*, provider: str, sku: str, reason: str = "") -> int:
     """Lift the pause of `sku` at `provider`: its waiting units are due at once. Returns 0 or 1."""
     deleted, _ = ProductPause.objects.filter(provider=provider, sku=sku).delete()
     if deleted:
-        Delivery.objects.filter(status=DeliveryStatus.WAITING, item__sku=sku).update(next_attempt_at=timezone.now())
+        Delivery.objects.filter(units_of_sku(sku), status=DeliveryStatus.WAITING).update(next_attempt_at=timezone.now())
         logger.warning("Deliveries of %s through %s resume: %s", sku, provider, reason or "the pause was lifted")
         deliveries_resume_after_faults(provider=provider, sku=sku)
     return deleted
@@ -179,7 +204,7 @@ def deliveries_resume_after_faults(*, provider: str | None = None, sku: str | No
     if provider is not None:
         stranded = stranded.filter(provider=provider)
     if sku is not None:
-        stranded = stranded.filter(failure_scope=FailureScope.PRODUCT, item__sku=sku)
+        stranded = stranded.filter(units_of_sku(sku), failure_scope=FailureScope.PRODUCT)
     elif provider is not None:
         stranded = stranded.filter(failure_scope__in=SHOP_WIDE_SCOPES)
     halted = Exists(ProviderHalt.objects.filter(provider=OuterRef("provider")))

@@ -15,9 +15,11 @@ from fulfillment.models import (
     DeliveryAttempt,
     DeliveryStatus,
     FlagKind,
+    PauseKind,
 )
 from fulfillment.providers.base import (
     NOT_THE_UNITS_SCOPES,
+    PRODUCT_SCOPES,
     SHOP_WIDE_SCOPES,
     FailureScope,
     FulfillmentResult,
@@ -81,6 +83,7 @@ def delivery_record_result(
             "serial": result.serial[:255],
             "delivered_at": now,
             "failure_scope": "",
+            "cost": result.price,
         }
     elif result.outcome == Outcome.PENDING:
         # Unknown outcome, or a status check the provider refused: same reference, checked later.
@@ -163,6 +166,8 @@ def _record_attempt(
         order_id=unit.order_id,
         provider=provider_name,
         reference=reference,
+        sku=unit.sku,  # empty: the item's SKU, as on the unit
+        price=result.price,
         kind=kind,
         outcome=result.outcome,
         failure_scope=result.failure_scope or "",
@@ -192,15 +197,18 @@ def _raise_fault(*, unit: Delivery, result: FulfillmentResult, provider_name: st
             balance=result.balance,
             probe=probe,
         )
-    elif scope == FailureScope.PRODUCT:
+    elif scope in PRODUCT_SCOPES:
+        sku = unit.sku or unit.item.sku
         fault = product_pause(
             provider=provider_name,
-            sku=unit.item.sku,
+            sku=sku,
             code=result.code,
             reason=result.message,
-            product_id=unit.item.product_id,
+            # A backup SKU is no product's own: its pause names no product.
+            product_id=unit.item.product_id if sku == unit.item.sku else None,
             retry_after=result.retry_after,
             probe=probe,
+            kind=PauseKind.REPRICING if scope == FailureScope.PRICE else PauseKind.FAULT,
         )
     else:
         return None

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, transaction
-from django.db.models import CharField, Exists, F, Max, Q, Value
+from django.db.models import BigIntegerField, CharField, Exists, F, Max, Q, Value
 from django.utils import timezone
 
 from fulfillment.models import (
@@ -26,6 +26,7 @@ from fulfillment.models import (
     ProviderHalt,
 )
 from fulfillment.providers.base import (
+    PRODUCT_SCOPES,
     SHOP_WIDE_SCOPES,
     UNKNOWN_OUTCOME_CODE,
     FailureScope,
@@ -47,6 +48,15 @@ from fulfillment.services.common import (
 from fulfillment.services.funding import provider_release_by_deposit
 from fulfillment.services.halts import fault_hold_until, fault_probe_claim, product_resume, provider_resume
 from fulfillment.services.results import delivery_record_result
+from fulfillment.services.routing import (
+    Route,
+    RouteBook,
+    pause_holds,
+    pauses_holding,
+    unit_max_price,
+    unit_route_switch,
+    unit_sku,
+)
 from fulfillment_site.logs import order_logging
 from orders.models import Order, OrderItem
 from orders.state import OrderStatus
@@ -122,19 +132,73 @@ def _deliver_due_units(
         default_name = provider or settings.FULFILLMENT_PROVIDER
         default_provider = get_fulfillment_provider(default_name)
 
+    # A unit refused by one SKU for a product fault goes through its next SKU in a further pass of
+    # the same run (routing), as many passes as a product may have SKUs.
+    for _pass in range(settings.FULFILLMENT_MAX_ROUTES):
+        rerouted = _deliver_pass(
+            order_id,
+            report=report,
+            item_ids=item_ids,
+            chosen=chosen,
+            default_name=default_name,
+            default_provider=default_provider,
+            on_unit=on_unit,
+        )
+        if not rerouted:
+            break
+
+    counts = order_unit_counts(order_id=order_id)
+    report.units_total = counts["total"]
+    report.units_delivered = counts["delivered"]
+    report.order_status = _complete_if_delivered(order_id, counts=counts)
+    return report
+
+
+def _deliver_pass(
+    order_id: int,
+    *,
+    report: FulfillmentReport,
+    item_ids: list[int] | None,
+    chosen: bool,
+    default_name: str,
+    default_provider: FulfillmentProvider,
+    on_unit: ProgressCallback | None,
+) -> int:
+    """Claim the order's due units and work on each once; returns how many were refused by a SKU
+    for a product fault and may go through another SKU now."""
     claim_token = uuid.uuid4().hex
     units = _claim_due_units(order_id=order_id, item_ids=item_ids, claim_token=claim_token)
-    faults = _Faults.load(skus={unit.item.sku for unit in units}) if units else _Faults()
+    if not units:
+        return 0
+    routes = RouteBook.load(units, default_provider=default_name)
+    faults = _Faults.load(skus=routes.skus(units))
+    rerouted = 0
     for unit in units:
-        # A new purchase goes to the chosen provider, else to the item's; an earlier one is checked
-        # where it was made.
+        # A new purchase goes to the chosen provider, else through the unit's route; an earlier one is
+        # checked where it was made, with the SKU it was made with.
         purchase = unit.status == DeliveryStatus.WAITING
-        if purchase:
-            name = default_name if chosen else (unit.item.provider or default_name)
+        max_price = unit_max_price(unit)
+        if purchase and chosen:
+            name = default_name
+        elif purchase:
+            item_provider = unit.item.provider or default_name
+            route = routes.choose(
+                unit,
+                item_provider=item_provider,
+                held=lambda route, limit=max_price: bool(
+                    faults.blocking(provider=route.provider, sku=route.sku, max_price=limit, lift=False)
+                ),
+            )
+            if route != routes.current(unit, item_provider=item_provider) and not unit_route_switch(
+                unit=unit, route=route, item_provider=item_provider, claim_token=claim_token
+            ):
+                continue  # the unit moved on meanwhile (a refund, a staff stop)
+            name = route.provider
         else:
             name = unit.provider or default_name
+        sku = unit_sku(unit)
         # A halt stops every call through the provider; a pause stops new purchases of its SKU.
-        blocking = faults.blocking(provider=name, sku=unit.item.sku if purchase else None)
+        blocking = faults.blocking(provider=name, sku=sku if purchase else None, max_price=max_price)
         if purchase and (unit.released_at is not None or unit.pk in faults.released):
             # Released through a deposit halt: the deposit seen covers this purchase.
             blocking = [fault for fault in blocking if not isinstance(fault, ProviderHalt)]
@@ -167,14 +231,27 @@ def _deliver_due_units(
             faults.lift(probe, reason=reason, balance=unit_report.balance)
         if scope in SHOP_WIDE_SCOPES:
             faults.reload_halt(name)
-        elif scope == FailureScope.PRODUCT:
-            faults.reload_pause(name, unit.item.sku)
+        elif scope in PRODUCT_SCOPES:
+            faults.reload_pause(name, sku)
+            if purchase and not chosen and _route_again(unit, routes=routes, faults=faults, name=name, sku=sku):
+                rerouted += 1
+    return rerouted
 
-    counts = order_unit_counts(order_id=order_id)
-    report.units_total = counts["total"]
-    report.units_delivered = counts["delivered"]
-    report.order_status = _complete_if_delivered(order_id, counts=counts)
-    return report
+
+def _route_again(unit: Delivery, *, routes: RouteBook, faults: _Faults, name: str, sku: str) -> bool:
+    """After a product fault refused the unit's SKU: if another of its routes is free, make the unit
+    due at once so the run's next pass buys it there. Only a unit back to WAITING (the refusal was a
+    final answer; its new reference was never sent) moves: never one whose outcome is unknown."""
+    item_provider = unit.item.provider or name
+    others = [route for route in routes.routes(unit, item_provider=item_provider) if route != Route(name, sku)]
+    limit = unit_max_price(unit)
+    if not any(not faults.blocking(provider=r.provider, sku=r.sku, max_price=limit, lift=False) for r in others):
+        return False
+    return bool(
+        Delivery.objects.filter(pk=unit.pk, status=DeliveryStatus.WAITING, claim_token="").update(
+            next_attempt_at=timezone.now()
+        )
+    )
 
 
 # Units a run may work on: any of a PAID order; of a REFUNDED order only those already sent,
@@ -230,27 +307,38 @@ class _Faults:
     @classmethod
     def load(cls, *, skus: set[str]) -> _Faults:
         faults = cls()
-        columns = ("pk", "provider", "sku", "next_probe_at", "clears_at")
-        halts = ProviderHalt.objects.annotate(fault=Value("halt"), sku=Value("", output_field=CharField()))
+        columns = ("pk", "provider", "sku", "next_probe_at", "clears_at", "kind", "price")
+        halts = ProviderHalt.objects.annotate(
+            fault=Value("halt"),
+            sku=Value("", output_field=CharField()),
+            kind=Value("", output_field=CharField()),
+            price=Value(None, output_field=BigIntegerField()),
+        )
         pauses = ProductPause.objects.filter(sku__in=skus).annotate(fault=Value("pause"))
         rows = halts.values_list("fault", *columns).union(pauses.values_list("fault", *columns), all=True)
-        for kind, pk, provider, sku, next_probe_at, clears_at in rows:
+        for fault, pk, provider, sku, next_probe_at, clears_at, kind, price in rows:
             values = {"pk": pk, "provider": provider, "next_probe_at": next_probe_at, "clears_at": clears_at}
-            if kind == "halt":
+            if fault == "halt":
                 faults.halts[provider] = ProviderHalt(**values)
             else:
-                faults.pauses[(provider, sku)] = ProductPause(sku=sku, **values)
+                faults.pauses[(provider, sku)] = ProductPause(sku=sku, kind=kind, price=price, **values)
         return faults
 
-    def blocking(self, *, provider: str, sku: str | None) -> list[ProviderHalt | ProductPause]:
-        """The faults holding back a call through `provider` (a new purchase of `sku`, when given).
-        One whose wait the provider asked for is over is lifted here."""
-        found = [self.halts.get(provider), self.pauses.get((provider, sku)) if sku is not None else None]
+    def blocking(
+        self, *, provider: str, sku: str | None, max_price: int | None = None, lift: bool = True
+    ) -> list[ProviderHalt | ProductPause]:
+        """The faults holding back a call through `provider` (a new purchase of `sku` that may cost
+        at most `max_price`, when given). One whose wait the provider asked for is over is lifted
+        here (with `lift`; otherwise it no longer counts)."""
+        pause = self.pauses.get((provider, sku)) if sku is not None else None
+        if pause is not None and not pause_holds(pause, max_price=max_price):
+            pause = None
         now = timezone.now()
         blocking = []
-        for fault in filter(None, found):
+        for fault in filter(None, (self.halts.get(provider), pause)):
             if fault.clears_at and fault.clears_at <= now:
-                self.lift(fault, reason="the wait the provider asked for is over")
+                if lift:
+                    self.lift(fault, reason="the wait the provider asked for is over")
             else:
                 blocking.append(fault)
         return blocking
@@ -262,7 +350,7 @@ class _Faults:
     @staticmethod
     def same_kind(fault: ProviderHalt | ProductPause, scope: str) -> bool:
         """Whether an answer of `scope` is the fault `fault` again."""
-        return scope in SHOP_WIDE_SCOPES if isinstance(fault, ProviderHalt) else scope == FailureScope.PRODUCT
+        return scope in SHOP_WIDE_SCOPES if isinstance(fault, ProviderHalt) else scope in PRODUCT_SCOPES
 
     def lift(self, fault: ProviderHalt | ProductPause, *, reason: str, balance: int | None = None) -> None:
         if isinstance(fault, ProviderHalt):
@@ -299,10 +387,10 @@ def _params(unit: Delivery) -> FulfillmentParams:
     return FulfillmentParams(
         reference=unit.reference,
         unit_key=unit.unit_key,
-        sku=item.sku,
+        sku=unit_sku(unit),
         recipient=item.recipient,
         order_id=unit.order_id,
-        max_price=item.max_provider_price,
+        max_price=unit_max_price(unit),
         first_sent_at=unit.reference_sent_at,
     )
 
@@ -327,7 +415,8 @@ def _process_unit(
             # A unit released through a deposit halt passes it (services.funding).
             gate = gate.exclude(Exists(ProviderHalt.objects.filter(provider=provider_name)), released_at__isnull=True)
         if not isinstance(probe, ProductPause):
-            gate = gate.exclude(Exists(ProductPause.objects.filter(provider=provider_name, sku=unit.item.sku)))
+            paused = pauses_holding(provider=provider_name, sku=unit_sku(unit), max_price=unit_max_price(unit))
+            gate = gate.exclude(Exists(paused))
         # An order flagged because its money does not add up (a portal refund no units match, a
         # broken ledger) buys nothing until staff resolve the flag.
         blocked = OrderFlag.objects.filter(
@@ -448,7 +537,7 @@ def _hold_if_faulted(unit: Delivery, *, provider_name: str, claim_token: str, fa
     (the rest of the run will see it too); otherwise the unit moved on (a refund, another run)."""
     fault = (
         ProviderHalt.objects.filter(provider=provider_name).first()
-        or ProductPause.objects.filter(provider=provider_name, sku=unit.item.sku).first()
+        or pauses_holding(provider=provider_name, sku=unit_sku(unit), max_price=unit_max_price(unit)).first()
     )
     if fault is None:
         return

@@ -23,8 +23,19 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from fulfillment.models import PauseKind, ProductPause
+from fulfillment.services import PauseSyncReport, product_pauses_after_sync
 from orders.cbr import RateUnavailable, daily_rate_fetch
-from orders.models import ExchangeRate, PriceChange, PriceChangeReason, PriceRounding, PriceRule, Product, RateSource
+from orders.models import (
+    ExchangeRate,
+    OrderItem,
+    PriceChange,
+    PriceChangeReason,
+    PriceRounding,
+    PriceRule,
+    Product,
+    RateSource,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -281,7 +292,11 @@ def exchange_rate_refresh(*, fetch: Callable[[], object] | None = None) -> tuple
         ExchangeRate.objects.filter(pk=stored.pk).update(rub_per_unit=daily.rub_per_unit)
         stored.refresh_from_db()
     logger.info("Exchange rate for %s: %s roubles per rupiah", daily.date, daily.rub_per_unit)
-    return stored, products_reprice(reason=PriceChangeReason.RATE)
+    report = products_reprice(reason=PriceChangeReason.RATE)
+    # A repricing pause that the last sync left in place because the rate was too old may go on now.
+    for provider in set(ProductPause.objects.filter(kind=PauseKind.REPRICING).values_list("provider", flat=True)):
+        products_resume_repriced(provider=provider)
+    return stored, report
 
 
 def exchange_rate_set_fixed(*, rub_per_unit: Decimal, day: date | None = None) -> ExchangeRate:
@@ -317,6 +332,17 @@ def product_price_after_staff_edit(*, product_id: int, old_price: int | None, ch
             reason=PriceChangeReason.MANUAL,
             changed_by=changed_by,
         )
+
+
+def products_resume_repriced(*, provider: str) -> PauseSyncReport:
+    """After the catalogue was repriced: move on the repricing pauses of `provider` (the supplier
+    refused a purchase for price). Each product is judged by the max price a sale made now would
+    send: a product still priced below the supplier's new price stays paused, and says why on the
+    dashboard (the rate too old to reprice, a manual price, a staff cap)."""
+    skus = ProductPause.objects.filter(provider=provider, kind=PauseKind.REPRICING).values_list("sku", flat=True)
+    products = Product.objects.filter(sku__in=list(skus))
+    sold_at_most = {product.sku: OrderItem.sold_as(product)["max_provider_price"] for product in products}
+    return product_pauses_after_sync(provider=provider, sold_at_most=sold_at_most)
 
 
 def products_activate_priced(*, skus: Iterable[str]) -> int:

@@ -107,5 +107,6 @@ def test_a_page_costs_the_same_queries_whatever_the_catalogue_size(client, produ
     few = queries()
     for _ in range(30):
         product_factory(category=games)
-    # How many and the latest change (the ETag), the page, then its SKUs and pauses (sellable).
-    assert queries() == few == 4
+    # How many and the latest change (the ETag), the page, then its backup SKUs, SKUs and pauses
+    # (sellable).
+    assert queries() == few == 5

@@ -38,6 +38,7 @@ def test_each_scope_concerns_one_party():
         FailureScope.RETRYABLE: "unit",
         FailureScope.PERMANENT: "unit",
         FailureScope.PRODUCT: "product",
+        FailureScope.PRICE: "product",
         FailureScope.SHOP: "shop",
         FailureScope.CONFIGURATION: "shop",
     }

@@ -12,9 +12,10 @@ from fulfillment.services import OrderNotFulfillable, fulfill_order
 pytestmark = pytest.mark.django_db
 
 # Per run: the order's status, the claim (a transaction: select the due units with their item
-# and product, stamp the claim), the halts, the unit counts, the order's status again and the
-# transition to FULFILLED with the codes email's outbox row (one INSERT, in its transaction).
-PER_RUN = 10
+# and product, stamp the claim), the products' backup SKUs (routing), the halts, the unit counts,
+# the order's status again and the transition to FULFILLED with the codes email's outbox row (one
+# INSERT, in its transaction).
+PER_RUN = 11
 # Per unit: WAITING -> SENDING, then a transaction holding the attempt INSERT and the unit's
 # UPDATE. The provider under test touches no database, so this is the engine's own cost.
 PER_UNIT = 5

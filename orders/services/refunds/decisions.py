@@ -13,7 +13,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from fulfillment.models import Delivery, DeliveryStatus, ProviderHalt
-from fulfillment.providers.base import FailureScope
+from fulfillment.providers.base import NOT_THE_UNITS_SCOPES
 from fulfillment.selectors import (
     STOPPED_CODE,
     failed_units_uncovered,
@@ -34,7 +34,7 @@ from orders.tbank.receipts import ReceiptError, ReceiptLine, receipt_build
 
 logger = logging.getLogger(__name__)
 
-FAULTS_NOT_THE_UNITS = frozenset({FailureScope.PRODUCT, FailureScope.SHOP, FailureScope.CONFIGURATION})
+FAULTS_NOT_THE_UNITS = NOT_THE_UNITS_SCOPES
 
 
 @dataclass
