@@ -11,7 +11,8 @@ import logging
 from celery import shared_task
 from django.db import DatabaseError
 
-from fulfillment import services
+from fulfillment import catalog, services
+from fulfillment.providers.digiflazz import DigiflazzError
 from fulfillment_site.logs import bind_order
 
 logger = logging.getLogger(__name__)
@@ -55,3 +56,18 @@ def reconcile_paid_orders() -> list[int]:
 def check_provider_accounts() -> None:
     """Periodic: refresh the providers' account balances and lift halts whose fault is gone."""
     services.provider_accounts_check()
+
+
+@shared_task(name="fulfillment.sync_price_list", acks_late=True, ignore_result=True)
+def sync_price_list() -> str:
+    """Periodic: pull Digiflazz's price list; stock, cut-off windows and prices follow, and the
+    products are repriced. Too soon after another pull, or refused: logged, tried at the next beat."""
+    try:
+        report = catalog.products_sync_price_list()
+    except catalog.PriceListTooSoon as exc:
+        logger.info("Price list not pulled: %s", exc)
+        return str(exc)
+    except DigiflazzError as exc:
+        logger.warning("Price list sync failed: %s", exc)
+        return str(exc)
+    return report.summary()

@@ -124,6 +124,13 @@ def _schedule_periodic_tasks(sender: Celery, **kwargs) -> None:
         sender.signature("console.send_staff_alerts"),
         name="staff alerts",
     )
+    if settings.DIGIFLAZZ_SYNC_INTERVAL_SECONDS > 0 and settings.DIGIFLAZZ_USERNAME and settings.DIGIFLAZZ_API_KEY:
+        sender.add_periodic_task(
+            # Digiflazz refuses the whole list more often than once per 5 minutes.
+            float(max(settings.DIGIFLAZZ_SYNC_INTERVAL_SECONDS, 300)),
+            sender.signature("fulfillment.sync_price_list"),
+            name="sync the Digiflazz price list",
+        )
     if settings.FULFILLMENT_ACCOUNT_CHECK_INTERVAL_SECONDS > 0:
         sender.add_periodic_task(
             float(settings.FULFILLMENT_ACCOUNT_CHECK_INTERVAL_SECONDS),

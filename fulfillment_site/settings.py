@@ -371,6 +371,10 @@ DIGIFLAZZ_TESTING = env.bool("DIGIFLAZZ_TESTING", default=False)
 DIGIFLAZZ_WEBHOOK_SECRET = env("DIGIFLAZZ_WEBHOOK_SECRET", default="")
 DIGIFLAZZ_TIMEOUT_SECONDS = env.float("DIGIFLAZZ_TIMEOUT_SECONDS", default=30.0)
 DIGIFLAZZ_CALLBACK_URL = env("DIGIFLAZZ_CALLBACK_URL", default="")
+# The beat pulls the prepaid price list this often while Digiflazz is configured, so stock,
+# cut-off windows and prices (and the repricing they trigger) follow the supplier; 0: only
+# `manage.py sync_digiflazz_products`. Digiflazz allows the whole list once per 5 minutes.
+DIGIFLAZZ_SYNC_INTERVAL_SECONDS = env.int("DIGIFLAZZ_SYNC_INTERVAL_SECONDS", default=900)
 
 # --- Pricing (docs/pricing.md) ---------------------------------------------------------------
 # Shop price = rounded(supplier cost in rupiah x roubles per rupiah x (1 + markup) + addition),

@@ -226,7 +226,13 @@ class FakeDigiflazz:
     * a wrong signature or username answers rc 41 / 42 with HTTP 400, like Digiflazz's errors;
     * `interrupt_next("timeout" | "connection" | "502", reached=...)` breaks the next call, after
       creating the transaction when `reached` (the request got there, the answer was lost);
-    * /cek-saldo answers `deposit`, /price-list answers `price_list` (or `price_list_error`).
+    * /cek-saldo answers `deposit`, /price-list answers `price_list` (or `price_list_error`);
+    * `list_sku(code, price=..., stock=..., ...)` puts a SKU in the supplier's catalogue, with
+      every price-list field: /price-list then answers the catalogue (unless `price_list` is set),
+      and a new purchase of a listed SKU is refused as Digiflazz does: switched off (rc 43), out of
+      stock (rc 68), inside its cut-off window in WIB (rc 58), a price above the request's
+      `max_price` (rc 69); else it costs the listed price (answered as `price`) and uses one unit
+      of limited stock. Change the catalogue between syncs with `list_sku` again.
 
     `calls` holds (path, parsed body) of every request, in order.
     """
@@ -246,6 +252,8 @@ class FakeDigiflazz:
         self.outcomes: dict[str, dict] = {number: dict(answer) for number, answer in self.DOCUMENTED.items()}
         self.deposit = 990000
         self.price_list: list[dict] = []
+        self.catalogue: dict[str, dict] = {}
+        self.now = None  # the fake's clock for cut-off windows (default: the real time)
         self.price_list_error: dict | None = None
         self.calls: list[tuple[str, dict]] = []
         self._interruptions: list[tuple[str, bool]] = []
@@ -261,6 +269,52 @@ class FakeDigiflazz:
     def answer(self, customer_no: str, *, status: str, rc: str, sn: str = "", message: str = "") -> None:
         """New purchases for `customer_no` (or with that ref_id) get this outcome."""
         self.outcomes[customer_no] = {"status": status, "rc": rc, "sn": sn, "message": message or f"{status} {rc}"}
+
+    def list_sku(self, code: str, **fields) -> dict:
+        """Put `code` in the catalogue (or change it): price, stock, unlimited_stock, seller_name,
+        buyer/seller_product_status, start_cut_off / end_cut_off ("H:M" WIB), category, brand, ..."""
+        item = self.catalogue.setdefault(
+            code,
+            {
+                "product_name": f"Item {code}",
+                "category": "Games",
+                "brand": "MOBILE LEGENDS",
+                "type": "Umum",
+                "seller_name": "Seller A",
+                "price": 10000,
+                "buyer_sku_code": code,
+                "buyer_product_status": True,
+                "seller_product_status": True,
+                "unlimited_stock": True,
+                "stock": 0,
+                "multi": True,
+                "start_cut_off": "0:0",
+                "end_cut_off": "0:0",
+                "desc": "-",
+            },
+        )
+        item.update(fields)
+        return item
+
+    def _refusal(self, body: dict) -> tuple[str, str] | None:
+        """Why Digiflazz would refuse a new purchase of a listed SKU (rc, message); None: it sells."""
+        from django.utils import timezone
+
+        from fulfillment.supplier_catalog import in_cut_off
+
+        item = self.catalogue.get(body.get("buyer_sku_code"))
+        if item is None:
+            return None
+        if not (item["buyer_product_status"] and item["seller_product_status"]):
+            return "43", "SKU tidak di temukan atau Non-Aktif"
+        if not item["unlimited_stock"] and not item["stock"]:
+            return "68", "Stok habis"
+        start, end = (_wib(item["start_cut_off"]), _wib(item["end_cut_off"]))
+        if in_cut_off(start=start, end=end, at=self.now or timezone.now()):
+            return "58", "Sedang Cut Off"
+        if body.get("max_price") is not None and item["price"] > int(body["max_price"]):
+            return "69", "Harga seller lebih besar dari ketentuan harga Buy anda"
+        return None
 
     def interrupt_next(self, kind: str, *, reached: bool = False) -> None:
         self._interruptions.append((kind, reached))
@@ -305,6 +359,13 @@ class FakeDigiflazz:
         if ref_id not in self.transactions and (interruption is None or interruption[1]):
             default = {"status": "Sukses", "rc": "00", "sn": f"SN-{ref_id}"}
             outcome = self.outcomes.get(ref_id) or self.outcomes.get(body["customer_no"], default)
+            refusal = self._refusal(body)
+            if refusal is not None:
+                outcome = {"status": "Gagal", "rc": refusal[0], "sn": "", "message": refusal[1]}
+            listed = self.catalogue.get(body["buyer_sku_code"])
+            price = listed["price"] if listed else 10000
+            if listed and outcome["status"] != "Gagal" and not listed["unlimited_stock"]:
+                listed["stock"] -= 1
             self.transactions[ref_id] = {
                 "ref_id": ref_id,
                 "customer_no": body["customer_no"],
@@ -314,8 +375,8 @@ class FakeDigiflazz:
                 "rc": outcome["rc"],
                 "sn": outcome.get("sn", ""),
                 # A failed transaction takes nothing from the deposit.
-                "buyer_last_saldo": self.deposit - (0 if outcome["status"] == "Gagal" else 10000),
-                "price": 10000,
+                "buyer_last_saldo": self.deposit - (0 if outcome["status"] == "Gagal" else price),
+                "price": price,
                 "tele": "@digiflazz",
                 "wa": "081234512345",
             }
@@ -341,7 +402,14 @@ class FakeDigiflazz:
             return error
         if self.price_list_error:
             return self._reply(self.price_list_error, 400)
-        return self._reply(self.price_list)
+        return self._reply(self.price_list or [dict(item) for item in self.catalogue.values()])
+
+
+def _wib(value: str):
+    from datetime import time
+
+    hours, minutes = (int(part) for part in value.split(":"))
+    return time(hours, minutes)
 
 
 @pytest.fixture
