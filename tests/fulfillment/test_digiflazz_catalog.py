@@ -125,7 +125,8 @@ def test_sync_creates_updates_and_disables(fake_digiflazz, product_factory):
     assert Product.objects.get(sku="axis5").provider_available is False  # seller_product_status false
 
     assert "2 created, 3 updated (1 disabled by the provider, 1 available again), 1 unchanged" in output
-    assert "Created (inactive, price 0: set a shop price and activate) (2): Axis 5.000, Indosat 10.000" in output
+    created = "Created (priced by the rules; on sale with SYNC_AUTO_ACTIVATE, else activate them) (2)"
+    assert f"{created}: Axis 5.000, Indosat 10.000" in output
     assert "Disabled by the provider (1): Old 5k" in output
     assert "applied 5/5 SKUs" in output
     assert "2 created" in ProviderAccount.objects.get(provider="digiflazz").price_list_summary

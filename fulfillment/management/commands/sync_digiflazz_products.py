@@ -17,8 +17,9 @@ _NAMES_SHOWN = 50
 
 class Command(BaseCommand):
     help = (
-        "Create or update products from the Digiflazz prepaid price list (matched by SKU = buyer_sku_code). "
-        "New products start inactive with price 0 until staff set a shop price."
+        "Create or update products from the Digiflazz prepaid price list (matched by SKU = buyer_sku_code), "
+        "then reprice them by the price rules. New products go on sale once priced with SYNC_AUTO_ACTIVATE, "
+        "else they wait for staff."
     )
 
     def handle(self, *args, **options) -> None:
@@ -28,7 +29,7 @@ class Command(BaseCommand):
         except DigiflazzError as exc:
             raise CommandError(str(exc)) from exc
         for label, names in (
-            (_("Created (inactive, price 0: set a shop price and activate)"), report.created),
+            (_("Created (priced by the rules; on sale with SYNC_AUTO_ACTIVATE, else activate them)"), report.created),
             (_("Updated"), report.updated),
             (_("Disabled by the provider"), report.disabled),
             (_("Available again"), report.enabled),
