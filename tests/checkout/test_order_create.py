@@ -439,18 +439,15 @@ def test_payments_not_configured_answers_503(bank, post_order, phone_product, se
 # --- throttling -------------------------------------------------------------------------------
 
 
-def test_order_creation_is_throttled_per_client_address(bank, post_order, phone_product, settings):
+def test_order_creation_is_throttled_per_client_address(bank, post_order, phone_product, monkeypatch):
     from orders.api.views import OrderCreateThrottle
 
-    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"order_create": "2/min"}}
-    OrderCreateThrottle.THROTTLE_RATES = {"order_create": "2/min"}
-    try:
-        answers = [post_order(order_body(phone_product), REMOTE_ADDR="10.0.0.1") for _ in range(3)]
-        other = post_order(order_body(phone_product), REMOTE_ADDR="10.0.0.2").status_code
-    finally:
-        from rest_framework.settings import api_settings
-
-        OrderCreateThrottle.THROTTLE_RATES = api_settings.DEFAULT_THROTTLE_RATES
+    # DRF reads the rates into the class once: patch the class, and monkeypatch puts the rates of
+    # the settings back afterwards (restoring them from api_settings here would keep 2/min for
+    # every later test of the process).
+    monkeypatch.setattr(OrderCreateThrottle, "THROTTLE_RATES", {"order_create": "2/min"})
+    answers = [post_order(order_body(phone_product), REMOTE_ADDR="10.0.0.1") for _ in range(3)]
+    other = post_order(order_body(phone_product), REMOTE_ADDR="10.0.0.2").status_code
     assert [answer.status_code for answer in answers] == [201, 201, 429] and other == 201
     assert assert_error_shape(answers[-1], 429, "throttled") == []
     assert int(answers[-1].headers["Retry-After"]) > 0  # documented as required in the schema
