@@ -1,5 +1,7 @@
 """The margin report: revenue, cost and margin of the units delivered in a period, by day and by
-product, from what each sale was priced at (its price, and its supplier cost at the sale's rate).
+product, from what each sale was priced at (its price and its rate) and what each unit cost: the
+supplier price its purchase answer gave (a backup SKU may cost more or less than the SKU the sale
+was priced from) at the sale's rate, else the supplier cost the sale was priced from.
 
 A unit counts on the day it was delivered (Moscow time, TIME_ZONE) and only while no refund
 covers it: refunded units brought no revenue. A unit whose sale had no known cost (a manual price
@@ -12,8 +14,9 @@ import csv
 import io
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
+from decimal import ROUND_HALF_UP, Decimal
 
-from django.db.models import Count, Q, Sum
+from django.db.models import Case, Count, DecimalField, F, Q, Sum, When
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
@@ -60,18 +63,29 @@ def _delivered(start: date, end: date):
 def _add(line: MarginLine, row: dict) -> None:
     line.units += row["units"]
     line.revenue += row["revenue"] or 0
-    line.cost += row["cost"] or 0
+    line.cost += int(Decimal(row["units_cost"] or 0).quantize(Decimal(1), rounding=ROUND_HALF_UP))
     line.known_revenue += row["known_revenue"] or 0
     line.cost_unknown += row["unknown"]
+
+
+#: The purchase's answer gave its price, and the sale has a rate to convert it at.
+_ANSWERED = Q(cost__isnull=False, item__priced_rate__isnull=False)
+_KNOWN = _ANSWERED | Q(item__cost_kopecks__isnull=False)
+#: Kopecks one unit cost.
+_UNIT_COST = Case(
+    When(_ANSWERED, then=F("cost") * F("item__priced_rate") * 100),
+    default=F("item__cost_kopecks"),
+    output_field=DecimalField(max_digits=30, decimal_places=12),
+)
 
 
 def _sums() -> dict:
     return {
         "units": Count("id"),
         "revenue": Sum("item__unit_price_kopecks"),
-        "cost": Sum("item__cost_kopecks"),
-        "known_revenue": Sum("item__unit_price_kopecks", filter=Q(item__cost_kopecks__isnull=False)),
-        "unknown": Count("id", filter=Q(item__cost_kopecks__isnull=True)),
+        "units_cost": Sum(_UNIT_COST),
+        "known_revenue": Sum("item__unit_price_kopecks", filter=_KNOWN),
+        "unknown": Count("id", filter=~_KNOWN),
     }
 
 

@@ -69,6 +69,25 @@ def test_revenue_cost_and_margin_by_day_and_product_from_each_sale(sold):
     assert (report.total.revenue, report.total.margin, report.total.cost_unknown) == (30000, 3000, 1)
 
 
+def test_a_unit_costs_what_its_purchase_answer_said_at_the_sales_rate(sold):
+    today = timezone.localdate()
+    # Both units were priced from a cost of 10,000 kopecks; one was bought through a backup SKU
+    # whose answer said 21,000 rupiah, at the sale's rate (0.005) 10,500 kopecks.
+    order = sold(price=11000, cost=10000, units=2, name="Steam 500")
+    first, second = Delivery.objects.filter(order=order).order_by("pk")
+    Delivery.objects.filter(pk=first.pk).update(cost=21000)
+    # A unit whose sale has no rate counts the cost it was priced from, whatever the answer said.
+    unpriced = sold(price=5000, cost=4000, name="PUBG 325")
+    OrderItem.objects.filter(order=unpriced).update(priced_rate=None)
+    Delivery.objects.filter(order=unpriced).update(cost=999999)
+
+    report = margin_report(start=today, end=today)
+
+    by_product = {line.label: (line.units, line.cost, line.margin) for line in report.products}
+    assert by_product == {"Steam 500": (2, 10500 + 10000, 22000 - 20500), "PUBG 325": (1, 4000, 1000)}
+    assert second.cost is None
+
+
 def test_the_page_shows_the_chart_from_our_static_files_and_exports_csv(admin_client, sold):
     sold(price=11000, cost=10000, name="Steam 500")
 
