@@ -243,3 +243,21 @@ def test_a_new_price_refusal_after_the_sync_waits_for_the_next_sync_again(refuse
     pause = ProductPause.objects.get(sku="ml86")
     assert (pause.kind, pause.price, pause.repriced_at) == (PauseKind.REPRICING, None, None)
     assert not products_sellability(products=[(product.pk, "ml86")])[product.pk].sellable
+
+
+def test_with_the_mock_an_out_of_stock_sku_is_delivered_through_its_backup(settings, product_factory):
+    from fulfillment.models import MockLedgerEntry
+    from orders.services import ItemSpec, order_create, order_mark_paid
+
+    settings.FULFILLMENT_PROVIDER = "mock"
+    settings.MOCK_FULFILLMENT_OUT_OF_STOCK_SKUS = ["pubg325"]
+    product = product_factory(sku="pubg325")
+    ProductSource.objects.create(product=product, sku="pubg325-b")
+    order = order_create(items=[ItemSpec(product=product, recipient="5123456789", quantity=2)])
+    order_mark_paid(order_id=order.pk, payment_id="7100000001")
+
+    assert fulfill_order(order.pk).complete
+
+    assert set(Delivery.objects.filter(order=order).values_list("sku", flat=True)) == {"pubg325-b"}
+    assert sorted(MockLedgerEntry.objects.values_list("sku", "outcome")) == [("pubg325-b", "delivered")] * 2
+    assert ProductPause.objects.filter(sku="pubg325").exists()

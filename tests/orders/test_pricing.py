@@ -24,6 +24,7 @@ from orders.models import (
     PriceRounding,
     PriceRule,
     Product,
+    ProductSource,
     RateSource,
 )
 from orders.services import ItemSpec, order_create
@@ -381,6 +382,8 @@ def test_the_demo_catalogue_is_priced_by_rules_not_by_hand(settings):
     assert all(product.price_kopecks > product.cost_kopecks > 0 for product in products)
     changes = PriceChange.objects.filter(reason=PriceChangeReason.RULE)
     assert changes.count() == len(products) and all(change.rule_description for change in changes)
+    # One product has a second seller's SKU to show routing.
+    assert list(ProductSource.objects.values_list("product__sku", "sku")) == [("pubg325", "pubg325-b")]
 
 
 def test_the_dashboard_says_why_prices_do_not_follow_costs(admin_client, settings):

@@ -18,7 +18,16 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.utils.translation import gettext as _
 
-from orders.models import Brand, Category, Order, PriceChangeReason, PriceRounding, PriceRule, Product
+from orders.models import (
+    Brand,
+    Category,
+    Order,
+    PriceChangeReason,
+    PriceRounding,
+    PriceRule,
+    Product,
+    ProductSource,
+)
 from orders.services import ItemSpec, order_create
 from orders.services.pricing import exchange_rate_in_use, exchange_rate_set_fixed, products_reprice
 from orders.state import OrderStatus
@@ -31,6 +40,9 @@ DEMO_PRODUCTS = [
     ("Steam: пополнение на 500 ₽", "steam500", 98000, "Игры", "Steam"),
     ("Подарочная карта на 1 000 ₽", "gift1000", 190000, "Подарочные карты", "Подарочная карта"),
 ]
+#: A second seller of the same item: its units go through it when the first cannot deliver (see
+#: it with MOCK_FULFILLMENT_OUT_OF_STOCK_SKUS=pubg325).
+DEMO_BACKUP_SKUS = {"pubg325": "pubg325-b"}
 #: Roubles per rupiah until the Central Bank's rate is fetched (the worker does, hourly).
 DEMO_RATE = Decimal("0.0052")
 # (category or None for the default rule, markup %, minimum margin in kopecks, rounding)
@@ -74,6 +86,8 @@ class Command(BaseCommand):
                     brand=Brand.objects.get_or_create(name=brand)[0],
                 )
             products.append(product)
+            if sku in DEMO_BACKUP_SKUS:
+                ProductSource.objects.get_or_create(product=product, provider="", sku=DEMO_BACKUP_SKUS[sku])
         for category, markup, margin, rounding in DEMO_RULES:
             group = Category.objects.get(name=category) if category else None
             rules = PriceRule.objects.filter(product=None, brand=None, category=group)
