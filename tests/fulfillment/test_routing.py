@@ -261,3 +261,21 @@ def test_with_the_mock_an_out_of_stock_sku_is_delivered_through_its_backup(setti
     assert set(Delivery.objects.filter(order=order).values_list("sku", flat=True)) == {"pubg325-b"}
     assert sorted(MockLedgerEntry.objects.values_list("sku", "outcome")) == [("pubg325-b", "delivered")] * 2
     assert ProductPause.objects.filter(sku="pubg325").exists()
+
+
+def test_staff_can_refund_a_unit_held_for_a_price_decision_instead(refused_for_price):
+    from orders.services.refunds import refund_decide_undelivered
+
+    order, product = refused_for_price
+    Product.objects.filter(pk=product.pk).update(max_provider_price=24000)
+    products_resume_repriced(provider="digiflazz")
+    held = unit_of(order)
+    assert list(units_awaiting_price_decision()) == [held]
+
+    refund = refund_decide_undelivered(order_id=order.pk, decided_by="anna", include_held=True)
+
+    held.refresh_from_db()
+    assert refund is not None and held.refund_id == refund.pk
+    assert refund.amount_kopecks == held.item.unit_price_kopecks
+    assert list(units_awaiting_price_decision()) == []
+    assert units_buy_at_new_price(unit_ids=[held.pk], decided_by="anna").bought == 0, "never bought once refunded"
