@@ -7,7 +7,9 @@ reference takes the next outcome from `WORLD.script` (default: delivered):
 * ``failed`` — refused for good, nothing bought (a PERMANENT failure);
 * ``failed_unknown`` — answered FAILED with the unknown-outcome code: the engine cannot tell
   whether it was bought, and the truth is decided later (`WORLD.resolve`);
-* ``pending`` — no final answer yet (re-checked with the same reference until resolved).
+* ``pending`` — no final answer yet (re-checked with the same reference until resolved);
+* ``out_of_stock`` — refused for the product (its SKU pauses; the unit may go through a backup SKU);
+* ``price_refused`` — refused for price (the SKU pauses for repricing).
 
 `WORLD.delivered` is what the supplier really handed over: reference -> unit key. Idempotent per
 reference, as the contract requires.
@@ -69,6 +71,10 @@ class ScriptedProvider(FulfillmentProvider):
             return FulfillmentResult.delivered(serial=f"S-{params.reference}", code="00", message="delivered")
         if state == "failed":
             return FulfillmentResult.failed(scope=FailureScope.PERMANENT, code="REFUSED", message="refused")
+        if state == "out_of_stock":
+            return FulfillmentResult.failed(scope=FailureScope.PRODUCT, code="68", message="out of stock")
+        if state == "price_refused":
+            return FulfillmentResult.failed(scope=FailureScope.PRICE, code="69", message="price above max_price")
         if state == "failed_unknown":
             return FulfillmentResult.failed(
                 scope=FailureScope.PERMANENT, code=UNKNOWN_OUTCOME_CODE, message="outcome unknown"

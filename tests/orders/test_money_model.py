@@ -19,6 +19,10 @@ After every step (`invariants`):
 * no unit is both delivered by the supplier and refunded without a flag;
 * the ledger: delivered + refunds (made or in flight) <= paid;
 * a refund's receipt follows the shop's receipt settings (none when receipts are off).
+
+Purchases may also be refused for the product (out of stock: the SKU pauses and the unit may go
+through the product's backup SKU) or for price (the SKU pauses for repricing); a price-list sync
+moves such pauses on, and staff buy the units it holds at the new price or refund them.
 At quiescence (`teardown`): no refund was made twice (staff re-sent what had failed), and
 every order without a flag has delivered + refunded == paid, in the books and at the bank.
 
@@ -49,15 +53,20 @@ from hypothesis.errors import FlakyStrategyDefinition, HypothesisException
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from fulfillment import tasks as fulfillment_tasks
-from fulfillment.models import OPEN_STATUSES, Delivery, DeliveryStatus, OrderFlag
+from fulfillment.models import OPEN_STATUSES, Delivery, DeliveryStatus, OrderFlag, PauseKind, ProductPause
 from fulfillment.providers.base import FulfillmentResult
+from fulfillment.selectors import units_awaiting_price_decision
 from fulfillment.services import (
     delivery_resolve_by_reference,
     order_fulfillment_retry,
     paid_orders_reconcile,
+    product_pauses_after_sync,
+    product_resume,
+    units_buy_at_new_price,
 )
+from fulfillment.supplier_catalog import SupplierSku
 from orders import tasks as order_tasks
-from orders.models import Order, Payment, Product, Refund, RefundReason
+from orders.models import Order, Payment, Product, ProductSource, Refund, RefundReason
 from orders.refund_state import RefundState
 from orders.services import ItemSpec, order_create
 from orders.services.notifications import payment_notification_process
@@ -78,7 +87,9 @@ pytestmark = pytest.mark.django_db
 
 PRICES = (10000, 20000, 30000)
 LINES = st.lists(st.tuples(st.sampled_from(PRICES), st.integers(1, 2)), min_size=1, max_size=2)
-OUTCOMES = st.sampled_from(["delivered", "delivered", "failed", "failed_unknown", "pending"])
+OUTCOMES = st.sampled_from(
+    ["delivered", "delivered", "failed", "failed_unknown", "pending", "out_of_stock", "price_refused"]
+)
 
 
 class WorkerKilled(BaseException):
@@ -218,8 +229,10 @@ class MoneyMachine(RuleBasedStateMachine):
         items = []
         for price, quantity in lines:
             product = Product.objects.create(
-                name=f"P{price}", sku=f"sku-{Product.objects.count()}", price_kopecks=price
+                name=f"P{price}", sku=f"sku-{Product.objects.count()}", price_kopecks=price, max_provider_price=price
             )
+            if product.pk % 2:  # half the products have a second seller's SKU (routing)
+                ProductSource.objects.create(product=product, sku=f"{product.sku}-b")
             items.append(ItemSpec(product=product, recipient="0811000", quantity=quantity))
         order = order_create(items=items, customer_email="buyer@example.com")
         self.order_ids.append(order.pk)
@@ -330,6 +343,41 @@ class MoneyMachine(RuleBasedStateMachine):
         if Order.objects.filter(pk=order_id, status="paid").exists():
             with self._capture():
                 order_fulfillment_retry(order_id=order_id)
+
+    # --- the supplier's catalogue: pauses, repricing, routing -------------------------------
+
+    @precondition(lambda self: ProductPause.objects.exists())
+    @rule(data=st.data(), higher=st.booleans())
+    def price_list_synced(self, data, higher: bool) -> None:
+        """A price-list sync prices a paused SKU: above what the units sold before may cost, or not."""
+        self.step()
+        if self._off("price_list_synced"):
+            return
+        pause = data.draw(st.sampled_from(list(ProductPause.objects.order_by("pk"))))
+        SupplierSku.objects.update_or_create(
+            provider=pause.provider, code=pause.sku, defaults={"price": 10**6 if higher else 1, "in_price_list": True}
+        )
+        with self._capture():
+            product_pauses_after_sync(provider=pause.provider, sold_at_most={})
+            if pause.kind == PauseKind.FAULT:  # the sync shows the SKU in stock again: a probe goes through
+                product_resume(provider=pause.provider, sku=pause.sku)
+
+    @precondition(lambda self: units_awaiting_price_decision().exists())
+    @rule(data=st.data(), buy=st.booleans())
+    def staff_decide_the_price(self, data, buy: bool) -> None:
+        """Staff buy a unit held for a price decision at the new price, or refund it."""
+        self.step()
+        if self._off("staff_decide_the_price"):
+            return
+        unit = data.draw(st.sampled_from(list(units_awaiting_price_decision().order_by("pk"))))
+        with self._capture():
+            if buy:
+                units_buy_at_new_price(unit_ids=[unit.pk], decided_by="staff")
+            else:
+                try:
+                    refund_decide_undelivered(order_id=unit.order_id, decided_by="staff", include_held=True)
+                except RefundNotPossible:
+                    pass
 
     # --- refunds ---------------------------------------------------------------------------
 
@@ -623,6 +671,9 @@ class MoneyMachine(RuleBasedStateMachine):
     def _quiesce(self) -> None:
         MoneyMachine.bank_lags = MoneyMachine.bank_refuses_repeats = False
         for _ in range(8):
+            # The supplier sells again: every pause is lifted (and its held units are due).
+            for provider, sku in ProductPause.objects.values_list("provider", "sku"):
+                product_resume(provider=provider, sku=sku)
             while self.notes:
                 self._deliver_note(self.notes.pop(0))
             for reference in sorted(r for r, s in WORLD.states.items() if s in ("pending", "failed_unknown")):
