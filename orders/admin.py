@@ -1,4 +1,4 @@
-"""Admin for products, orders and payment notifications.
+"""Admin for orders and payment notifications (products: orders/admin_catalogue.py).
 
 Statuses are read-only here: they change through payments, deliveries and the Retry button,
 never by editing a field. Lists stay fast on millions of rows: exact indexed search
@@ -7,13 +7,11 @@ never by editing a field. Lists stay fast on millions of rows: exact indexed sea
 
 from __future__ import annotations
 
-from django import forms
-from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.models import LogEntry
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
-from django.db.models import Count, Exists, IntegerField, OuterRef, Q, Subquery, Sum
+from django.db.models import Count, Exists, IntegerField, OuterRef, Subquery, Sum
 from django.db.models.functions import Coalesce
 from django.http import HttpResponseRedirect
 from django.shortcuts import get_object_or_404
@@ -24,9 +22,10 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
 from fulfillment.admin import FlagInline, ReadOnlyAdminMixin, retry_fulfillment, retry_messages
-from fulfillment.models import OPEN_STATUSES, Delivery, DeliveryStatus, OrderFlag, ProductPause, ProviderHalt
+from fulfillment.models import Delivery, DeliveryStatus, OrderFlag
+from fulfillment.selectors import units_held_back
 from fulfillment.services import OrderNotFound, OrderNotFulfillable, order_fulfillment_retry
-from fulfillment_site.console.formatting import provider_amount, rubles, rubles_html, timestamp
+from fulfillment_site.console.formatting import rubles_html, timestamp
 from fulfillment_site.console.order_page import order_page_context, order_status_badge
 from fulfillment_site.console.pagination import HugeTableAdminMixin
 from fulfillment_site.console.problems import paid_too_long_cutoff
@@ -40,164 +39,13 @@ from orders.models import (
     OrderItem,
     Payment,
     PaymentNotification,
-    PriceChangeReason,
-    Product,
     TBankCall,
 )
 from orders.services import NotificationNotReviewable, payment_notification_mark_reviewed
 from orders.services.corrections import RecipientNotCorrectable, order_item_recipient_correct
 from orders.services.emails import customer_email_enqueue
-from orders.services.pricing import product_price_after_staff_edit, products_below_margin, products_reprice
 from orders.state import OrderStatus
 from orders.tbank import notifications as tbank_statuses
-
-
-class ManualPriceFilter(admin.SimpleListFilter):
-    title = _("price")
-    parameter_name = "manual_price"
-
-    def lookups(self, request, model_admin):
-        return [
-            ("manual", _("Manual price")),
-            ("rules", _("Priced by the rules")),
-            ("below_margin", _("Below the minimum margin")),
-        ]
-
-    def queryset(self, request, queryset):
-        if self.value() == "manual":
-            return queryset.filter(manual_price_kopecks__isnull=False)
-        if self.value() == "rules":
-            return queryset.filter(manual_price_kopecks__isnull=True)
-        if self.value() == "below_margin":
-            return queryset.filter(pk__in=[pk for pk, *_rest in products_below_margin()])
-        return queryset
-
-
-class ProviderAvailabilityFilter(admin.SimpleListFilter):
-    title = _("at provider")
-    parameter_name = "at_provider"
-
-    def lookups(self, request, model_admin):
-        return [("disabled", _("Disabled by provider")), ("available", _("Available")), ("unknown", _("Never synced"))]
-
-    def queryset(self, request, queryset):
-        if self.value() == "disabled":
-            return queryset.filter(provider_available=False)
-        if self.value() == "available":
-            return queryset.filter(provider_available=True)
-        if self.value() == "unknown":
-            return queryset.filter(provider_available__isnull=True)
-        return queryset
-
-
-class ProductForm(forms.ModelForm):
-    class Meta:
-        model = Product
-        fields = (
-            "name",
-            "sku",
-            "price_kopecks",
-            "manual_price_kopecks",
-            "category",
-            "brand",
-            "is_active",
-            "max_provider_price",
-            "recipient_label",
-            "recipient_pattern",
-        )
-        labels = {"price_kopecks": _("Shop price (kopecks)")}
-        help_texts = {
-            "price_kopecks": _(
-                "In kopecks: 80000 is 800.00 ₽. Made by the price rules from the supplier cost; a price typed "
-                "here becomes the manual price."
-            )
-        }
-
-    def clean(self):
-        cleaned = super().clean()
-        # Products created by the price-list sync start at price 0: selling them so would be free.
-        if cleaned.get("is_active") and not (cleaned.get("manual_price_kopecks") or cleaned.get("price_kopecks")):
-            raise forms.ValidationError(_("Set a shop price (in kopecks) above 0 before activating this product."))
-        return cleaned
-
-
-@admin.register(Product)
-class ProductAdmin(admin.ModelAdmin):
-    form = ProductForm
-    list_display = (
-        "name",
-        "sku",
-        "price",
-        "price_source",
-        "cost",
-        "is_active",
-        "provider_price_text",
-        "provider_status",
-        "provider_synced_at",
-    )
-    list_filter = ("is_active", ProviderAvailabilityFilter, ManualPriceFilter, "category", "brand")
-    list_select_related = ("category", "brand")
-    search_fields = ("name", "sku")
-    readonly_fields = (
-        "provider_price",
-        "provider_available",
-        "provider_synced_at",
-        "cost_kopecks",
-        "priced_rate",
-        "priced_at",
-        "created_at",
-        "updated_at",
-    )
-    actions = ("reprice",)
-
-    @admin.display(description=_("Shop price"), ordering="price_kopecks")
-    def price(self, obj: Product):
-        return rubles_html(obj.price_kopecks)
-
-    @admin.display(description=_("Priced by"))
-    def price_source(self, obj: Product) -> str:
-        return _("manual price") if obj.manual_price_kopecks is not None else _("price rules")
-
-    @admin.display(description=_("Cost"), ordering="cost_kopecks")
-    def cost(self, obj: Product) -> str:
-        return rubles(obj.cost_kopecks) if obj.cost_kopecks is not None else "—"
-
-    def save_model(self, request, obj: Product, form, change) -> None:
-        old_price = (
-            Product.objects.filter(pk=obj.pk).values_list("price_kopecks", flat=True).first() if change else None
-        )
-        # A price typed by hand is a manual price: the rules must not overwrite it at the next sync.
-        if change and "price_kopecks" in form.changed_data and "manual_price_kopecks" not in form.changed_data:
-            obj.manual_price_kopecks = obj.price_kopecks
-        super().save_model(request, obj, form, change)
-        product_price_after_staff_edit(product_id=obj.pk, old_price=old_price, changed_by=request.user)
-
-    @admin.action(description=_("Recalculate prices by the price rules"))
-    def reprice(self, request, queryset) -> None:
-        report = products_reprice(
-            reason=PriceChangeReason.RULE, changed_by=request.user, product_ids=queryset.values_list("pk", flat=True)
-        )
-        if report.problem:
-            self.message_user(request, report.problem, messages.WARNING)
-        else:
-            self.message_user(
-                request,
-                _("Prices recalculated: %(checked)d products checked, %(changed)d prices changed.")
-                % {"checked": report.checked, "changed": report.changed},
-                messages.SUCCESS,
-            )
-
-    @admin.display(description=_("Provider price"), ordering="provider_price")
-    def provider_price_text(self, obj: Product) -> str:
-        return provider_amount(obj.provider_price) if obj.provider_price is not None else "—"
-
-    @admin.display(description=_("At provider"), ordering="provider_available")
-    def provider_status(self, obj: Product) -> str:
-        if obj.provider_available is None:
-            return _("unknown")
-        if obj.provider_available:
-            return _("available")
-        return format_html('<strong style="color: #ba2121;">{}</strong>', _("DISABLED by provider"))
 
 
 def _units_annotations() -> dict:
@@ -244,22 +92,9 @@ def orders_needing_attention(kind: str):
 
 
 def _held_units():
-    """Open units of PAID orders waiting on a fault that is not theirs: a paused product or a halted
-    provider (a unit not sent yet goes through its item's provider, else the configured one). The
-    faults are a handful of rows, so this is a few indexed conditions, never a scan of the orders."""
-
-    def through(provider: str) -> Q:
-        unsent = Q(provider="") & (Q(item__provider=provider) | Q(item__provider=""))
-        if provider != settings.FULFILLMENT_PROVIDER:
-            unsent = Q(provider="", item__provider=provider)
-        return Q(provider=provider) | unsent
-
-    condition = Q(pk__in=[])
-    for provider in ProviderHalt.objects.values_list("provider", flat=True):
-        condition |= through(provider)
-    for provider, sku in ProductPause.objects.values_list("provider", "sku"):
-        condition |= through(provider) & Q(item__sku=sku)
-    return Delivery.objects.filter(condition, status__in=OPEN_STATUSES, order__status=OrderStatus.PAID)
+    """Waiting units of PAID orders held back by a fault that is not theirs: a paused product (its
+    own SKU or the backup it was routed to) or a halted provider."""
+    return units_held_back().filter(order__status=OrderStatus.PAID)
 
 
 def _has_failed_unit():
@@ -446,6 +281,9 @@ class OrderAdmin(HugeTableAdminMixin, ExactSearchMixin, admin.ModelAdmin):
             )
             extra["can_review"] = request.user.has_perm("orders.review_paymentnotification")
             extra["can_resolve"] = request.user.has_perm("fulfillment.change_orderflag")
+            extra["can_buy_at_new_price"] = order.status == OrderStatus.PAID and request.user.has_perm(
+                "fulfillment.buy_at_new_price"
+            )
         return super().change_view(request, object_id, form_url, extra)
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
@@ -727,4 +565,4 @@ class CustomerEmailAdmin(HugeTableAdminMixin, ReadOnlyAdminMixin, admin.ModelAdm
 
 
 # Registered with the rest of the orders admin (Django imports only admin.py).
-from orders import admin_pricing  # noqa: E402, F401
+from orders import admin_catalogue, admin_pricing  # noqa: E402, F401

@@ -11,7 +11,7 @@ from django.core.management.base import CommandError
 from django.utils import timezone
 
 from fulfillment.models import ProviderAccount
-from orders.admin import ProductForm
+from orders.admin_catalogue import ProductForm
 from orders.models import Product
 
 pytestmark = pytest.mark.django_db
