@@ -50,9 +50,10 @@ def unit_may_have_been_delivered(unit: Delivery) -> bool:
     return unit.last_code in codes
 
 
-def held_units(*, order_id: int) -> QuerySet[Delivery]:
-    """The WAITING units of an order that a provider halt or a product pause holds back (a pause
-    repriced after a sync holds only the units whose max price is below the new price)."""
+def units_held_back() -> QuerySet[Delivery]:
+    """The WAITING units that a provider halt or a product pause holds back (a pause repriced after
+    a sync holds only the units whose max price is below the new price). The faults are a handful
+    of rows, so this is a few indexed conditions, never a scan of the units."""
     halted = list(ProviderHalt.objects.values_list("provider", flat=True))
     paused = list(ProductPause.objects.values_list("provider", "sku", "kind", "price"))
     held = Q()
@@ -66,8 +67,13 @@ def held_units(*, order_id: int) -> QuerySet[Delivery]:
     if not held:
         return Delivery.objects.none()
     return Delivery.objects.alias(price_limit=Coalesce("max_price_override", "item__max_provider_price")).filter(
-        held, order_id=order_id, status=DeliveryStatus.WAITING
+        held, status=DeliveryStatus.WAITING
     )
+
+
+def held_units(*, order_id: int) -> QuerySet[Delivery]:
+    """The WAITING units of an order that a provider halt or a product pause holds back."""
+    return units_held_back().filter(order_id=order_id)
 
 
 def units_awaiting_price_decision() -> QuerySet[Delivery]:
