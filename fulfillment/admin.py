@@ -10,17 +10,20 @@ from django.db.models import OuterRef, Subquery
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
 
 from fulfillment.models import (
     Delivery,
     DeliveryAttempt,
     MockLedgerEntry,
     OrderFlag,
+    PauseKind,
     ProductPause,
     ProviderAccount,
     ProviderHalt,
 )
 from fulfillment.providers.base import Outcome
+from fulfillment.selectors import units_awaiting_price_decision
 from fulfillment.services import (
     OrderNotFound,
     OrderNotFulfillable,
@@ -28,6 +31,7 @@ from fulfillment.services import (
     order_fulfillment_retry,
     product_resume,
     provider_resume,
+    units_buy_at_new_price,
 )
 from fulfillment.supplier_catalog import SupplierSku, sku_sellability
 from fulfillment_site.console.formatting import provider_amount, timestamp
@@ -146,6 +150,45 @@ class OutcomeFilter(admin.SimpleListFilter):
         return queryset.filter(outcome=self.value()) if self.value() else queryset
 
 
+class PriceDecisionFilter(admin.SimpleListFilter):
+    title = _("price decision")
+    parameter_name = "price_decision"
+
+    def lookups(self, request, model_admin):
+        return [("waiting", _("Waiting for a price decision"))]
+
+    def queryset(self, request, queryset):
+        if self.value() == "waiting":
+            return queryset.filter(pk__in=units_awaiting_price_decision().values("pk"))
+        return queryset
+
+
+@admin.action(description=_("Buy at the supplier's new price"), permissions=["buy_at_new_price"])
+def buy_at_new_price(modeladmin, request, queryset) -> None:
+    """Staff's decision for units a supplier price rise holds: buy them anyway, at the new price."""
+    decision = units_buy_at_new_price(
+        unit_ids=list(queryset.values_list("pk", flat=True)), decided_by=request.user.get_username()
+    )
+    if decision.bought:
+        modeladmin.message_user(
+            request,
+            ngettext(
+                "%(count)d unit will be bought at the supplier's new price now.",
+                "%(count)d units will be bought at the supplier's new price now.",
+                decision.bought,
+            )
+            % {"count": decision.bought},
+            messages.SUCCESS,
+        )
+    if decision.skipped:
+        modeladmin.message_user(
+            request,
+            _("Left as they were (no supplier price rise holds them): %(units)s.")
+            % {"units": "; ".join(decision.skipped)},
+            messages.WARNING,
+        )
+
+
 def _badge(text: str, tone: str):
     return format_html('<span class="badge {}">{}</span>', tone or "muted", text)
 
@@ -156,14 +199,16 @@ class DeliveryAdmin(HugeTableAdminMixin, ExactSearchMixin, ReadOnlyAdminMixin, a
         "unit_key",
         "order_column",
         "status_badge",
-        "provider",
+        "sku_column",
         "reference",
-        "purchase_attempts",
+        "attempts_column",
         "last_code",
+        "cost_column",
         "next_attempt_at",
         "delivered_at",
     )
-    list_filter = ("status", ProviderFilter)
+    list_filter = (PriceDecisionFilter, "status", ProviderFilter)
+    actions = [buy_at_new_price]
     sortable_by = ("unit_key",)
     ordering = ("-id",)
     search_help_text = _("Provider reference, unit key, order id or recipient — exact.")
@@ -172,7 +217,30 @@ class DeliveryAdmin(HugeTableAdminMixin, ExactSearchMixin, ReadOnlyAdminMixin, a
     readonly_fields = fields
 
     def get_queryset(self, request):
-        return with_order_number(super().get_queryset(request))
+        # The item's SKU by one indexed sub-select per listed row, as the order number: no join that
+        # the count of millions of units would carry.
+        item_sku = Subquery(OrderItem.objects.filter(pk=OuterRef("item_id")).values("sku")[:1])
+        return with_order_number(super().get_queryset(request)).annotate(item_sku=item_sku)
+
+    def has_buy_at_new_price_permission(self, request) -> bool:
+        return request.user.has_perm("fulfillment.buy_at_new_price")
+
+    @admin.display(description=_("Provider and SKU"), ordering="provider")
+    def sku_column(self, obj: Delivery) -> str:
+        # A unit's own SKU is set only when routing moved it off its item's SKU; its provider only
+        # once a purchase was sent.
+        sku = format_html('<span class="mono">{}</span>', obj.sku or getattr(obj, "item_sku", "") or "—")
+        if obj.sku:
+            sku = format_html('{} <span class="badge info">{}</span>', sku, _("backup"))
+        return format_html('{}<div class="detail">{}</div>', sku, obj.provider or "—")
+
+    @admin.display(description=_("Attempts"), ordering="purchase_attempts")
+    def attempts_column(self, obj: Delivery) -> int:
+        return obj.purchase_attempts
+
+    @admin.display(description=_("Cost"), ordering="cost")
+    def cost_column(self, obj: Delivery) -> str:
+        return provider_amount(obj.cost) if obj.cost is not None else "—"
 
     def search_ids(self, word: str) -> set[int]:
         ids = set(Delivery.objects.filter(reference=word).values_list("id", flat=True))
@@ -337,10 +405,28 @@ class ProviderHaltAdmin(FaultAdmin):
 @admin.register(ProductPause)
 class ProductPauseAdmin(FaultAdmin):
     actions = [lift_pauses]
-    list_display = ("sku", "provider", "product", "code", "reason_text", "created_at", "next_probe_at", "probes")
-    list_filter = ("provider",)
+    list_display = (
+        "sku",
+        "provider",
+        "product",
+        "kind",
+        "code",
+        "reason_text",
+        "new_price",
+        "repriced_at",
+        "created_at",
+        "next_probe_at",
+        "probes",
+    )
+    list_filter = ("kind", "provider")
     search_fields = ("sku",)
     readonly_fields = [f.name for f in ProductPause._meta.fields]
+
+    @admin.display(description=_("new supplier price"), ordering="price")
+    def new_price(self, obj: ProductPause) -> str:
+        if obj.kind != PauseKind.REPRICING:
+            return "—"
+        return provider_amount(obj.price) if obj.price is not None else _("waiting for the next sync")
 
     def delete_model(self, request, obj: ProductPause) -> None:
         product_resume(provider=obj.provider, sku=obj.sku, reason=f"lifted by {request.user.get_username()}")

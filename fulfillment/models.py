@@ -140,6 +140,8 @@ class Delivery(models.Model):
         verbose_name = _("delivery")
         verbose_name_plural = _("deliveries")
         ordering = ["order_id", "item_id", "unit_index"]
+        # Spending more than the sale was priced at is a decision of its own, apart from retrying.
+        permissions = [("buy_at_new_price", _("Can buy held units at the supplier's new price"))]
         constraints = [
             models.UniqueConstraint(fields=["item", "unit_index"], name="one_delivery_per_unit"),
             # A unit we refund is one that was never delivered: REFUNDING/REFUNDED need a refund.

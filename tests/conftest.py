@@ -484,3 +484,34 @@ def pending_unit(fake_digiflazz, digiflazz_order):
     unit = Delivery.objects.get(order=order)
     assert unit.status == DeliveryStatus.PENDING
     return unit
+
+
+def supplier_catalogue_sync(fake: FakeDigiflazz) -> None:
+    """Keep what the fake supplier's catalogue says now, as a price-list sync does (SupplierSku)."""
+    from django.utils import timezone
+
+    from fulfillment.catalog import supplier_skus_apply
+
+    supplier_skus_apply(listed={code: dict(item) for code, item in fake.catalogue.items()}, synced_at=timezone.now())
+
+
+@pytest.fixture
+def supplier(fake_digiflazz) -> FakeDigiflazz:
+    """The fake Digiflazz with two sellers of the same item: `ml86` (Seller A) and `ml86b` (Seller B)."""
+    fake_digiflazz.list_sku("ml86", price=20000, seller_name="Seller A")
+    fake_digiflazz.list_sku("ml86b", price=20500, seller_name="Seller B")
+    return fake_digiflazz
+
+
+@pytest.fixture
+def refused_for_price(supplier, product_factory, digiflazz_order):
+    """(order, product): a product sold at a cost the supplier has since raised (21,000 -> 23,000
+    IDR); its order's unit was refused for price (rc 69) and waits, the product paused for repricing."""
+    from fulfillment.services import fulfill_order
+
+    product = product_factory(sku="ml86", name="86 Diamonds", max_provider_price=21000)
+    supplier.list_sku("ml86", price=23000)
+    supplier_catalogue_sync(supplier)
+    order = digiflazz_order(sku="ml86")
+    fulfill_order(order.pk)
+    return order, product

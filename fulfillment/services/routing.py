@@ -235,7 +235,7 @@ def _release_covered(pause: ProductPause) -> int:
 @dataclass
 class PriceDecision:
     bought: int = 0  # units that will be bought at the new price
-    skipped: list[str] = field(default_factory=list)  # why other units were left as they were
+    skipped: list[str] = field(default_factory=list)  # "<unit key> (<status>)" of units no rise holds
 
 
 def units_buy_at_new_price(*, unit_ids: Iterable[int], decided_by: str) -> PriceDecision:
@@ -253,7 +253,7 @@ def units_buy_at_new_price(*, unit_ids: Iterable[int], decided_by: str) -> Price
         ).first()
         holds = pause is not None and pause_holds(pause, max_price=unit_max_price(unit))
         if unit.status != DeliveryStatus.WAITING or not holds:
-            decision.skipped.append(f"unit {unit.unit_key}: no repriced pause holds it (status {unit.status})")
+            decision.skipped.append(f"{unit.unit_key} ({unit.get_status_display()})")
             continue
         with transaction.atomic():
             changed = Delivery.objects.filter(pk=unit.pk, status=DeliveryStatus.WAITING).update(

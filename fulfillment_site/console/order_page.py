@@ -8,15 +8,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.db.models import Count
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext, pgettext
 
-from fulfillment.models import OPEN_STATUSES, Delivery, DeliveryStatus, ProductPause
+from fulfillment.models import Delivery, DeliveryStatus, PauseKind, ProductPause
 from fulfillment.providers.base import FailureScope
+from fulfillment.selectors import held_units
 from fulfillment_site.console.banner import active_halts
-from fulfillment_site.console.formatting import duration, rubles
+from fulfillment_site.console.formatting import duration, provider_amount, rubles
 from fulfillment_site.console.problems import paid_too_long_cutoff
 from fulfillment_site.console.timeline import ATTEMPTS_SHOWN, order_timeline
 from orders.models import NotificationVerdict
@@ -38,8 +40,11 @@ class UnitRow:
     delivery_id: int | None
     unit_price: int = 0
     failure_scope: str = ""
-    held_by: str = ""  # "pause" or "halt": waiting on a fault that is not the unit's own
+    held_by: str = ""  # "halt", "pause" or "price" (a price decision): waiting on a fault not the unit's own
     item_id: int | None = None
+    sku: str = ""  # the supplier SKU the unit is (or was) bought through: its item's, or a backup
+    cost: str = ""  # what the delivered purchase cost at the supplier, in its currency
+    held_price: str = ""  # "price": the supplier's new price the unit waits for staff to accept
 
 
 UNIT_TONES = {"delivered": "ok", "failed": "bad", "cancelled": "muted", "pending": "info", "sending": "info"}
@@ -66,11 +71,9 @@ def order_status_badge(order, *, units_failed: int = 0, now=None) -> tuple[str, 
 
 
 def order_units(order) -> list[UnitRow]:
-    """Every unit of the order with its product, recipient, status, code and attempts; before
-    payment (no units yet) one row per unit the items will make."""
+    """Every unit of the order with its product, recipient, status, code, attempts, supplier SKU and
+    cost; before payment (no units yet) one row per unit the items will make."""
     labels = dict(DeliveryStatus.choices)
-    halted = {halt["provider"] for halt in active_halts()}
-    paused = set(ProductPause.objects.values_list("provider", "sku"))
     deliveries = list(
         Delivery.objects.filter(order=order)
         .select_related("item__product")
@@ -78,6 +81,7 @@ def order_units(order) -> list[UnitRow]:
         .order_by("item_id", "unit_index")
     )
     if deliveries:
+        holds = _holds(order, deliveries)
         return [
             UnitRow(
                 product=unit.item.product.name,
@@ -93,8 +97,11 @@ def order_units(order) -> list[UnitRow]:
                 delivery_id=unit.pk,
                 unit_price=unit.item.unit_price_kopecks,
                 failure_scope=unit.failure_scope,
-                held_by=_held_by(unit, halted=halted, paused=paused),
+                held_by=holds.get(unit.pk, ("", ""))[0],
+                held_price=holds.get(unit.pk, ("", ""))[1],
                 item_id=unit.item_id,
+                sku=unit.sku or unit.item.sku,
+                cost=provider_amount(unit.cost) if unit.cost is not None else "",
             )
             for unit in deliveries
         ]
@@ -115,21 +122,39 @@ def order_units(order) -> list[UnitRow]:
                     unit_key="",
                     delivery_id=None,
                     unit_price=item.unit_price_kopecks,
+                    sku=item.sku,
                 )
             )
     return rows
 
 
-def _held_by(unit, *, halted: set[str], paused: set[tuple[str, str]]) -> str:
-    """ "halt" or "pause" when an open unit waits on a fault that is not its own, else ""."""
-    if unit.status not in OPEN_STATUSES:
-        return ""
-    provider = unit.provider or unit.item.provider
-    if provider in halted:
-        return "halt"
-    if (provider, unit.item.sku) in paused:
-        return "pause"
-    return ""
+def _holds(order, deliveries: list) -> dict[int, tuple[str, str]]:
+    """{unit pk: (why, new price)} for the units a fault that is not their own holds back: "halt"
+    (their provider), "pause" (their SKU) or "price" (a repricing pause waits for staff to buy them at
+    the supplier's new price). The selector decides which units are held; this only says why."""
+    if not any(unit.status == DeliveryStatus.WAITING for unit in deliveries):
+        return {}
+    halted = {halt["provider"] for halt in active_halts()}
+    pauses = {
+        (provider, sku): (kind, price)
+        for provider, sku, kind, price in ProductPause.objects.values_list("provider", "sku", "kind", "price")
+    }
+    if not halted and not pauses:
+        return {}
+    held = set(held_units(order_id=order.pk).values_list("pk", flat=True))
+    holds = {}
+    for unit in deliveries:
+        if unit.pk not in held:
+            continue
+        provider = unit.provider or unit.item.provider or settings.FULFILLMENT_PROVIDER
+        kind, price = pauses.get((provider, unit.sku or unit.item.sku), ("", None))
+        if provider in halted:
+            holds[unit.pk] = ("halt", "")
+        elif kind == PauseKind.REPRICING and price is not None:
+            holds[unit.pk] = ("price", provider_amount(price))
+        else:
+            holds[unit.pk] = ("pause", "")
+    return holds
 
 
 @dataclass(frozen=True)
@@ -179,6 +204,20 @@ def order_wrongs(order, units: list[UnitRow]) -> list[Wrong]:
                 ) % {"provider": provider, "reason": halt["reason"]}
                 wrongs.append(Wrong(text, refund_held))
                 refund_held = ()  # one button for all held units, on the first reason
+        priced = [unit for unit in held if unit.held_by == "price"]
+        if priced:
+            names = ", ".join(sorted({f"{unit.product} ({unit.sku}: {unit.held_price})" for unit in priced}))
+            text = ngettext(
+                "%(count)d unit waits for a price decision: the supplier raised its price (%(names)s) above what "
+                "the sale allowed. Buy it at the supplier's new price (the shop takes a smaller margin), or "
+                "refund it.",
+                "%(count)d units wait for a price decision: the supplier raised its price (%(names)s) above what "
+                "the sale allowed. Buy them at the supplier's new price (the shop takes a smaller margin), or "
+                "refund them.",
+                len(priced),
+            ) % {"count": len(priced), "names": names}
+            wrongs.append(Wrong(text, ("buy_at_new_price", *refund_held)))
+            refund_held = ()
         paused = [unit for unit in held if unit.held_by == "pause"]
         if paused:
             names = ", ".join(sorted({unit.product for unit in paused}))

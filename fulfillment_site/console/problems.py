@@ -19,7 +19,16 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from fulfillment.models import Delivery, DeliveryStatus, OrderFlag, ProductPause, ProviderAccount, ProviderHalt
+from fulfillment.models import (
+    Delivery,
+    DeliveryStatus,
+    OrderFlag,
+    PauseKind,
+    ProductPause,
+    ProviderAccount,
+    ProviderHalt,
+)
+from fulfillment.selectors import units_awaiting_price_decision
 from orders.models import NotificationVerdict, Order, PaymentNotification, PriceRule, Refund
 from orders.refund_state import OPEN, RefundState
 from orders.services.pricing import exchange_rate_in_use, products_below_margin
@@ -80,7 +89,9 @@ URGENCY = (
     "orders_flagged",
     "notifications_to_review",
     "paid_too_long",
+    "price_decisions",
     "product_pauses",
+    "products_repricing",
     "refunds_waiting",
     "low_balance",
     "exchange_rate_stale",
@@ -228,7 +239,11 @@ def _open_flags():
 
 
 def _product_pauses():
-    return ProductPause.objects.order_by("provider", "sku")
+    return ProductPause.objects.filter(kind=PauseKind.FAULT).order_by("provider", "sku")
+
+
+def _repricing_pauses():
+    return ProductPause.objects.filter(kind=PauseKind.REPRICING).order_by("provider", "sku")
 
 
 register(
@@ -249,6 +264,31 @@ register(
         url=lambda: reverse("admin:fulfillment_productpause_changelist"),
         hint=_("Their units wait (no attempt used) and resume once a probe purchase goes through."),
         details=lambda: [f"{pause.provider} {pause.sku}: {pause.reason}" for pause in _product_pauses()[:20]],
+    )
+)
+register(
+    Problem(
+        key="products_repricing",
+        title=_("Products paused for repricing"),
+        count=lambda: _repricing_pauses().count(),
+        url=lambda: reverse("admin:fulfillment_productpause_changelist") + "?kind__exact=repricing",
+        hint=_(
+            "The supplier refused a purchase for price: the product is off sale and its units wait (nothing "
+            "refunded) until the next price-list sync prices it again."
+        ),
+        details=lambda: [f"{pause.provider} {pause.sku}: {pause.reason}" for pause in _repricing_pauses()[:20]],
+    )
+)
+register(
+    Problem(
+        key="price_decisions",
+        title=_("Units waiting for a price decision"),
+        count=lambda: units_awaiting_price_decision().count(),
+        url=lambda: reverse("admin:fulfillment_delivery_changelist") + "?price_decision=waiting",
+        hint=_(
+            "Sold before the supplier raised its price: buy them at the new price (the units list's action), or "
+            "refund them (the order's Refund undelivered units)."
+        ),
     )
 )
 

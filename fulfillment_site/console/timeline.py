@@ -16,7 +16,7 @@ from django.contrib.contenttypes.models import ContentType
 from django.utils.translation import gettext as _
 from django.utils.translation import pgettext
 
-from fulfillment_site.console.formatting import rubles
+from fulfillment_site.console.formatting import provider_amount, rubles
 from orders.models import NotificationVerdict
 from orders.refund_state import RefundState
 
@@ -98,7 +98,7 @@ def notification_events(order) -> list[Event]:
 
 @register_source
 def attempt_events(order) -> list[Event]:
-    attempts = list(order.delivery_attempts.order_by("-id").select_related("delivery")[:ATTEMPTS_SHOWN])
+    attempts = list(order.delivery_attempts.order_by("-id").select_related("delivery__item")[:ATTEMPTS_SHOWN])
     events = []
     for attempt in reversed(attempts):
         tone = {"delivered": "ok", "failed": "bad"}.get(attempt.outcome, "")
@@ -110,6 +110,13 @@ def attempt_events(order) -> list[Event]:
             detail = f"{detail} " + _("Code: %(code)s") % {"code": attempt.serial}
         what = attempt.get_kind_display()
         detail = f"{detail.strip()} (" + _("%(ms)d ms") % {"ms": attempt.duration_ms} + ")"
+        # Which supplier SKU this call went through: routing may move a unit to a backup SKU (an
+        # attempt's empty SKU is its item's).
+        sku = attempt.sku or attempt.delivery.item.sku
+        if sku:
+            detail += " · " + _("SKU %(sku)s") % {"sku": sku}
+            if attempt.price is not None:
+                detail += ", " + _("supplier price %(price)s") % {"price": provider_amount(attempt.price)}
         events.append(Event(attempt.started_at, what, summary, detail, tone, who=attempt.provider))
     return events
 

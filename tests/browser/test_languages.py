@@ -153,3 +153,62 @@ def test_a_declined_customer_pays_again_in_their_language(browser, live_server, 
         page = browser.find_element(By.TAG_NAME, "main").text
         assert "1 100,00 ₽" in page and "МСК" in page and "Цена за единицу" in page
         screenshot(browser, "customer-phone-ru")
+
+
+PRICE_WORDS = {
+    "ru": {
+        "problem": "Единицы, ждущие решения о цене",
+        "wrong": "1 единица ждёт решения о цене",
+        "held": "задержана: поставщик теперь просит 23 000",
+        "choose": "Выбрать единицы для покупки по новой цене поставщика…",
+        "action": "Купить по новой цене поставщика",
+        "bought": "1 единица будет куплена по новой цене поставщика сейчас.",
+    },
+    "en": {
+        "problem": "Units waiting for a price decision",
+        "wrong": "1 unit waits for a price decision",
+        "held": "held: supplier now asks 23,000",
+        "choose": "Choose the units to buy at the supplier's new price…",
+        "action": "Buy at the supplier's new price",
+        "bought": "1 unit will be bought at the supplier's new price now.",
+    },
+}
+
+
+@pytest.mark.parametrize("language", ["ru", "en"])
+def test_staff_buy_a_unit_held_by_a_supplier_price_rise_in_their_language(
+    browser, live_server, django_user_model, refused_for_price, language
+):
+    from orders.services.pricing import products_resume_repriced
+
+    order, product = refused_for_price
+    Product.objects.filter(pk=product.pk).update(max_provider_price=24000)  # the sync repriced it
+    assert products_resume_repriced(provider="digiflazz").units_held == 1
+    django_user_model.objects.create_superuser(username="boss", password=PASSWORD, email="boss@example.com")
+    browser.get(f"{live_server.url}/admin/login/?next=/admin/")
+    browser.find_element(By.NAME, "username").send_keys("boss")
+    browser.find_element(By.NAME, "password").send_keys(PASSWORD)
+    browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+    wait_for(browser, ".console-panel")
+    Select(browser.find_element(By.ID, "language-select")).select_by_value(language)
+    WebDriverWait(browser, WAIT).until(lambda b: b.find_element(By.TAG_NAME, "html").get_attribute("lang") == language)
+    words = PRICE_WORDS[language]
+
+    assert words["problem"] in browser.find_element(By.ID, "problem-price_decisions").text
+    browser.get(f"{live_server.url}/admin/orders/order/{order.pk}/change/")
+    box = wait_for(browser, "#order-wrong")
+    assert words["wrong"] in box.text
+    assert words["held"] in browser.find_element(By.ID, "order-units").text
+    assert horizontal_overflow(browser) <= 0, "the units table with its SKU and cost columns fits"
+    screenshot(browser, f"admin-order-price-decision-{language}")
+
+    box.find_element(By.LINK_TEXT, words["choose"]).click()
+    wait_for(browser, "#result_list")
+    (row,) = browser.find_elements(By.CSS_SELECTOR, "#result_list tbody tr")
+    assert "ml86" in row.text
+    row.find_element(By.CSS_SELECTOR, "input.action-select").click()
+    Select(browser.find_element(By.NAME, "action")).select_by_visible_text(words["action"])
+    browser.find_element(By.CSS_SELECTOR, "button[name=index]").click()
+
+    assert words["bought"] in wait_for(browser, ".messagelist").text
+    assert Delivery.objects.get(order=order).max_price_override == 23000

@@ -53,6 +53,8 @@ def test_each_problem_is_counted_and_links_to_its_list(
         "refunds_waiting": 0,
         "orders_flagged": 1,
         "product_pauses": 0,
+        "products_repricing": 0,
+        "price_decisions": 0,
         "exchange_rate_stale": 0,  # no price rules: prices are not made from a rate
         "below_margin": 0,
     }

@@ -6,7 +6,6 @@ from datetime import datetime, timedelta
 import pytest
 from django.utils import timezone
 
-from fulfillment.catalog import supplier_skus_apply
 from fulfillment.models import AttemptKind, Delivery, DeliveryAttempt, DeliveryStatus, PauseKind, ProductPause
 from fulfillment.selectors import held_units, products_sellability, units_awaiting_price_decision
 from fulfillment.services import fulfill_order, units_buy_at_new_price
@@ -14,21 +13,9 @@ from fulfillment.supplier_catalog import WIB
 from orders.models import Product, ProductSource, Refund
 from orders.services.pricing import products_resume_repriced
 from orders.state import OrderStatus
+from tests.conftest import supplier_catalogue_sync as sync
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def supplier(fake_digiflazz):
-    """The fake Digiflazz with two sellers of the same item: `ml86` (Seller A) and `ml86b` (Seller B)."""
-    fake_digiflazz.list_sku("ml86", price=20000, seller_name="Seller A")
-    fake_digiflazz.list_sku("ml86b", price=20500, seller_name="Seller B")
-    return fake_digiflazz
-
-
-def sync(fake) -> None:
-    """What a price-list sync keeps of the supplier's catalogue (SupplierSku)."""
-    supplier_skus_apply(listed={code: dict(item) for code, item in fake.catalogue.items()}, synced_at=timezone.now())
 
 
 @pytest.fixture
@@ -135,17 +122,6 @@ def test_a_product_is_sellable_while_some_sku_of_it_is(supplier, product):
 
 
 # --- repricing ------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def refused_for_price(supplier, product_factory, digiflazz_order):
-    """A product sold at a cost the supplier has since raised: its first unit was refused (rc 69)."""
-    product = product_factory(sku="ml86", name="86 Diamonds", max_provider_price=21000)
-    supplier.list_sku("ml86", price=23000)
-    sync(supplier)
-    order = digiflazz_order(sku="ml86")
-    fulfill_order(order.pk)
-    return order, product
 
 
 def test_a_price_refusal_pauses_the_product_for_repricing_and_refunds_nothing(refused_for_price, supplier, settings):
