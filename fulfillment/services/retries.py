@@ -54,7 +54,7 @@ def order_fulfillment_reset_for_retry(*, order_id: int, rebuy_unknown: bool = Fa
     Does not run or queue anything: callers choose (admin queues, the command runs inline).
     """
     with transaction.atomic():
-        order = Order.objects.select_for_update().filter(pk=order_id).first()
+        order = Order.objects.select_for_update(no_key=True).filter(pk=order_id).first()
         if order is None:
             raise OrderNotFound(order_id)
         if order.status != OrderStatus.PAID:

@@ -28,7 +28,7 @@ def units_stop_held(*, order_id: int, stopped_by: str) -> list[int]:
     if not unit_ids:
         return []
     stopped = list(
-        Delivery.objects.select_for_update()
+        Delivery.objects.select_for_update(no_key=True)
         .filter(pk__in=unit_ids, status=DeliveryStatus.WAITING)
         .values_list("pk", flat=True)
     )

@@ -496,7 +496,7 @@ def _apply_found_status(order: Order, state) -> None:
         "Amount": state.amount,
     }
     with transaction.atomic():
-        locked = Order.objects.select_for_update().get(pk=order.pk)
+        locked = Order.objects.select_for_update(no_key=True).get(pk=order.pk)
         payment_status_apply(
             order=locked, payload=payload, body=json.dumps(state.raw).encode(), source=NotificationSource.POLLING
         )

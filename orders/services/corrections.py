@@ -41,7 +41,7 @@ def order_item_recipient_correct(*, item_id: int, recipient: str) -> RecipientCo
         item = OrderItem.objects.select_related("product").filter(pk=item_id).first()
         if item is None:
             raise RecipientNotCorrectable(f"Order item {item_id} does not exist.")
-        order = Order.objects.select_for_update().get(pk=item.order_id)
+        order = Order.objects.select_for_update(no_key=True).get(pk=item.order_id)
         if order.status != OrderStatus.PAID:
             raise RecipientNotCorrectable(
                 f"Order {order.public_id} is {order.status}: only a paid order's recipient can be corrected."

@@ -148,7 +148,7 @@ def payment_notification_process(*, body: bytes, remote_addr: str | None = None)
                 _payment_captured(outcome.order, str(payload.get("PaymentId") or ""), payload["Amount"])
                 _record(outcome, body=body, limit=limit, address=source)
                 return outcome
-            order = Order.objects.select_for_update().filter(public_id=order_ref).first()
+            order = Order.objects.select_for_update(no_key=True).filter(public_id=order_ref).first()
         if order is None:
             outcome = NotificationOutcome(
                 404, NotificationVerdict.UNKNOWN_ORDER, f"No order with OrderId {order_ref!r}.", payload=payload

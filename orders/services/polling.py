@@ -140,7 +140,7 @@ def _payment_state_poll(*, payment: Payment, client) -> bool:
             logger.error("GetState of PaymentId %s: CONFIRMED without Amount; not applied", payment.payment_id)
             return False
     with transaction.atomic():
-        locked = Order.objects.select_for_update().get(pk=order.pk)
+        locked = Order.objects.select_for_update(no_key=True).get(pk=order.pk)
         outcome = payment_status_apply(
             order=locked,
             payload=payload,

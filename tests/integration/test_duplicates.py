@@ -171,3 +171,70 @@ def test_a_unit_is_claimed_by_one_runner_at_a_time(order_factory, monkeypatch, r
     assert_delivered_exactly_once([order.pk])
     assert DeliveryAttempt.objects.values("delivery").annotate(n=Count("id")).filter(n__gt=1).count() == 0
     report(orders=1, units=4, claimants=2, units_per_claimant=",".join(str(len(s)) for s in unit_sets))
+
+
+def test_a_retry_reset_and_a_run_recording_a_result_do_not_deadlock(order_factory, monkeypatch):
+    """The interleaving that once aborted one side with a deadlock: a run has recorded a unit's
+    answer (its attempt row references the order, checked at COMMIT with a key-share lock on the
+    order) while a staff retry holds the order locked and waits on that unit. The retry's order
+    lock must not conflict with the key-share lock, so both finish."""
+    from django.db import connection as main_connection
+    from django.utils import timezone
+
+    from fulfillment.models import Delivery, DeliveryStatus
+    from fulfillment.providers.base import FulfillmentResult
+    from fulfillment.services import delivery_record_result, order_fulfillment_reset_for_retry
+    from fulfillment.tasks import deliver_order
+
+    monkeypatch.setattr(deliver_order, "delay", lambda order_id: None)
+    order = order_factory(quantities=(2,))
+    order_mark_paid(order_id=order.pk, payment_id="1")
+    unit = Delivery.objects.filter(order_id=order.pk).order_by("unit_index").first()
+    Delivery.objects.filter(pk=unit.pk).update(status=DeliveryStatus.SENDING, claim_token="run")
+    unit.refresh_from_db()
+    recorded, retry_pid = threading.Event(), []
+
+    def run_records_its_answer() -> None:
+        from django.db import connection, transaction
+
+        with transaction.atomic():
+            delivery_record_result(
+                unit=unit,
+                result=FulfillmentResult.delivered(serial="SN-1"),
+                kind=AttemptKind.PURCHASE,
+                provider_name="mock",
+                claim_token="run",
+                started_at=timezone.now(),
+                duration_ms=1,
+            )
+            recorded.set()
+            # Commit only once the retry waits on the unit this transaction updated.
+            deadline = time.monotonic() + 20
+            with connection.cursor() as cursor:
+                while time.monotonic() < deadline:
+                    if retry_pid:
+                        cursor.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", [retry_pid[0]])
+                        row = cursor.fetchone()
+                        if row and row[0] == "Lock":
+                            break
+                    time.sleep(0.02)
+                else:
+                    raise AssertionError("the retry never waited on the unit")
+
+    def staff_retries() -> object:
+        from django.db import connection
+
+        assert recorded.wait(20), "the run never recorded its answer"
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            retry_pid.append(cursor.fetchone()[0])
+        return order_fulfillment_reset_for_retry(order_id=order.pk)
+
+    assert main_connection.vendor == "postgresql"
+    _, decision = run_threads([run_records_its_answer, staff_retries], timeout=60)
+
+    assert decision.queued  # the second unit is still to deliver
+    unit.refresh_from_db()
+    assert unit.status == DeliveryStatus.DELIVERED and unit.serial == "SN-1"
+    assert Delivery.objects.filter(order_id=order.pk).count() == 2
+    assert DeliveryAttempt.objects.filter(delivery=unit).count() == 1

@@ -44,7 +44,7 @@ def refund_notification_apply(
     notification; a change no refund of ours explains was made in the bank's portal and is
     recorded as a PORTAL refund (the caller binds it to units).
     """
-    payment = Payment.objects.select_for_update().get(pk=payment.pk)
+    payment = Payment.objects.select_for_update(no_key=True).get(pk=payment.pk)
     known = payment.refunded_kopecks
     full = status in FULL_RETURN_STATUSES
     if full:

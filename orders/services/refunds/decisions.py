@@ -186,7 +186,7 @@ def refund_decide_undelivered(
     Raises RefundNotPossible when the order is not PAID or still has units in progress.
     """
     with transaction.atomic():
-        order = Order.objects.select_for_update().filter(pk=order_id).first()
+        order = Order.objects.select_for_update(no_key=True).filter(pk=order_id).first()
         if order is None:
             raise RefundNotPossible(f"Order {order_id} does not exist.")
         if include_held and order.status == OrderStatus.PAID:

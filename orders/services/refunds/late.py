@@ -33,9 +33,11 @@ def refund_unit_delivered_late(*, delivery_id: int, serial: str = "", attempt_id
     unit = Delivery.objects.only("order_id").get(pk=delivery_id)
     order_id = unit.order_id
     with transaction.atomic():
-        Order.objects.select_for_update().filter(pk=order_id).first()
-        unit = Delivery.objects.select_for_update().get(pk=delivery_id)
-        refund = Refund.objects.select_for_update().filter(pk=unit.refund_id).first() if unit.refund_id else None
+        Order.objects.select_for_update(no_key=True).filter(pk=order_id).first()
+        unit = Delivery.objects.select_for_update(no_key=True).get(pk=delivery_id)
+        refund = (
+            Refund.objects.select_for_update(no_key=True).filter(pk=unit.refund_id).first() if unit.refund_id else None
+        )
         now = timezone.now()
         if (
             refund is not None

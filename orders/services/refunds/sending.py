@@ -64,7 +64,7 @@ def _claim(refund_id: int) -> tuple[str | None, Refund | None, str]:
     now = timezone.now()
     expires = now + timedelta(seconds=settings.REFUND_CLAIM_SECONDS)
     with transaction.atomic():
-        refund = Refund.objects.select_for_update().filter(pk=refund_id).first()
+        refund = Refund.objects.select_for_update(no_key=True).filter(pk=refund_id).first()
         if refund is None:
             return None, None, token
         free = refund.claim_expires_at is None or refund.claim_expires_at < now
@@ -276,8 +276,8 @@ def _bank_total_observed(*, payment_id: int, bank_refunded: int, status: str) ->
     our refunds explains (none may be in flight) was refunded in the portal, and is recorded."""
     with transaction.atomic():
         payment = Payment.objects.select_related("order").get(pk=payment_id)
-        Order.objects.select_for_update().filter(pk=payment.order_id).first()
-        payment = Payment.objects.select_for_update().get(pk=payment_id)
+        Order.objects.select_for_update(no_key=True).filter(pk=payment.order_id).first()
+        payment = Payment.objects.select_for_update(no_key=True).get(pk=payment_id)
         unexplained = bank_refunded - payment.refunded_kopecks
         if unexplained <= 0 or Refund.objects.filter(holds_place_q(), payment=payment).exists():
             return
@@ -330,8 +330,8 @@ def _check(refund: Refund, token: str, client: TBankClient) -> str | None:
         Refund.objects.filter(pk=refund.pk).update(last_message=str(exc)[:500])
         return None
     with transaction.atomic():
-        Order.objects.select_for_update().filter(pk=refund.order_id).first()
-        payment = Payment.objects.select_for_update().get(pk=payment.pk)
+        Order.objects.select_for_update(no_key=True).filter(pk=refund.order_id).first()
+        payment = Payment.objects.select_for_update(no_key=True).get(pk=payment.pk)
         current = Refund.objects.values_list("state", flat=True).get(pk=refund.pk)
         bank_refunded = _bank_refunded(payment, state.status, state.amount)
         known = payment.refunded_kopecks
@@ -411,8 +411,8 @@ def _verify(refund: Refund, token: str, client: TBankClient) -> None:
         Refund.objects.filter(pk=refund.pk, claim_token=token).update(**later)
         return None
     with transaction.atomic():
-        Order.objects.select_for_update().filter(pk=refund.order_id).first()
-        payment = Payment.objects.select_for_update().get(pk=payment.pk)
+        Order.objects.select_for_update(no_key=True).filter(pk=refund.order_id).first()
+        payment = Payment.objects.select_for_update(no_key=True).get(pk=payment.pk)
         new = _bank_refunded(payment, state.status, state.amount) - payment.refunded_kopecks
         made = new == refund.amount_kopecks and state.status not in _BUSY_STATUSES
         detail = f"re-check of a refused refund: the bank reports {state.status}, " + (
@@ -434,8 +434,8 @@ def refund_mark_succeeded(*, refund_id: int, bank_status: str = "", via: str = "
     (whichever of the answer, GetState and the notification comes second changes nothing)."""
     refund = Refund.objects.only("order_id", "payment_id", "amount_kopecks").get(pk=refund_id)
     with transaction.atomic():
-        Order.objects.select_for_update().filter(pk=refund.order_id).first()
-        Payment.objects.select_for_update().filter(pk=refund.payment_id).first()
+        Order.objects.select_for_update(no_key=True).filter(pk=refund.order_id).first()
+        Payment.objects.select_for_update(no_key=True).filter(pk=refund.payment_id).first()
         moved = refund_transition(
             refund_id=refund_id,
             target=RefundState.SUCCEEDED,
@@ -477,7 +477,7 @@ def refund_resend(*, refund_id: int, user=None) -> Refund:
     and GetState is asked first, so the bank can never make it twice.
     """
     with transaction.atomic():
-        refund = Refund.objects.select_for_update().filter(pk=refund_id).first()
+        refund = Refund.objects.select_for_update(no_key=True).filter(pk=refund_id).first()
         if refund is None:
             raise RefundNotPossible(f"Refund {refund_id} does not exist.")
         if refund.state != RefundState.FAILED:
