@@ -170,6 +170,46 @@ def _deliver_pass(
     units = _claim_due_units(order_id=order_id, item_ids=item_ids, claim_token=claim_token)
     if not units:
         return 0
+    try:
+        return _work_on_claimed(
+            units,
+            claim_token=claim_token,
+            report=report,
+            chosen=chosen,
+            default_name=default_name,
+            default_provider=default_provider,
+            on_unit=on_unit,
+        )
+    except BaseException:
+        _release_claims(claim_token)
+        raise
+
+
+def _release_claims(claim_token: str) -> None:
+    """A run stopped by an error (a database deadlock, a lost connection, a worker shutdown) lets
+    go of the units it still holds, so its retry or the next run works on them now rather than
+    when the claim expires. A WAITING unit was never sent; a SENDING or PENDING one keeps its
+    status and reference, so the next run checks it by reference as after an expired claim: never
+    bought twice. Best effort: when the database is what failed, the claims expire on their own."""
+    try:
+        released = Delivery.objects.filter(claim_token=claim_token).update(claim_token="", claim_expires_at=None)
+    except Exception:  # noqa: BLE001 - the original error is the one to report
+        logger.warning("A stopped delivery run could not release its claims; they expire on their own", exc_info=True)
+        return
+    if released:
+        logger.warning("A stopped delivery run released %s unit(s) it held", released)
+
+
+def _work_on_claimed(
+    units: list[Delivery],
+    *,
+    claim_token: str,
+    report: FulfillmentReport,
+    chosen: bool,
+    default_name: str,
+    default_provider: FulfillmentProvider,
+    on_unit: ProgressCallback | None,
+) -> int:
     routes = RouteBook.load(units, default_provider=default_name)
     faults = _Faults.load(skus=routes.skus(units))
     rerouted = 0
@@ -268,7 +308,7 @@ def _claim_due_units(*, order_id: int, item_ids: list[int] | None, claim_token: 
         if item_ids is not None:
             qs = qs.filter(item_id__in=item_ids)
         if connection.features.has_select_for_update_skip_locked:
-            qs = qs.select_for_update(skip_locked=True, of=("self",))
+            qs = qs.select_for_update(skip_locked=True, no_key=True, of=("self",))
         units = list(qs.select_related("item").order_by("item_id", "unit_index"))
         if units:
             Delivery.objects.filter(pk__in=[unit.pk for unit in units]).update(

@@ -374,6 +374,41 @@ def test_a_unit_left_sending_by_a_dead_worker_is_checked_not_bought_again(paid_o
     assert units(order)[0].purchase_attempts == 1
 
 
+def test_a_run_stopped_by_a_database_error_lets_go_of_its_units(paid_order_factory, scripted_provider, monkeypatch):
+    """A deadlock or a lost connection while recording the first unit's answer: the run re-raises
+    (its task retries) but first releases every unit it claimed, so the retry works on them at
+    once: the sent unit is checked by its reference, never bought again."""
+    from django.db import DatabaseError
+
+    from fulfillment.services import running
+
+    order = paid_order_factory(quantities=(3,))
+    first = units(order)[0]
+    record = running.delivery_record_result
+
+    def deadlocked(**kwargs):
+        raise DatabaseError("deadlock detected")
+
+    monkeypatch.setattr(running, "delivery_record_result", deadlocked)
+    with pytest.raises(DatabaseError):
+        services.fulfill_order(order.pk)
+
+    assert [(kind, params.reference) for kind, params in scripted_provider.calls] == [("fulfill", first.reference)]
+    assert [(unit.status, unit.claim_token, unit.claim_expires_at) for unit in units(order)] == [
+        (DeliveryStatus.SENDING, "", None),
+        (DeliveryStatus.WAITING, "", None),
+        (DeliveryStatus.WAITING, "", None),
+    ]
+
+    monkeypatch.setattr(running, "delivery_record_result", record)
+    report = services.fulfill_order(order.pk)
+
+    retried = [(kind, params.reference) for kind, params in scripted_provider.calls[1:]]
+    assert retried == [("check", first.reference)] + [("fulfill", unit.reference) for unit in units(order)[1:]]
+    assert report.complete and status_of(order) == OrderStatus.FULFILLED
+    assert units(order)[0].purchase_attempts == 1
+
+
 def test_a_pending_unit_too_old_to_check_fails_with_instructions(paid_order_factory, scripted_provider, monkeypatch):
     monkeypatch.setattr(type(scripted_provider), "max_check_age", timedelta(days=90), raising=False)
     order = paid_order_factory()
