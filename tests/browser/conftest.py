@@ -20,6 +20,7 @@ SCREENSHOTS = ROOT / "var" / "screenshots"
 CHROMIUM = os.environ.get("CHROMIUM_BINARY", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")
 WINDOW = (1366, 900)
+WAIT = 30  # seconds a page may take to show what a test waits for
 HOW_TO_INSTALL = "Install them with: apt-get install chromium chromium-driver"
 CHROMIUM_FLAGS = (
     "--headless",
@@ -91,6 +92,24 @@ def screenshot(driver, name: str, *, full_page: bool = True) -> Path:
         if full_page:
             driver.set_window_size(width, height)
     return path
+
+
+def admin_log_in(browser, live_server, username: str, *, password: str, language: str | None = None) -> None:
+    """Log in through the admin's own form and wait for the dashboard; with `language`, switch the
+    admin to it with the selector in its header, as staff do."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    browser.get(f"{live_server.url}/admin/login/?next=/admin/")
+    browser.find_element(By.NAME, "username").send_keys(username)
+    browser.find_element(By.NAME, "password").send_keys(password)
+    browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+    wait = WebDriverWait(browser, WAIT)
+    wait.until(expected_conditions.presence_of_element_located((By.CLASS_NAME, "console-panel")))
+    if language is not None:
+        Select(browser.find_element(By.ID, "language-select")).select_by_value(language)
+        wait.until(lambda b: b.find_element(By.TAG_NAME, "html").get_attribute("lang") == language)
 
 
 def horizontal_overflow(driver) -> int:

@@ -18,7 +18,7 @@ except ImportError:  # the `browser` fixture skips, or fails under REQUIRE_SERVI
 
 from fulfillment.models import Delivery, DeliveryStatus
 from orders.models import Order, Product, Refund
-from tests.browser.conftest import horizontal_overflow, screenshot
+from tests.browser.conftest import admin_log_in, horizontal_overflow, screenshot
 from tests.browser.test_staff_console import PASSWORD, failed_order, staff_user  # noqa: F401 (fixtures)
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -63,15 +63,8 @@ def test_staff_refund_a_failed_unit_from_the_order_page_in_their_language(
     language,
 ):
     django_user_model.objects.create_superuser(username="boss", password=PASSWORD, email="boss@example.com")
-    browser.get(f"{live_server.url}/admin/login/?next=/admin/")
-    browser.find_element(By.NAME, "username").send_keys("boss")
-    browser.find_element(By.NAME, "password").send_keys(PASSWORD)
-    browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
-    wait_for(browser, ".console-panel")
-
     # The switch in the header: the whole admin follows, Django's words and ours.
-    Select(browser.find_element(By.ID, "language-select")).select_by_value(language)
-    WebDriverWait(browser, WAIT).until(lambda b: b.find_element(By.TAG_NAME, "html").get_attribute("lang") == language)
+    admin_log_in(browser, live_server, "boss", password=PASSWORD, language=language)
     words = WORDS[language]
     assert words["dashboard"] in browser.page_source
     assert horizontal_overflow(browser) <= 0
@@ -185,13 +178,7 @@ def test_staff_buy_a_unit_held_by_a_supplier_price_rise_in_their_language(
     Product.objects.filter(pk=product.pk).update(max_provider_price=24000)  # the sync repriced it
     assert products_resume_repriced(provider="digiflazz").units_held == 1
     django_user_model.objects.create_superuser(username="boss", password=PASSWORD, email="boss@example.com")
-    browser.get(f"{live_server.url}/admin/login/?next=/admin/")
-    browser.find_element(By.NAME, "username").send_keys("boss")
-    browser.find_element(By.NAME, "password").send_keys(PASSWORD)
-    browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
-    wait_for(browser, ".console-panel")
-    Select(browser.find_element(By.ID, "language-select")).select_by_value(language)
-    WebDriverWait(browser, WAIT).until(lambda b: b.find_element(By.TAG_NAME, "html").get_attribute("lang") == language)
+    admin_log_in(browser, live_server, "boss", password=PASSWORD, language=language)
     words = PRICE_WORDS[language]
 
     assert words["problem"] in browser.find_element(By.ID, "problem-price_decisions").text

@@ -20,7 +20,7 @@ from fulfillment.providers.base import FailureScope, FulfillmentResult
 from fulfillment.services import fulfill_order
 from orders.models import Order, Product
 from orders.state import OrderStatus
-from tests.browser.conftest import horizontal_overflow, screenshot
+from tests.browser.conftest import admin_log_in, horizontal_overflow, screenshot
 from tests.conftest import notification
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -74,11 +74,7 @@ def failed_order(order_factory, post_notification, scripted_provider):
 
 
 def log_in(browser, live_server, username: str) -> None:
-    browser.get(f"{live_server.url}/admin/login/?next=/admin/")
-    browser.find_element(By.NAME, "username").send_keys(username)
-    browser.find_element(By.NAME, "password").send_keys(PASSWORD)
-    browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
-    WebDriverWait(browser, 30).until(expected_conditions.presence_of_element_located((By.CLASS_NAME, "console-panel")))
+    admin_log_in(browser, live_server, username, password=PASSWORD)
 
 
 def text_of(browser, css: str) -> str:

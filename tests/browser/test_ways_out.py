@@ -17,7 +17,7 @@ from fulfillment.models import Delivery, DeliveryStatus
 from fulfillment.services import product_pause
 from orders.models import NotificationVerdict, PaymentNotification, Refund
 from orders.services import order_mark_paid
-from tests.browser.conftest import horizontal_overflow, screenshot
+from tests.browser.conftest import admin_log_in, horizontal_overflow, screenshot
 from tests.browser.test_staff_console import PASSWORD, failed_order  # noqa: F401 (fixtures)
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -52,13 +52,7 @@ def wait_for(browser, css: str):
 def open_order_page(browser, live_server, django_user_model, order, language: str) -> None:
     """Log in as a superuser, switch the admin to `language` in its header, open the order."""
     django_user_model.objects.create_superuser(username="boss", password=PASSWORD, email="boss@example.com")
-    browser.get(f"{live_server.url}/admin/login/?next=/admin/")
-    browser.find_element(By.NAME, "username").send_keys("boss")
-    browser.find_element(By.NAME, "password").send_keys(PASSWORD)
-    browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
-    wait_for(browser, ".console-panel")
-    Select(browser.find_element(By.ID, "language-select")).select_by_value(language)
-    WebDriverWait(browser, WAIT).until(lambda b: b.find_element(By.TAG_NAME, "html").get_attribute("lang") == language)
+    admin_log_in(browser, live_server, "boss", password=PASSWORD, language=language)
     browser.get(f"{live_server.url}/admin/orders/order/{order.pk}/change/")
     wait_for(browser, "#order-wrong")
     assert order.public_id in browser.find_element(By.TAG_NAME, "h1").text
