@@ -30,9 +30,9 @@ from fulfillment_site.console.order_page import order_page_context, order_status
 from fulfillment_site.console.pagination import HugeTableAdminMixin
 from fulfillment_site.console.problems import paid_too_long_cutoff
 from fulfillment_site.console.search import SEARCH_CAP, ExactSearchMixin, as_id, order_ids_for
-from fulfillment_site.console.timeline import REJECTED_VERDICTS
 from orders.admin_refunds import extend_order_admin
 from orders.models import (
+    REJECTED_VERDICTS,
     CustomerEmail,
     NotificationVerdict,
     Order,

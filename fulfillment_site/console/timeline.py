@@ -17,14 +17,11 @@ from django.utils.translation import gettext as _
 from django.utils.translation import pgettext
 
 from fulfillment_site.console.formatting import provider_amount, rubles
-from orders.models import NotificationVerdict
+from orders.models import REJECTED_VERDICTS, NotificationVerdict
 from orders.refund_state import RefundState
 
 #: Attempts shown in the timeline of one order; the rest are one click away in the attempt list.
 ATTEMPTS_SHOWN = 200
-
-# Verdicts of notifications that were turned away: they stand out wherever they are listed.
-REJECTED_VERDICTS = frozenset({"forbidden", "malformed", "unknown_order", "amount_mismatch"})
 
 
 @dataclass(frozen=True)

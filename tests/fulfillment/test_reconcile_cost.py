@@ -34,6 +34,18 @@ def test_sweep_queries_on_orders_are_unordered(paid_order_factory, queued_delive
     assert done.status == "fulfilled"  # the query still finds what it is for
 
 
+def test_the_index_of_units_failed_by_a_fault_covers_every_scope_the_sweep_asks_for():
+    """The sweep asks for failed units of every scope that is not the unit's fault; an index whose
+    condition misses one (PRICE, added later) is never used, and the sweep walks every failed unit
+    (4,844 at a million orders: its slowest statement, 10 ms)."""
+    from fulfillment.providers.base import NOT_THE_UNITS_SCOPES
+
+    index = next(index for index in Delivery._meta.indexes if index.name == "delivery_failed_by_fault")
+    conditions = dict(index.condition.children)
+    assert conditions["status"] == DeliveryStatus.FAILED
+    assert sorted(conditions["failure_scope__in"]) == sorted(NOT_THE_UNITS_SCOPES)
+
+
 def test_deliveries_have_no_single_column_order_index():
     """delivery_order_status (order_id, status) serves every look-up by order."""
     with connection.cursor() as cursor:
