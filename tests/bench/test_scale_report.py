@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench.scale import filter_links, pages_compare, pages_to_explain, targets_evaluate
+from bench.scale import filter_links, pages_compare, pages_to_explain, rows_shown, targets_evaluate
 
 CHANGELIST = """
 <div id="content-main">
@@ -57,6 +57,47 @@ def test_pages_are_compared_with_the_page_of_the_same_name_at_the_baseline():
 
     assert pages[0]["baseline_p50_ms"] == 30.0 and pages[0]["ratio"] == 3.0
     assert pages[1]["baseline_p50_ms"] is None and pages[1]["ratio"] is None  # no such page at the baseline
+
+
+def test_a_rare_filter_full_only_at_full_size_is_judged_against_its_list_unfiltered_at_the_baseline():
+    """At 10,000 orders "units sent, no answer yet" shows 3 rows; at a million, a full page of 100.
+    Rendering 100 rows costs more at any size, so the page is judged against its list unfiltered at
+    the baseline (100 rows), not against the 3-row page; a filter as full at both sizes, or a list
+    whose unfiltered page is not full either, keeps the page of the same name."""
+    pages = [
+        _page("unit list: status = Sent", "filter", 93.0, rows=100),
+        _page("unit list: status = Delivered", "filter", 76.0, rows=100),
+        _page("order list: status = Paid", "filter", 300.0, rows=100),
+        _page("unit list, unfiltered", "page", 67.0, rows=100),
+    ]
+    baseline = [
+        {"name": "unit list: status = Sent", "kind": "filter", "p50_ms": 17.0, "rows": 3},
+        {"name": "unit list: status = Delivered", "kind": "filter", "p50_ms": 100.0, "rows": 100},
+        {"name": "unit list, unfiltered", "kind": "page", "p50_ms": 63.0, "rows": 100},
+        {"name": "order list: status = Paid", "kind": "filter", "p50_ms": 25.0, "rows": 40},
+        {"name": "order list, unfiltered", "kind": "page", "p50_ms": 60.0, "rows": 40},
+    ]
+
+    pages_compare(pages, baseline)
+
+    sent, delivered, paid, unfiltered = pages
+    assert sent["baseline_page"] == "unit list, unfiltered" and sent["baseline_rows"] == 100
+    assert round(sent["ratio"], 2) == round(93 / 63, 2)
+    assert "baseline_page" not in delivered and delivered["ratio"] == 0.76
+    assert "baseline_page" not in paid and paid["ratio"] == 12.0  # 40 rows unfiltered: no like-sized baseline
+    assert "baseline_page" not in unfiltered and unfiltered["baseline_rows"] == 100
+    report = targets_evaluate({"admin": {"pages": pages}, "baseline": {"orders": 10_000}})[0]
+    assert not report["met"] and [row["name"] for row in report["failing"]] == ["order list: status = Paid"]
+
+
+def test_rows_shown_counts_the_result_rows_of_a_changelist():
+    page = (
+        '<table id="result_list"><thead><tr><th>id</th></tr></thead>'
+        '<tbody><tr class="row1"><td>1</td></tr><tr class="row2"><td>2</td></tr></tbody></table>'
+    )
+    assert rows_shown(page) == 2
+    assert rows_shown('<table id="result_list"><thead><tr><th>id</th></tr></thead><tbody></tbody></table>') == 0
+    assert rows_shown("<h1>Order 5</h1>") is None  # not a list
 
 
 def test_targets_are_ratios_to_the_baseline_and_name_every_page_over_or_without_one():
