@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -170,112 +171,95 @@ def _deliver_pass(
     units = _claim_due_units(order_id=order_id, item_ids=item_ids, claim_token=claim_token)
     if not units:
         return 0
-    try:
-        return _work_on_claimed(
-            units,
-            claim_token=claim_token,
-            report=report,
-            chosen=chosen,
-            default_name=default_name,
-            default_provider=default_provider,
-            on_unit=on_unit,
-        )
-    except BaseException:
-        _release_claims(claim_token)
-        raise
+    with _claims_released_on_error(claim_token):
+        routes = RouteBook.load(units, default_provider=default_name)
+        faults = _Faults.load(skus=routes.skus(units))
+        rerouted = 0
+        for unit in units:
+            # A new purchase goes to the chosen provider, else through the unit's route; an earlier one is
+            # checked where it was made, with the SKU it was made with.
+            purchase = unit.status == DeliveryStatus.WAITING
+            max_price = unit_max_price(unit)
+            if purchase and chosen:
+                name = default_name
+            elif purchase:
+                item_provider = unit.item.provider or default_name
+                route = routes.choose(
+                    unit,
+                    item_provider=item_provider,
+                    held=lambda route, limit=max_price: bool(
+                        faults.blocking(provider=route.provider, sku=route.sku, max_price=limit, lift=False)
+                    ),
+                )
+                if route != routes.current(unit, item_provider=item_provider) and not unit_route_switch(
+                    unit=unit, route=route, item_provider=item_provider, claim_token=claim_token
+                ):
+                    continue  # the unit moved on meanwhile (a refund, a staff stop)
+                name = route.provider
+            else:
+                name = unit.provider or default_name
+            sku = unit_sku(unit)
+            # A halt stops every call through the provider; a pause stops new purchases of its SKU.
+            blocking = faults.blocking(provider=name, sku=sku if purchase else None, max_price=max_price)
+            if purchase and (unit.released_at is not None or unit.pk in faults.released):
+                # Released through a deposit halt: the deposit seen covers this purchase.
+                blocking = [fault for fault in blocking if not isinstance(fault, ProviderHalt)]
+            probe = None
+            if blocking:
+                if len(blocking) == 1 and purchase and faults.probe_due(blocking[0]) and fault_probe_claim(blocking[0]):
+                    probe = blocking[0]  # this purchase tests whether the fault is gone
+                else:
+                    _postpone(unit, claim_token, until=fault_hold_until(blocking[0]))
+                    report.skipped = _held_back(blocking[0])
+                    continue
+            try:
+                unit_provider = default_provider if name == default_name else get_fulfillment_provider(name)
+            except ImproperlyConfigured as exc:
+                logger.error("Unit %s cannot be checked: %s", unit.unit_key, exc)
+                _postpone(unit, claim_token)
+                report.skipped = f"provider {name} of an earlier purchase is not usable: {exc}"
+                continue
+            unit_report = _process_unit(
+                unit, provider=unit_provider, provider_name=name, claim_token=claim_token, probe=probe, faults=faults
+            )
+            if unit_report is None:
+                continue
+            report.units.append(unit_report)
+            if on_unit:
+                on_unit(unit_report)
+            scope = unit_report.failure_scope
+            if probe is not None and not faults.same_kind(probe, scope):
+                reason = f"a probe purchase met no such fault (answer: {unit_report.code or '-'})"
+                faults.lift(probe, reason=reason, balance=unit_report.balance)
+            if scope in SHOP_WIDE_SCOPES:
+                faults.reload_halt(name)
+            elif scope in PRODUCT_SCOPES:
+                faults.reload_pause(name, sku)
+                if purchase and not chosen and _route_again(unit, routes=routes, faults=faults, name=name, sku=sku):
+                    rerouted += 1
+        return rerouted
 
 
-def _release_claims(claim_token: str) -> None:
+@contextmanager
+def _claims_released_on_error(claim_token: str) -> Iterator[None]:
     """A run stopped by an error (a database deadlock, a lost connection, a worker shutdown) lets
     go of the units it still holds, so its retry or the next run works on them now rather than
     when the claim expires. A WAITING unit was never sent; a SENDING or PENDING one keeps its
     status and reference, so the next run checks it by reference as after an expired claim: never
     bought twice. Best effort: when the database is what failed, the claims expire on their own."""
     try:
-        released = Delivery.objects.filter(claim_token=claim_token).update(claim_token="", claim_expires_at=None)
-    except Exception:  # noqa: BLE001 - the original error is the one to report
-        logger.warning("A stopped delivery run could not release its claims; they expire on their own", exc_info=True)
-        return
-    if released:
-        logger.warning("A stopped delivery run released %s unit(s) it held", released)
-
-
-def _work_on_claimed(
-    units: list[Delivery],
-    *,
-    claim_token: str,
-    report: FulfillmentReport,
-    chosen: bool,
-    default_name: str,
-    default_provider: FulfillmentProvider,
-    on_unit: ProgressCallback | None,
-) -> int:
-    routes = RouteBook.load(units, default_provider=default_name)
-    faults = _Faults.load(skus=routes.skus(units))
-    rerouted = 0
-    for unit in units:
-        # A new purchase goes to the chosen provider, else through the unit's route; an earlier one is
-        # checked where it was made, with the SKU it was made with.
-        purchase = unit.status == DeliveryStatus.WAITING
-        max_price = unit_max_price(unit)
-        if purchase and chosen:
-            name = default_name
-        elif purchase:
-            item_provider = unit.item.provider or default_name
-            route = routes.choose(
-                unit,
-                item_provider=item_provider,
-                held=lambda route, limit=max_price: bool(
-                    faults.blocking(provider=route.provider, sku=route.sku, max_price=limit, lift=False)
-                ),
-            )
-            if route != routes.current(unit, item_provider=item_provider) and not unit_route_switch(
-                unit=unit, route=route, item_provider=item_provider, claim_token=claim_token
-            ):
-                continue  # the unit moved on meanwhile (a refund, a staff stop)
-            name = route.provider
-        else:
-            name = unit.provider or default_name
-        sku = unit_sku(unit)
-        # A halt stops every call through the provider; a pause stops new purchases of its SKU.
-        blocking = faults.blocking(provider=name, sku=sku if purchase else None, max_price=max_price)
-        if purchase and (unit.released_at is not None or unit.pk in faults.released):
-            # Released through a deposit halt: the deposit seen covers this purchase.
-            blocking = [fault for fault in blocking if not isinstance(fault, ProviderHalt)]
-        probe = None
-        if blocking:
-            if len(blocking) == 1 and purchase and faults.probe_due(blocking[0]) and fault_probe_claim(blocking[0]):
-                probe = blocking[0]  # this purchase tests whether the fault is gone
-            else:
-                _postpone(unit, claim_token, until=fault_hold_until(blocking[0]))
-                report.skipped = _held_back(blocking[0])
-                continue
+        yield
+    except BaseException:
         try:
-            unit_provider = default_provider if name == default_name else get_fulfillment_provider(name)
-        except ImproperlyConfigured as exc:
-            logger.error("Unit %s cannot be checked: %s", unit.unit_key, exc)
-            _postpone(unit, claim_token)
-            report.skipped = f"provider {name} of an earlier purchase is not usable: {exc}"
-            continue
-        unit_report = _process_unit(
-            unit, provider=unit_provider, provider_name=name, claim_token=claim_token, probe=probe, faults=faults
-        )
-        if unit_report is None:
-            continue
-        report.units.append(unit_report)
-        if on_unit:
-            on_unit(unit_report)
-        scope = unit_report.failure_scope
-        if probe is not None and not faults.same_kind(probe, scope):
-            reason = f"a probe purchase met no such fault (answer: {unit_report.code or '-'})"
-            faults.lift(probe, reason=reason, balance=unit_report.balance)
-        if scope in SHOP_WIDE_SCOPES:
-            faults.reload_halt(name)
-        elif scope in PRODUCT_SCOPES:
-            faults.reload_pause(name, sku)
-            if purchase and not chosen and _route_again(unit, routes=routes, faults=faults, name=name, sku=sku):
-                rerouted += 1
-    return rerouted
+            released = Delivery.objects.filter(claim_token=claim_token).update(claim_token="", claim_expires_at=None)
+        except Exception:  # noqa: BLE001 - the original error is the one to report
+            logger.warning(
+                "A stopped delivery run could not release its claims; they expire on their own", exc_info=True
+            )
+        else:
+            if released:
+                logger.warning("A stopped delivery run released %s unit(s) it held", released)
+        raise
 
 
 def _route_again(unit: Delivery, *, routes: RouteBook, faults: _Faults, name: str, sku: str) -> bool:
