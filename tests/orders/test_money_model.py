@@ -5,7 +5,8 @@ A Hypothesis RuleBasedStateMachine drives the real services (notifications, the 
 engine, refund decisions, sending, the sweeps, staff actions) against the fake T-Bank over
 HTTP and a scripted provider that knows what it really delivered. Rules interleave at random:
 checkouts and payments (also twice), deliveries that succeed, fail, end unknown or succeed
-late, staff retries and refunds, automatic refunds, lost Cancel answers, Cancels that fail
+late, delivery runs stopped by a database error while recording an answer, staff retries and
+refunds, automatic refunds, lost Cancel answers, Cancels that fail
 before reaching the bank, GetState outages, workers killed mid-Cancel, staff re-sends,
 notifications delivered late, out of order or twice, and refunds made in the bank's portal.
 One compound rule plays a rare sequence as a single step: a delivery partly fails, the refund
@@ -42,8 +43,9 @@ from collections import Counter
 from datetime import timedelta
 
 import pytest
+from celery.exceptions import Retry
 from django.conf import settings as django_settings
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.db.models import Q, Sum
 from django.test import TestCase
 from django.utils import timezone
@@ -62,6 +64,7 @@ from fulfillment.services import (
     paid_orders_reconcile,
     product_pauses_after_sync,
     product_resume,
+    running,
     units_buy_at_new_price,
 )
 from fulfillment.supplier_catalog import SupplierSku
@@ -304,15 +307,43 @@ class MoneyMachine(RuleBasedStateMachine):
     # --- delivery --------------------------------------------------------------------------
 
     @precondition(lambda self: self.delivery_messages)
-    @rule(data=st.data(), outcomes=st.lists(OUTCOMES, max_size=4))
-    def delivery_worker_runs(self, data, outcomes) -> None:
+    @rule(
+        data=st.data(),
+        outcomes=st.lists(OUTCOMES, max_size=4),
+        database_fails_after=st.sampled_from([None, None, None, 0, 1, 2]),
+    )
+    def delivery_worker_runs(self, data, outcomes, database_fails_after: int | None) -> None:
+        """A worker takes a delivery message. With `database_fails_after`, the database fails (a
+        deadlock, a lost connection) while the run records a provider's answer, after that many
+        answers went through: the task raises and Celery retries it, so its message stays queued.
+        The supplier may have delivered the unit whose answer was lost; the run let go of its
+        units, and the next one checks that unit by its reference."""
         self.step()
         if self._off("delivery_worker_runs"):
             return
-        order_id = self.delivery_messages.pop(data.draw(st.integers(0, len(self.delivery_messages) - 1)))
+        index = data.draw(st.integers(0, len(self.delivery_messages) - 1))
         WORLD.script[:] = outcomes
-        with self._capture():
-            fulfillment_tasks.deliver_order.run(order_id)
+        if database_fails_after is None:
+            order_id = self.delivery_messages.pop(index)
+            with self._capture():
+                fulfillment_tasks.deliver_order.run(order_id)
+            return
+        record, answers = running.delivery_record_result, []
+
+        def record_until_the_database_fails(**kwargs):
+            if len(answers) >= database_fails_after:
+                raise DatabaseError("deadlock detected (the money model)")
+            answers.append(kwargs["unit"].pk)
+            return record(**kwargs)
+
+        running.delivery_record_result = record_until_the_database_fails
+        try:
+            with self._capture():
+                fulfillment_tasks.deliver_order.run(self.delivery_messages[index])
+        except (DatabaseError, Retry):
+            pass  # Celery's autoretry delivers the message again: it stays queued
+        finally:
+            running.delivery_record_result = record
 
     @precondition(lambda self: any(s in ("pending", "failed_unknown") for s in WORLD.states.values()))
     @rule(data=st.data(), delivered=st.booleans())
