@@ -45,7 +45,7 @@ import subprocess
 import sys
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -1343,6 +1343,20 @@ def database_measure(args: argparse.Namespace, env: dict[str, str], username: st
     return measured
 
 
+def alternate(get: Callable[[str], tuple[int, float, str]], *, repeat: int) -> dict[str, list[float]]:
+    """Seconds of `repeat` requests to "base" and to "full" (`get(label)`), in alternation and in
+    alternating order, after one unmeasured request to each: both see the same weather."""
+    times: dict[str, list[float]] = {"base": [], "full": []}
+    for label in times:
+        get(label)
+    for round_no in range(repeat):
+        for label in ("base", "full") if round_no % 2 == 0 else ("full", "base"):
+            status, seconds, _ = get(label)
+            if status == 200:
+                times[label].append(seconds)
+    return times
+
+
 def pages_remeasure(
     args: argparse.Namespace,
     env: dict[str, str],
@@ -1374,14 +1388,7 @@ def pages_remeasure(
             targets = {"base": paths.get(page.get("baseline_page") or page["name"]), "full": page["path"]}
             if targets["base"] is None:
                 continue
-            times: dict[str, list[float]] = {"base": [], "full": []}
-            for label in times:  # unmeasured, as in the first phase
-                clients[label].get(targets[label])
-            for round_no in range(args.repeat):
-                for label in ("base", "full") if round_no % 2 == 0 else ("full", "base"):
-                    status, seconds, _ = clients[label].get(targets[label])
-                    if status == 200:
-                        times[label].append(seconds)
+            times = alternate(lambda label, targets=targets: clients[label].get(targets[label]), repeat=args.repeat)
             if not times["base"] or not times["full"]:
                 continue
             page["first"] = {key: page.get(key) for key in ("p50_ms", "p95_ms", "baseline_p50_ms", "ratio")}
@@ -1471,7 +1478,6 @@ def main(argv: list[str] | None = None) -> int:
         if not args.skip_admin:
             pages_compare(results["admin"]["pages"], baseline["admin"]["pages"])
             pages_remeasure(args, env, username, password, results["admin"]["pages"], baseline["admin"]["pages"])
-            database_use(args.database_url)
         if args.explain > 0 and not args.skip_admin:
             # Before the webhook, which adds paid orders to the data.
             _log("Explaining the slowest statements of the slowest pages and of the sweep")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench.scale import filter_links, pages_compare, pages_to_explain, rows_shown, targets_evaluate
+from bench.scale import alternate, filter_links, pages_compare, pages_to_explain, rows_shown, targets_evaluate
 
 CHANGELIST = """
 <div id="content-main">
@@ -88,6 +88,22 @@ def test_a_rare_filter_full_only_at_full_size_is_judged_against_its_list_unfilte
     assert "baseline_page" not in unfiltered and unfiltered["baseline_rows"] == 100
     report = targets_evaluate({"admin": {"pages": pages}, "baseline": {"orders": 10_000}})[0]
     assert not report["met"] and [row["name"] for row in report["failing"]] == ["order list: status = Paid"]
+
+
+def test_a_page_over_its_target_is_measured_again_alternating_with_its_baseline():
+    """Both databases are asked in turn, each round in the other order, after one unmeasured
+    request to each; a failed request is not a sample."""
+    asked = []
+
+    def get(label: str) -> tuple[int, float, str]:
+        asked.append(label)
+        status = 500 if len(asked) == 6 else 200
+        return status, {"base": 0.01, "full": 0.02}[label] * len(asked), ""
+
+    times = alternate(get, repeat=3)
+
+    assert asked == ["base", "full", "base", "full", "full", "base", "base", "full"]
+    assert times == {"base": [0.03, 0.07], "full": [0.08, 0.1, 0.16]}
 
 
 def test_rows_shown_counts_the_result_rows_of_a_changelist():
