@@ -99,3 +99,16 @@ def test_imports_inside_functions_do_not_grow():
             if lines:
                 found[str(path.relative_to(ROOT))] = len(lines)
     assert found == ALLOWED_FUNCTION_IMPORTS
+
+
+def test_row_locks_do_not_conflict_with_foreign_key_checks():
+    """docs/reliability.md: every row lock is FOR NO KEY UPDATE. A plain FOR UPDATE conflicts with
+    the key-share lock PostgreSQL's foreign-key check takes at COMMIT, and a staff retry holding an
+    order FOR UPDATE deadlocked with a run committing an attempt row that references it."""
+    plain = []
+    for package in checker.PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+                if "select_for_update(" in line and "no_key=True" not in line:
+                    plain.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
+    assert plain == [], "lock with select_for_update(no_key=True):\n" + "\n".join(plain)

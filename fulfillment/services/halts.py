@@ -62,7 +62,7 @@ def _raise_fault(
     clears_at = now + timedelta(seconds=retry_after) if retry_after else None
     first_probe = now + _probe_wait(0, retry_after) if probes else None
     with transaction.atomic():
-        fault, created = model.objects.select_for_update().get_or_create(
+        fault, created = model.objects.select_for_update(no_key=True).get_or_create(
             **lookup, defaults={**values, "next_probe_at": first_probe, "clears_at": clears_at}
         )
         if not created:

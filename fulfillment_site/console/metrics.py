@@ -45,7 +45,7 @@ def _advance(source: str, model, aggregate) -> dict:
     now = time.time()
     settle = settings.METRICS_SETTLE_SECONDS
     with transaction.atomic():
-        state, _ = MetricCounterState.objects.select_for_update().get_or_create(source=source)
+        state, _ = MetricCounterState.objects.select_for_update(no_key=True).get_or_create(source=source)
         newest = model.objects.aggregate(newest=Max("id"))["newest"] or 0
         observed = [*state.observed, [now, newest]]
         settled = [max_id for seen_at, max_id in observed if seen_at <= now - settle]

@@ -19,7 +19,7 @@ def sandbox_payment_decide(*, payment_id: str, pay: bool) -> str:
     and the webhook processing gets the notifications the bank would send, signed as it signs
     them. Returns the URL to send the customer to (SuccessURL / FailURL)."""
     with transaction.atomic():
-        payment = SandboxPayment.objects.select_for_update().get(payment_id=payment_id)
+        payment = SandboxPayment.objects.select_for_update(no_key=True).get(payment_id=payment_id)
         if payment.status not in PAYABLE:
             return payment.success_url if payment.status == "CONFIRMED" else payment.fail_url
         statuses = ["AUTHORIZED", "CONFIRMED"] if pay else ["REJECTED"]

@@ -131,7 +131,11 @@ class SandboxTBankClient(TBankClient):
         OriginalAmount and NewAmount are what was left before and after. A repeated
         ExternalRequestId answers the current state and refunds nothing again."""
         with transaction.atomic():
-            payment = SandboxPayment.objects.select_for_update().filter(payment_id=str(body.get("PaymentId"))).first()
+            payment = (
+                SandboxPayment.objects.select_for_update(no_key=True)
+                .filter(payment_id=str(body.get("PaymentId")))
+                .first()
+            )
             if payment is None:
                 return self._refusal("255", "Платеж не найден")
             remaining = payment.amount_kopecks - payment.refunded_kopecks
